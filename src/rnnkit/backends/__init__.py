@@ -1,0 +1,67 @@
+"""Engines that run a cell over a sequence, chosen by a registry.
+
+``reference`` (autograd loop, the oracle) and ``fused`` (hand-written BPTT) are
+built in; ``fused`` is preferred when both can run a case.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rnnkit.backends.base import (ENV_VAR, Backend, available_backends, get_backend,
+                                  register_backend, select_backend)
+from rnnkit.backends.fused import FusedBackend, FusedSequenceFunction
+from rnnkit.backends.reference import ReferenceBackend
+
+register_backend(ReferenceBackend())
+register_backend(FusedBackend(), preference=0)
+
+
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence of ``x`` [T, B, *] within its own length.
+
+    Positions past a sequence's end stay where they are, so applying this twice is
+    the identity; it is how the backward direction of a bidirectional layer sees
+    each sequence from its last valid step.
+    """
+    if lengths is None:
+        return x.flip(0)
+    T, B = x.shape[:2]
+    t = torch.arange(T).unsqueeze(1)  # [T, 1]
+    lens = lengths.unsqueeze(0)  # [1, B]
+    idx = torch.where(t < lens, lens - 1 - t, t).to(x.device)  # [T, B]
+    idx = idx.view(T, B, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(0, idx)
+
+
+def run_direction(cell: str, x: Tensor, states0: tuple[Tensor, ...], w_ih: Tensor,
+                  w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+                  lengths: Tensor | None = None, reverse: bool = False,
+                  backend: str | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """Run ``cell`` over one direction of one layer with the selected backend.
+
+    Args:
+        cell: ``"rnn_tanh"``, ``"rnn_relu"``, ``"lstm"`` or ``"gru"``.
+        x: [T, B, I]; states0: tuple of [B, H]; weights as torch.nn names them.
+        lengths: int64 CPU tensor [B] of valid lengths (1..T), or None for all T.
+        reverse: run from each sequence's last valid step back to its first.
+        backend: a registered name, or None for the automatic choice.
+
+    Returns:
+        ``y`` [T, B, H] in the original time order, and the final states.
+    """
+    engine = select_backend(backend, cell, x.device, x.dtype)
+    if reverse:
+        x = reverse_padded(x, lengths)
+    y, final = engine.run(cell, x, states0, w_ih, w_hh, b_ih, b_hh, lengths)
+    if reverse:
+        y = reverse_padded(y, lengths)
+    return y, final
+
+
+__all__ = [
+    "Backend", "ENV_VAR", "FusedBackend", "FusedSequenceFunction", "ReferenceBackend",
+    "available_backends", "get_backend", "register_backend", "reverse_padded",
+    "run_direction", "select_backend",
+]

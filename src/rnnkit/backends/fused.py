@@ -1,0 +1,96 @@
+"""The fused backend: one autograd.Function per (layer, direction) whose backward is the
+hand-derived BPTT of :mod:`rnnkit.functional`, not autograd.
+
+It runs on any device torch runs on (the work is torch operations on preallocated
+buffers). Variable lengths: the batch is sorted longest first and each step works on
+the rows still running (the packed-sequence layout), then the original order is
+restored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnnkit.functional import CELLS, CellSpec, SequenceCache, sequence_backward, sequence_forward
+
+
+class FusedSequenceFunction(torch.autograd.Function):
+    """Autograd wrapper around :func:`sequence_forward` / :func:`sequence_backward`."""
+
+    @staticmethod
+    def forward(ctx, spec: CellSpec, batch_sizes: Sequence[int] | None, x: Tensor,
+                w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+                *states0: Tensor):
+        y, final, saved = sequence_forward(spec, x, states0, w_ih, w_hh, b_ih, b_hh, batch_sizes)
+        ctx.spec = spec
+        ctx.batch_sizes = batch_sizes
+        ctx.has_bias = b_ih is not None
+        ctx.save_for_backward(x, w_ih, w_hh, *saved.states, *saved.cache)
+        ctx.set_materialize_grads(False)
+        return (y, *(s.clone() for s in final))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy: Tensor | None, *dfinal: Tensor | None):
+        spec: CellSpec = ctx.spec
+        x, w_ih, w_hh, *rest = ctx.saved_tensors
+        states = tuple(rest[: spec.num_states])
+        cache = tuple(rest[spec.num_states:])
+        saved = SequenceCache(x, states, cache, ctx.batch_sizes)
+        need = ctx.needs_input_grad  # (spec, batch_sizes, x, w_ih, w_hh, b_ih, b_hh, *states0)
+        grads = sequence_backward(
+            spec, saved, w_ih, w_hh, dy, dfinal, need_x=need[2],
+            need_weights=need[3] or need[4], need_bias=ctx.has_bias and (need[5] or need[6]))
+        dstates0 = tuple(g if need[7 + k] else None for k, g in enumerate(grads.states0))
+        return (None, None, grads.x, grads.w_ih, grads.w_hh, grads.b_ih, grads.b_hh, *dstates0)
+
+
+def batch_sizes_from_lengths(sorted_lengths: Tensor) -> list[int]:
+    """Running sequences per step, from lengths sorted longest first: [T_max] ints."""
+    steps = torch.arange(int(sorted_lengths[0]))
+    return (sorted_lengths.unsqueeze(0) > steps.unsqueeze(1)).sum(1).tolist()
+
+
+class FusedBackend:
+    """Hand-written BPTT over preallocated buffers; any device, floating dtypes."""
+
+    name = "fused"
+
+    def unsupported_reason(self, cell: str, device: torch.device, dtype: torch.dtype) -> str | None:
+        if cell not in CELLS:
+            return f"unknown cell {cell!r}"
+        if not dtype.is_floating_point:
+            return f"dtype {dtype} is not floating point"
+        return None
+
+    def run(self, cell: str, x: Tensor, states0: tuple[Tensor, ...], w_ih: Tensor,
+            w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+            lengths: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        spec = CELLS[cell]
+        T = x.shape[0]
+        if lengths is None or bool((lengths == T).all()):
+            y, *final = FusedSequenceFunction.apply(spec, None, x, w_ih, w_hh, b_ih, b_hh, *states0)
+            return y, tuple(final)
+        sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
+        identity = bool((order == torch.arange(len(order))).all())
+        if not identity:
+            idx = order.to(x.device)
+            x = x.index_select(1, idx)
+            states0 = tuple(s.index_select(0, idx) for s in states0)
+        batch_sizes = batch_sizes_from_lengths(sorted_lengths)
+        t_max = len(batch_sizes)
+        y, *final = FusedSequenceFunction.apply(spec, batch_sizes, x[:t_max], w_ih, w_hh,
+                                                b_ih, b_hh, *states0)
+        if t_max < T:
+            y = torch.cat([y, y.new_zeros(T - t_max, *y.shape[1:])])
+        if not identity:
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(len(order))
+            inverse = inverse.to(x.device)
+            y = y.index_select(1, inverse)
+            final = [s.index_select(0, inverse) for s in final]
+        return y, tuple(final)

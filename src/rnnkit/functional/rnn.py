@@ -1,0 +1,99 @@
+"""Vanilla (Elman) RNN cell: forward equations and hand-derived BPTT.
+
+Forward, with ``act`` = tanh or relu (torch.nn.RNN's ``nonlinearity``)::
+
+    a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh        # pre-activation   [B, H]
+    h_t = act(a_t)                                      # hidden state     [B, H]
+
+Backward, with ``dh_t`` the total gradient reaching ``h_t`` (from the output at
+step t and from step t+1)::
+
+    da_t      = dh_t * act'(a_t)          # tanh: 1 - h_t^2;  relu: 1[h_t > 0]
+    dh_{t-1} += da_t @ W_hh               # the only product inside the loop
+    dW_hh     = sum_t da_t^T h_{t-1}      # after the loop, one product
+    dW_ih     = sum_t da_t^T x_t,  dx_t = da_t @ W_ih,  db_ih = db_hh = sum_t da_t
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rnnkit.functional.sequence import CellSpec
+
+
+def rnn_tanh_step(x_proj_t: Tensor, state: tuple[Tensor], w_hh: Tensor,
+                  b_hh: Tensor | None) -> tuple[tuple[Tensor], tuple[()]]:
+    """One step of the tanh RNN.
+
+    Args:
+        x_proj_t: [B, H] input projection ``W_ih x_t + b_ih``.
+        state: ``(h_{t-1},)``, [B, H].
+        w_hh: [H, H]; b_hh: [H] or None.
+
+    Returns:
+        ``((h_t,), ())``: the new state; the cache is ``h_t`` itself.
+    """
+    (h,) = state
+    return (torch.tanh(x_proj_t + F.linear(h, w_hh, b_hh)),), ()
+
+
+def rnn_relu_step(x_proj_t: Tensor, state: tuple[Tensor], w_hh: Tensor,
+                  b_hh: Tensor | None) -> tuple[tuple[Tensor], tuple[()]]:
+    """One step of the relu RNN; arguments as :func:`rnn_tanh_step`."""
+    (h,) = state
+    return (torch.relu(x_proj_t + F.linear(h, w_hh, b_hh)),), ()
+
+
+def _step_into(activation_: str):
+    def step_into(x_proj_t: Tensor, prev: Sequence[Tensor], w_hh_t: Tensor,
+                  b_hh: Tensor | None, out: Sequence[Tensor], cache: Sequence[Tensor]) -> None:
+        # a_t written straight into the state buffer, then activated in place.
+        h_out = out[0]
+        torch.addmm(x_proj_t, prev[0], w_hh_t, out=h_out)  # [n, H]
+        getattr(h_out, activation_)()
+    return step_into
+
+
+def rnn_tanh_local_derivatives(cache: Sequence[Tensor],
+                               states: Sequence[Tensor]) -> tuple[Tensor]:
+    """tanh'(a_t) = 1 - h_t^2 for every step at once. states[0]: [T+1, B, H]."""
+    h = states[0][1:]
+    return (1 - h * h,)
+
+
+def rnn_relu_local_derivatives(cache: Sequence[Tensor],
+                               states: Sequence[Tensor]) -> tuple[Tensor]:
+    """relu'(a_t) = 1[h_t > 0] for every step at once."""
+    h = states[0][1:]
+    return ((h > 0).to(h.dtype),)
+
+
+def rnn_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: Tensor,
+                      dgx: Tensor, dgh: Tensor) -> None:
+    """One step of BPTT, in place.
+
+    Args:
+        drec: ``[dh]`` with dh [n, H] the total gradient w.r.t. ``h_t``; overwritten
+            with the gradient w.r.t. ``h_{t-1}``.
+        derivs_t: ``[act'(a_t)]``, [n, H].
+        w_hh: [H, H].
+        dgx: [n, H] receives ``da_t``; dgh is the same buffer for this cell.
+    """
+    (dh,) = drec
+    torch.mul(dh, derivs_t[0], out=dgx)  # da_t
+    torch.mm(dgx, w_hh, out=dh)  # dh_{t-1} = da_t @ W_hh
+
+
+def _spec(name: str, activation_: str, local_derivatives) -> CellSpec:
+    return CellSpec(name=name, gates=1, num_states=1, fold_hidden_bias=True,
+                    separate_hidden_grads=False, cache_widths=(),
+                    step_into=_step_into(activation_), local_derivatives=local_derivatives,
+                    backward_step=rnn_backward_step)
+
+
+RNN_TANH = _spec("rnn_tanh", "tanh_", rnn_tanh_local_derivatives)
+RNN_RELU = _spec("rnn_relu", "relu_", rnn_relu_local_derivatives)

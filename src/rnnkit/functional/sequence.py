@@ -1,0 +1,197 @@
+"""Run one recurrent cell over a whole sequence, forward and hand-derived backward.
+
+This is the time loop shared by every cell. A cell describes itself with a
+:class:`CellSpec` (its equations live in ``rnn.py``, ``lstm.py``, ``gru.py``); the
+loop here does the bookkeeping that is the same for all of them:
+
+* the input projection ``x_t @ W_ih^T + b_ih`` for all time steps is one matrix
+  product before the loop, so only ``h_{t-1} @ W_hh^T`` is inside it;
+* the forward writes every step's state and gate activations into preallocated
+  buffers (the cache, as cuDNN's reserve space), so the backward never recomputes
+  the forward;
+* the backward first turns that cache into the *local derivatives* of every step in
+  a few whole-sequence tensor operations, then walks back in time doing only what
+  the recurrence forces it to (pointwise products and ``dgates @ W_hh``);
+* the weight, bias and input gradients are one matrix product each after the loop.
+
+Variable lengths use the packed-sequence layout: the batch is sorted by length,
+longest first, and ``batch_sizes[t]`` says how many sequences are still running at
+step ``t``, so step ``t`` works on rows ``[:batch_sizes[t]]`` only. A finished
+sequence's state stops changing, its outputs past its end are zero, and no
+gradient flows into its padding.
+
+Shapes: T time steps, B batch, I input features, H hidden units, G = gates * H.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """What the sequence loop needs to know about one cell type.
+
+    Attributes:
+        name: registry key, e.g. ``"lstm"``.
+        gates: number of gate blocks stacked in ``W_ih`` / ``W_hh`` (1, 3 or 4).
+        num_states: 1 (``h``) or 2 (``h, c``).
+        fold_hidden_bias: True when ``b_hh`` enters the cell only through the sum
+            ``W_ih x + b_ih + W_hh h + b_hh`` and can be added to the input projection.
+        separate_hidden_grads: True when the gradient reaching ``W_hh h + b_hh``
+            differs from the one reaching ``W_ih x + b_ih`` (GRU's reset gate).
+        cache_widths: width, in units of H, of each cache buffer the step fills.
+        step_into: fused forward step, writing into preallocated slots.
+        local_derivatives: cache + states -> per-step Jacobian factors.
+        backward_step: one step of hand-derived BPTT.
+    """
+
+    name: str
+    gates: int
+    num_states: int
+    fold_hidden_bias: bool
+    separate_hidden_grads: bool
+    cache_widths: tuple[int, ...]
+    step_into: Callable[..., None]
+    local_derivatives: Callable[..., tuple[Tensor, ...]]
+    backward_step: Callable[..., None]
+
+
+@dataclass
+class SequenceCache:
+    """What the forward keeps for the backward (all time-major)."""
+
+    x: Tensor  # [T, B, I]
+    states: tuple[Tensor, ...]  # each [T+1, B, H]; states[k][0] is the initial state
+    cache: tuple[Tensor, ...]  # the cell's buffers, each [T, B, w*H]
+    batch_sizes: Sequence[int] | None
+
+
+def _project_input(spec: CellSpec, x: Tensor, w_ih: Tensor, b_ih: Tensor | None,
+                   b_hh: Tensor | None) -> Tensor:
+    """All input projections at once: [T, B, I] -> [T, B, G]."""
+    T, B, I = x.shape
+    bias = b_ih
+    if spec.fold_hidden_bias and b_hh is not None:
+        bias = b_hh if bias is None else bias + b_hh
+    flat = x.reshape(T * B, I)
+    xp = torch.mm(flat, w_ih.t()) if bias is None else torch.addmm(bias, flat, w_ih.t())
+    return xp.view(T, B, -1)
+
+
+def sequence_forward(spec: CellSpec, x: Tensor, states0: Sequence[Tensor], w_ih: Tensor,
+                     w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+                     batch_sizes: Sequence[int] | None = None
+                     ) -> tuple[Tensor, tuple[Tensor, ...], SequenceCache]:
+    """Run ``spec`` over ``x`` and keep the cache for :func:`sequence_backward`.
+
+    Args:
+        x: [T, B, I] input, time-major. With ``batch_sizes``, sorted by length, longest first.
+        states0: initial states, each [B, H].
+        w_ih: [G, I]; w_hh: [G, H]; b_ih, b_hh: [G] or None.
+        batch_sizes: running sequences per step (non-increasing, first == B), or None
+            when every sequence has length T.
+
+    Returns:
+        y: [T, B, H] hidden state at every step (zero past a sequence's end),
+        final: each state at the sequence's last step, [B, H],
+        cache: what the backward needs.
+    """
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    xp = _project_input(spec, x, w_ih, b_ih, b_hh)  # [T, B, G]
+    w_hh_t = w_hh.t().contiguous()  # [H, G]; MKL runs h @ W^T faster from a row-major copy
+    b_step = None if spec.fold_hidden_bias else b_hh
+    alloc = torch.empty if batch_sizes is None else torch.zeros
+    opts = dict(dtype=x.dtype, device=x.device)
+    states = tuple(alloc(T + 1, B, H, **opts) for _ in range(spec.num_states))
+    for buf, s0 in zip(states, states0):
+        buf[0].copy_(s0)
+    cache = tuple(alloc(T, B, w * H, **opts) for w in spec.cache_widths)
+    for t in range(T):
+        n = B if batch_sizes is None else batch_sizes[t]
+        spec.step_into(xp[t, :n], [s[t, :n] for s in states], w_hh_t, b_step,
+                       [s[t + 1, :n] for s in states], [c[t, :n] for c in cache])
+    if batch_sizes is None:
+        final = tuple(s[T] for s in states)
+    else:
+        last = _last_step_index(batch_sizes, B, x.device)  # [B]: length of each sequence
+        cols = torch.arange(B, device=x.device)
+        final = tuple(s[last, cols] for s in states)
+    return states[0][1:], final, SequenceCache(x, states, cache, batch_sizes)
+
+
+def _last_step_index(batch_sizes: Sequence[int], B: int, device: torch.device) -> Tensor:
+    """Length of each (sorted) sequence, recovered from the batch sizes."""
+    bs = torch.tensor(list(batch_sizes), device=device)
+    return (bs.unsqueeze(1) > torch.arange(B, device=device)).sum(0)
+
+
+@dataclass
+class SequenceGrads:
+    """Gradients returned by :func:`sequence_backward` (None where not asked for)."""
+
+    x: Tensor | None  # [T, B, I]
+    states0: tuple[Tensor, ...]  # each [B, H]
+    w_ih: Tensor | None  # [G, I]
+    w_hh: Tensor | None  # [G, H]
+    b_ih: Tensor | None  # [G]
+    b_hh: Tensor | None  # [G]
+
+
+def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: Tensor,
+                      dy: Tensor | None, dfinal: Sequence[Tensor | None],
+                      need_x: bool = True, need_weights: bool = True,
+                      need_bias: bool = True) -> SequenceGrads:
+    """Hand-derived backpropagation through time.
+
+    Args:
+        spec: the cell.
+        saved: the forward's cache.
+        w_ih, w_hh: the weights used in the forward.
+        dy: [T, B, H] gradient of the loss w.r.t. the outputs, or None.
+        dfinal: gradient w.r.t. each final state, [B, H] or None.
+        need_x, need_weights, need_bias: skip products nobody asked for.
+
+    Returns:
+        The gradients, see :class:`SequenceGrads`.
+    """
+    x, states, batch_sizes = saved.x, saved.states, saved.batch_sizes
+    T, B, I = x.shape
+    H = w_hh.shape[1]
+    G = spec.gates * H
+    opts = dict(dtype=x.dtype, device=x.device)
+    derivs = spec.local_derivatives(saved.cache, states)  # each [T, B, *]
+
+    # Running gradient w.r.t. each state; starts as the gradient of the final state.
+    # With variable lengths, row b joins the loop at its own last step, still
+    # holding its final-state gradient, because rows >= batch_sizes[t+1] are not touched
+    # until then.
+    drec = []
+    for k in range(spec.num_states):
+        g = dfinal[k]
+        drec.append(torch.zeros(B, H, **opts) if g is None else g.clone())
+    alloc = torch.empty if batch_sizes is None else torch.zeros
+    dgx = alloc(T, B, G, **opts)  # gradient w.r.t. the input-side pre-activations
+    dgh = alloc(T, B, G, **opts) if spec.separate_hidden_grads else dgx
+    for t in range(T - 1, -1, -1):
+        n = B if batch_sizes is None else batch_sizes[t]
+        if dy is not None:
+            drec[0][:n].add_(dy[t, :n])
+        spec.backward_step([d[:n] for d in drec], [d[t, :n] for d in derivs], w_hh,
+                           dgx[t, :n], dgh[t, :n])
+    flat_gx = dgx.view(T * B, G)
+    flat_gh = dgh.view(T * B, G)
+    gx = torch.mm(flat_gx, w_ih).view(T, B, I) if need_x else None
+    gw_ih = gw_hh = gb_ih = gb_hh = None
+    if need_weights:
+        gw_ih = torch.mm(flat_gx.t(), x.reshape(T * B, I))
+        gw_hh = torch.mm(flat_gh.t(), states[0][:T].reshape(T * B, H))
+    if need_bias:
+        gb_ih = flat_gx.sum(0)
+        gb_hh = gb_ih.clone() if not spec.separate_hidden_grads else flat_gh.sum(0)
+    return SequenceGrads(gx, tuple(drec), gw_ih, gw_hh, gb_ih, gb_hh)
