@@ -103,6 +103,8 @@ def sequence_forward(spec: CellSpec, x: Tensor, states0: Sequence[Tensor], w_ih:
     """
     T, B, _ = x.shape
     H = w_hh.shape[1]
+    if batch_sizes is not None:
+        check_batch_sizes(batch_sizes, T, B)
     xp = _project_input(spec, x, w_ih, b_ih, b_hh)  # [T, B, G]
     w_hh_t = w_hh.t().contiguous()  # [H, G]; MKL runs h @ W^T faster from a row-major copy
     b_step = None if spec.fold_hidden_bias else b_hh
@@ -123,6 +125,19 @@ def sequence_forward(spec: CellSpec, x: Tensor, states0: Sequence[Tensor], w_ih:
         cols = torch.arange(B, device=x.device)
         final = tuple(s[last, cols] for s in states)
     return states[0][1:], final, SequenceCache(x, states, cache, batch_sizes)
+
+
+def check_batch_sizes(batch_sizes: Sequence[int], steps: int, batch: int) -> None:
+    """The packed layout needs one count per step, starting at B and never growing."""
+    sizes = list(batch_sizes)
+    if len(sizes) != steps:
+        raise ValueError(f"batch_sizes: expected one entry per time step ({steps}), got {len(sizes)}")
+    if sizes and sizes[0] != batch:
+        raise ValueError(f"batch_sizes: expected the first entry to be the batch size {batch}, "
+                         f"got {sizes[0]}")
+    if any(b < a for a, b in zip(sizes[1:], sizes)) or (sizes and sizes[-1] < 1):
+        raise ValueError("batch_sizes: expected positive, non-increasing counts (sequences sorted "
+                         f"by length, longest first), got {sizes}")
 
 
 def _last_step_index(batch_sizes: Sequence[int], B: int, device: torch.device) -> Tensor:

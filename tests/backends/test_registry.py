@@ -1,0 +1,73 @@
+"""Backend selection: explicit name, RNNKIT_BACKEND, automatic, and falling back."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.backends import base as registry
+from rnnkit.backends import select_backend
+
+CPU, F32 = torch.device("cpu"), torch.float32
+
+
+def test_builtin_backends_and_automatic_choice():
+    assert rnnkit.available_backends()[:2] == ["fused", "reference"]
+    assert select_backend(None, "lstm", CPU, F32).name == "fused"
+
+
+def test_explicit_name_wins_over_environment(monkeypatch):
+    monkeypatch.setenv("RNNKIT_BACKEND", "fused")
+    assert select_backend("reference", "gru", CPU, F32).name == "reference"
+
+
+def test_environment_variable(monkeypatch):
+    monkeypatch.setenv("RNNKIT_BACKEND", "reference")
+    assert select_backend(None, "gru", CPU, F32).name == "reference"
+    monkeypatch.setenv("RNNKIT_BACKEND", "nope")
+    with pytest.raises(ValueError, match=r"RNNKIT_BACKEND: expected one of \[.*'fused'.*\], got 'nope'"):
+        select_backend(None, "gru", CPU, F32)
+
+
+def test_environment_variable_reaches_layers(monkeypatch):
+    calls = []
+    real = registry._REGISTRY["reference"]
+
+    class Spy:
+        name = "reference"
+
+        def unsupported_reason(self, *args):
+            return real.unsupported_reason(*args)
+
+        def run(self, *args):
+            calls.append(args[0])
+            return real.run(*args)
+
+    monkeypatch.setitem(registry._REGISTRY, "reference", Spy())
+    monkeypatch.setenv("RNNKIT_BACKEND", "reference")
+    rnnkit.nn.GRU(2, 3)(torch.randn(4, 1, 2))
+    assert calls == ["gru"]
+
+
+def test_unsupported_case_falls_back_with_a_warning(monkeypatch):
+    class Picky:
+        name = "picky"
+
+        def unsupported_reason(self, cell, device, dtype):
+            return "float16 only" if dtype != torch.float16 else None
+
+        def run(self, *args):  # pragma: no cover - never chosen in this test
+            raise AssertionError("must not run")
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_PREFERENCE", list(registry._PREFERENCE))
+    registry.register_backend(Picky(), preference=0)
+    assert select_backend(None, "lstm", CPU, F32).name == "fused"  # automatic skips it
+    with pytest.warns(RuntimeWarning, match=r"backend 'picky' cannot run this case \(float16 only\); using 'fused'"):
+        assert select_backend("picky", "lstm", CPU, F32).name == "fused"
+
+
+def test_unknown_explicit_name():
+    with pytest.raises(ValueError, match=r"backend=: expected one of"):
+        select_backend("cudnn", "lstm", CPU, F32)
