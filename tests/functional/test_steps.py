@@ -7,6 +7,7 @@ import torch
 
 from rnnkit.functional import CELLS as SPECS
 from rnnkit.functional import STEPS
+from rnnkit.functional.sequence import gate_blocks
 from tests.conftest import CELLS, GATES, NUM_STATES
 
 
@@ -31,9 +32,11 @@ def test_backward_step_matches_autograd(cell: str, bias: bool) -> None:
     states = tuple(torch.stack([s0, s1]).detach() for s0, s1 in zip(state, new_state))
     derivs = spec.local_derivatives(tuple(c.detach().unsqueeze(0) for c in cache), states)
     drec = [u.clone() for u in upstream]
-    dgx = torch.empty(B, G, dtype=dtype)
-    dgh = torch.empty(B, G, dtype=dtype) if spec.separate_hidden_grads else dgx
-    spec.backward_step(drec, [d[0] for d in derivs], w_hh.detach(), dgx, dgh)
+    dgx_buf = torch.empty(1, B, G, dtype=dtype)
+    dgh_buf = torch.empty(1, B, G, dtype=dtype) if spec.separate_hidden_grads else dgx_buf
+    dgx, dgh = dgx_buf[0], dgh_buf[0]
+    spec.backward_step(drec, [d[0] for d in derivs], w_hh.detach(),
+                       gate_blocks(dgx_buf, spec.gates)[0], gate_blocks(dgh_buf, spec.gates)[0])
 
     torch.testing.assert_close(dgx, expected[0], rtol=1e-10, atol=1e-12)
     for got, want in zip(drec, expected[1: 1 + len(state)]):

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.functional.sequence import CellSpec
+from rnnkit.functional.sequence import CellSpec, GateBlock
 
 
 def gru_step(x_proj_t: Tensor, state: tuple[Tensor], w_hh: Tensor,
@@ -58,31 +58,30 @@ def gru_step(x_proj_t: Tensor, state: tuple[Tensor], w_hh: Tensor,
     return (h_new,), (torch.cat([r, z, n], dim=1), gh)
 
 
-def gru_step_into(x_proj_t: Tensor, prev: Sequence[Tensor], w_hh_t: Tensor,
+def gru_step_into(x_t: GateBlock, prev: Sequence[Tensor], w_hh_t: Tensor,
                   b_hh: Tensor | None, out: Sequence[Tensor], cache: Sequence[Tensor]) -> None:
     """:func:`gru_step` writing into preallocated slots (the fused engine's step).
 
     Args:
-        x_proj_t: [n, 3H] holding ``b_ih`` only (``b_hh`` sits inside the reset product).
+        x_t: this step's input projections [n, 3H] holding ``b_ih`` only (``b_hh`` sits
+            inside the reset product); overwritten with the activations (r, z, n),
+            which are the first half of the cache.
         prev: ``[h_{t-1}]``, [n, H].
         w_hh_t: [H, 3H] (``W_hh`` transposed); b_hh: [3H] or None.
         out: ``[h_t]`` slot, [n, H].
-        cache: ``[acts, gh]`` slots, each [n, 3H].
+        cache: ``[gh]`` slot, [n, 3H].
     """
     (h,) = prev
     (h_out,) = out
-    acts, gh = cache
-    H = h.shape[1]
+    (gh,) = cache
     if b_hh is None:
         torch.mm(h, w_hh_t, out=gh)
     else:
         torch.addmm(b_hh, h, w_hh_t, out=gh)
-    rz = acts[:, : 2 * H]
-    torch.add(x_proj_t[:, : 2 * H], gh[:, : 2 * H], out=rz)
-    rz.sigmoid_()
-    r, z, n = acts[:, :H], acts[:, H: 2 * H], acts[:, 2 * H:]
-    torch.addcmul(x_proj_t[:, 2 * H:], r, gh[:, 2 * H:], out=n)
-    n.tanh_()
+    r, z, n = x_t.gates
+    rz = x_t.split[:, :2]
+    rz.add_(gh.view_as(x_t.split)[:, :2]).sigmoid_()
+    n.addcmul_(r, gh[:, -h.shape[1]:]).tanh_()
     torch.addcmul(n, z, h - n, out=h_out)  # (1 - z) n + z h
 
 
@@ -95,12 +94,12 @@ def gru_local_derivatives(cache: Sequence[Tensor],
         states: ``(h [T+1, B, H],)``; index 0 is the initial state.
 
     Returns:
-        ``P`` [T, B, 3H] with dgx = dh_t P, ``Q`` [T, B, 3H] with dgh = dh_t Q, and
-        ``z`` [T, B, H], the direct path dh_t -> dh_{t-1}.
+        ``P`` [T, B, 3, H] with dgx = dh_t P, ``Q`` [T, B, 3, H] with dgh = dh_t Q,
+        and ``z`` [T, B, H], the direct path dh_t -> dh_{t-1}.
     """
     acts, gh = cache
     h_prev = states[0][:-1]
-    H = h_prev.shape[-1]
+    T, B, H = h_prev.shape
     r, z, n = acts[..., :H], acts[..., H: 2 * H], acts[..., 2 * H:]
     P = torch.empty_like(acts)
     p_n = P[..., 2 * H:]
@@ -109,11 +108,11 @@ def gru_local_derivatives(cache: Sequence[Tensor],
     torch.mul(p_n * gh[..., 2 * H:], r * (1 - r), out=P[..., :H])
     Q = P.clone()
     Q[..., 2 * H:].mul_(r)
-    return P, Q, z
+    return P.view(T, B, 3, H), Q.view(T, B, 3, H), z
 
 
 def gru_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: Tensor,
-                      dgx: Tensor, dgh: Tensor) -> None:
+                      dgx: GateBlock, dgh: GateBlock, dy_prev: Tensor | None = None) -> None:
     """One step of GRU BPTT, in place.
 
     Args:
@@ -121,18 +120,21 @@ def gru_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: 
             the gradient w.r.t. ``h_{t-1}`` through this step.
         derivs_t: ``[P, Q, z]`` of step t, see :func:`gru_local_derivatives`.
         w_hh: [3H, H].
-        dgx: [n, 3H] receives d(gx); dgh: [n, 3H] receives d(gh).
+        dgx: receives d(gx) [n, 3H]; dgh: receives d(gh) [n, 3H].
+        dy_prev: [n, H] gradient of the output at step t-1, added to ``dh_{t-1}``, or None.
     """
     (dh,) = drec
     P, Q, z = derivs_t
-    n, H = dh.shape
     d = dh.unsqueeze(1)  # [n, 1, H], broadcast over the three gate blocks
-    torch.mul(P.view(n, 3, H), d, out=dgx.view(n, 3, H))
-    torch.mul(Q.view(n, 3, H), d, out=dgh.view(n, 3, H))
-    dh.mul_(z)
-    dh.addmm_(dgh, w_hh)  # dh_{t-1} = dh_t z + dgh @ W_hh
+    torch.mul(P, d, out=dgx.split)
+    torch.mul(Q, d, out=dgh.split)
+    if dy_prev is None:
+        dh.mul_(z)
+    else:
+        torch.addcmul(dy_prev, dh, z, out=dh)
+    dh.addmm_(dgh.flat, w_hh)  # dh_{t-1} = dy_{t-1} + dh_t z + dgh @ W_hh
 
 
 GRU = CellSpec(name="gru", gates=3, num_states=1, fold_hidden_bias=False,
-               separate_hidden_grads=True, cache_widths=(3, 3), step_into=gru_step_into,
+               separate_hidden_grads=True, cache_widths=(3,), step_into=gru_step_into,
                local_derivatives=gru_local_derivatives, backward_step=gru_backward_step)

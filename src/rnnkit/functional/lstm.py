@@ -23,6 +23,11 @@ sigmoid' = s(1-s) and tanh' = 1 - tanh^2::
 Every factor that multiplies ``dc_t`` or ``dh_t`` above depends only on the forward
 cache, so :func:`lstm_local_derivatives` computes them for all steps at once; the
 loop is then four pointwise products and one matrix product per step.
+
+The fused forward step uses tanh(a) = 2 sigmoid(2a) - 1 for the candidate g: with
+the g block of the pre-activations doubled once per sequence (:func:`lstm_prepare`),
+one sigmoid call covers all four gates (transcendentals dominate the step's
+pointwise cost on a CPU). The cache holds the true g, so the backward is unchanged.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.functional.sequence import CellSpec
+from rnnkit.functional.rnn import _recurrent_product
+from rnnkit.functional.sequence import CellSpec, GateBlock
 
 
 def lstm_step(x_proj_t: Tensor, state: tuple[Tensor, Tensor], w_hh: Tensor,
@@ -60,30 +66,43 @@ def lstm_step(x_proj_t: Tensor, state: tuple[Tensor, Tensor], w_hh: Tensor,
     return (h_new, c_new), (torch.cat([i, f, g, o], dim=1), tanh_c)
 
 
-def lstm_step_into(x_proj_t: Tensor, prev: Sequence[Tensor], w_hh_t: Tensor,
+def lstm_prepare(x_proj: Tensor, w_hh_t: Tensor) -> None:
+    """Double the g block of the input projections [T, B, 4H] and of ``W_hh^T`` [H, 4H],
+    in place (both are the engine's private copies), for :func:`lstm_step_into`."""
+    H = w_hh_t.shape[0]
+    x_proj[..., 2 * H: 3 * H].mul_(2)
+    w_hh_t[:, 2 * H: 3 * H].mul_(2)
+
+
+def lstm_step_into(x_t: GateBlock, prev: Sequence[Tensor], w_hh_t: Tensor,
                    b_hh: Tensor | None, out: Sequence[Tensor], cache: Sequence[Tensor]) -> None:
     """:func:`lstm_step` writing into preallocated slots (the fused engine's step).
 
     Args:
-        x_proj_t: [n, 4H], already holding both biases.
+        x_t: this step's input projections [n, 4H], holding both biases, g block
+            doubled (:func:`lstm_prepare`); overwritten with the activations (i, f, g, o),
+            which are the first half of the cache.
         prev: ``[h_{t-1}, c_{t-1}]``, each [n, H].
-        w_hh_t: [H, 4H] (``W_hh`` transposed).
+        w_hh_t: [H, 4H] (``W_hh`` transposed, g block doubled).
         out: ``[h_t, c_t]`` slots, each [n, H].
-        cache: ``[acts, tanh_c]`` slots, [n, 4H] and [n, H].
+        cache: ``[tanh_c]`` slot, [n, H].
     """
     h, c = prev
     h_out, c_out = out
-    acts, tanh_c = cache
-    H = h.shape[1]
-    torch.addmm(x_proj_t, h, w_hh_t, out=acts)  # pre-activations, activated in place
-    acts[:, : 2 * H].sigmoid_()
-    acts[:, 2 * H: 3 * H].tanh_()
-    acts[:, 3 * H:].sigmoid_()
-    i, f, g, o = acts[:, :H], acts[:, H: 2 * H], acts[:, 2 * H: 3 * H], acts[:, 3 * H:]
+    (tanh_c,) = cache
+    i, f, g, o = x_t.gates
+    x_t.flat.addmm_(h, w_hh_t)  # pre-activations (g doubled), in place
+    x_t.flat.sigmoid_()  # i, f, o; and sigmoid(2 a_g) in the g block
+    torch.addcmul(_MINUS_ONE, g, _TWO, out=g)  # g = tanh(a_g) = 2 sigmoid(2 a_g) - 1
     torch.mul(f, c, out=c_out)
-    c_out.addcmul_(i, g)
+    c_out.addcmul_(i, g)  # c_t = f c_{t-1} + i g
     torch.tanh(c_out, out=tanh_c)
-    torch.mul(o, tanh_c, out=h_out)
+    torch.mul(o, tanh_c, out=h_out)  # h_t = o tanh(c_t)
+
+
+# Constants as 0-dim tensors: a Python number would be wrapped into a tensor on every call.
+_MINUS_ONE = torch.tensor(-1.0)
+_TWO = torch.tensor(2.0)
 
 
 def lstm_local_derivatives(cache: Sequence[Tensor],
@@ -96,46 +115,49 @@ def lstm_local_derivatives(cache: Sequence[Tensor],
 
     Returns:
         ``A`` [T, B, H] = o (1 - tanh(c_t)^2), the path dh_t -> dc_t;
-        ``P`` [T, B, 4H] = (g i(1-i), c_{t-1} f(1-f), i (1-g^2), tanh(c_t) o(1-o)),
-        so that dgates = (dc_t P_i, dc_t P_f, dc_t P_g, dh_t P_o);
+        ``P_i, P_f, P_g, P_o`` [T, B, H] = g i(1-i), c_{t-1} f(1-f), i (1-g^2),
+        tanh(c_t) o(1-o), so that dgates = (dc_t P_i, dc_t P_f, dc_t P_g, dh_t P_o);
         ``f`` [T, B, H], the forget gate, carrying dc back one step.
     """
     acts, tanh_c = cache
     c_prev = states[1][:-1]
     H = tanh_c.shape[-1]
     i, f, g, o = (acts[..., k * H:(k + 1) * H] for k in range(4))
-    sig_d = acts * (1 - acts)  # sigmoid' for the i, f, o blocks (the g block is unused)
-    P = torch.empty_like(acts)
-    torch.mul(g, sig_d[..., :H], out=P[..., :H])
-    torch.mul(c_prev, sig_d[..., H: 2 * H], out=P[..., H: 2 * H])
-    torch.mul(i, 1 - g * g, out=P[..., 2 * H: 3 * H])
-    torch.mul(tanh_c, sig_d[..., 3 * H:], out=P[..., 3 * H:])
-    A = o * (1 - tanh_c * tanh_c)
-    return A, P, f
+    P = torch.addcmul(acts, acts, acts, value=-1)  # s(1-s): sigmoid' in the i, f, o blocks
+    P_i, P_f, P_g, P_o = (P[..., k * H:(k + 1) * H] for k in range(4))
+    P_i.mul_(g)
+    P_f.mul_(c_prev)
+    torch.addcmul(i, i * g, g, value=-1, out=P_g)  # i (1 - g^2)
+    P_o.mul_(tanh_c)
+    A = torch.addcmul(o, o * tanh_c, tanh_c, value=-1)  # o (1 - tanh(c_t)^2)
+    return A, P_i, P_f, P_g, P_o, f
 
 
 def lstm_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: Tensor,
-                       dgx: Tensor, dgh: Tensor) -> None:
+                       dgx: GateBlock, dgh: GateBlock, dy_prev: Tensor | None = None) -> None:
     """One step of LSTM BPTT, in place.
 
     Args:
         drec: ``[dh, dc]``, each [n, H]: on entry the total gradient w.r.t. ``h_t`` and
             the carried gradient w.r.t. ``c_t``; on exit the same for step t-1.
-        derivs_t: ``[A, P, f]`` of step t, see :func:`lstm_local_derivatives`.
+        derivs_t: ``[A, P_i, P_f, P_g, P_o, f]`` of step t, see :func:`lstm_local_derivatives`.
         w_hh: [4H, H].
-        dgx: [n, 4H] receives the gradient of the gate pre-activations (dgh is the same).
+        dgx: receives the gradient of the gate pre-activations [n, 4H] (dgh is the same).
+        dy_prev: [n, H] gradient of the output at step t-1, added to ``dh_{t-1}``, or None.
     """
     dh, dc = drec
-    A, P, f = derivs_t
-    n, H = dh.shape
+    A, P_i, P_f, P_g, P_o, f = derivs_t
+    d_i, d_f, d_g, d_o = dgx.gates
     dc.addcmul_(dh, A)  # dc_t = dc' + dh_t * o * (1 - tanh(c_t)^2)
-    torch.mul(P[:, : 3 * H].view(n, 3, H), dc.unsqueeze(1),
-              out=dgx[:, : 3 * H].view(n, 3, H))  # dgates_i, dgates_f, dgates_g
-    torch.mul(dh, P[:, 3 * H:], out=dgx[:, 3 * H:])  # dgates_o
+    torch.mul(dc, P_i, out=d_i)
+    torch.mul(dc, P_f, out=d_f)
+    torch.mul(dc, P_g, out=d_g)
+    torch.mul(dh, P_o, out=d_o)
     dc.mul_(f)  # carried to c_{t-1}
-    torch.mm(dgx, w_hh, out=dh)  # dh_{t-1} (the output gradient of t-1 is added by the loop)
+    _recurrent_product(dgx.flat, w_hh, dy_prev, out=dh)  # dh_{t-1} = dy_{t-1} + dgates @ W_hh
 
 
 LSTM = CellSpec(name="lstm", gates=4, num_states=2, fold_hidden_bias=True,
-                separate_hidden_grads=False, cache_widths=(4, 1), step_into=lstm_step_into,
-                local_derivatives=lstm_local_derivatives, backward_step=lstm_backward_step)
+                separate_hidden_grads=False, cache_widths=(1,), step_into=lstm_step_into,
+                local_derivatives=lstm_local_derivatives, backward_step=lstm_backward_step,
+                prepare=lstm_prepare)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.functional.sequence import CellSpec
+from rnnkit.functional.sequence import CellSpec, GateBlock
 
 
 def rnn_tanh_step(x_proj_t: Tensor, state: tuple[Tensor], w_hh: Tensor,
@@ -48,13 +48,12 @@ def rnn_relu_step(x_proj_t: Tensor, state: tuple[Tensor], w_hh: Tensor,
     return (torch.relu(x_proj_t + F.linear(h, w_hh, b_hh)),), ()
 
 
-def _step_into(activation_: str):
-    def step_into(x_proj_t: Tensor, prev: Sequence[Tensor], w_hh_t: Tensor,
+def _step_into(activation):
+    def step_into(x_t: GateBlock, prev: Sequence[Tensor], w_hh_t: Tensor,
                   b_hh: Tensor | None, out: Sequence[Tensor], cache: Sequence[Tensor]) -> None:
-        # a_t written straight into the state buffer, then activated in place.
-        h_out = out[0]
-        torch.addmm(x_proj_t, prev[0], w_hh_t, out=h_out)  # [n, H]
-        getattr(h_out, activation_)()
+        # a_t accumulated in place on the projection buffer, then activated into h_t.
+        x_t.flat.addmm_(prev[0], w_hh_t)  # [n, H]
+        activation(x_t.flat, out=out[0])
     return step_into
 
 
@@ -73,7 +72,7 @@ def rnn_relu_local_derivatives(cache: Sequence[Tensor],
 
 
 def rnn_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: Tensor,
-                      dgx: Tensor, dgh: Tensor) -> None:
+                      dgx: GateBlock, dgh: GateBlock, dy_prev: Tensor | None = None) -> None:
     """One step of BPTT, in place.
 
     Args:
@@ -81,19 +80,32 @@ def rnn_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: 
             with the gradient w.r.t. ``h_{t-1}``.
         derivs_t: ``[act'(a_t)]``, [n, H].
         w_hh: [H, H].
-        dgx: [n, H] receives ``da_t``; dgh is the same buffer for this cell.
+        dgx: receives ``da_t`` [n, H]; dgh is the same buffer for this cell.
+        dy_prev: [n, H] gradient of the output at step t-1, added to ``dh_{t-1}``, or None.
     """
     (dh,) = drec
-    torch.mul(dh, derivs_t[0], out=dgx)  # da_t
-    torch.mm(dgx, w_hh, out=dh)  # dh_{t-1} = da_t @ W_hh
+    torch.mul(dh, derivs_t[0], out=dgx.flat)  # da_t
+    _recurrent_product(dgx.flat, w_hh, dy_prev, out=dh)  # dh_{t-1} = dy_{t-1} + da_t @ W_hh
 
 
-def _spec(name: str, activation_: str, local_derivatives) -> CellSpec:
+def _recurrent_product(dgates: Tensor, w_hh: Tensor, addend: Tensor | None, out: Tensor) -> None:
+    """``out = addend + dgates @ w_hh`` in one call (addend may be None)."""
+    if addend is None:
+        torch.mm(dgates, w_hh, out=out)
+    else:
+        torch.addmm(addend, dgates, w_hh, out=out)
+
+
+def _spec(name: str, activation, local_derivatives) -> CellSpec:
     return CellSpec(name=name, gates=1, num_states=1, fold_hidden_bias=True,
                     separate_hidden_grads=False, cache_widths=(),
-                    step_into=_step_into(activation_), local_derivatives=local_derivatives,
+                    step_into=_step_into(activation), local_derivatives=local_derivatives,
                     backward_step=rnn_backward_step)
 
 
-RNN_TANH = _spec("rnn_tanh", "tanh_", rnn_tanh_local_derivatives)
-RNN_RELU = _spec("rnn_relu", "relu_", rnn_relu_local_derivatives)
+def _relu_into(a: Tensor, out: Tensor) -> None:
+    torch.clamp_min(a, 0, out=out)
+
+
+RNN_TANH = _spec("rnn_tanh", torch.tanh, rnn_tanh_local_derivatives)
+RNN_RELU = _spec("rnn_relu", _relu_into, rnn_relu_local_derivatives)

@@ -27,9 +27,35 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+
+class GateBlock(NamedTuple):
+    """One time step of a [T, B, gates * H] buffer, in the shapes the cells use.
+
+    The views are made for all steps at once before the loop: inside it, each slice
+    would cost a dispatch.
+    """
+
+    flat: Tensor  # [n, G], for the matrix products
+    split: Tensor  # [n, gates, H], for products broadcast over the gate blocks
+    gates: tuple[Tensor, ...]  # one [n, H] view per gate block
+
+    def rows(self, n: int) -> GateBlock:
+        """The first ``n`` rows (the sequences still running)."""
+        return GateBlock(self.flat[:n], self.split[:n], tuple(g[:n] for g in self.gates))
+
+
+def gate_blocks(buf: Tensor, gates: int) -> list[GateBlock]:
+    """Per-step :class:`GateBlock` views of ``buf`` [T, B, gates * H]."""
+    T, B, G = buf.shape
+    split = buf.view(T, B, gates, G // gates)
+    per_gate = [g.unbind(0) for g in split.unbind(2)]
+    return [GateBlock(f, s, tuple(g[t] for g in per_gate))
+            for t, (f, s) in enumerate(zip(buf.unbind(0), split.unbind(0)))]
 
 
 @dataclass(frozen=True)
@@ -44,10 +70,19 @@ class CellSpec:
             ``W_ih x + b_ih + W_hh h + b_hh`` and can be added to the input projection.
         separate_hidden_grads: True when the gradient reaching ``W_hh h + b_hh``
             differs from the one reaching ``W_ih x + b_ih`` (GRU's reset gate).
-        cache_widths: width, in units of H, of each cache buffer the step fills.
-        step_into: fused forward step, writing into preallocated slots.
-        local_derivatives: cache + states -> per-step Jacobian factors.
-        backward_step: one step of hand-derived BPTT.
+        cache_widths: width, in units of H, of each extra cache buffer the step fills.
+            The first cache buffer is always the input projection [T, B, G], which
+            the step may overwrite in place (LSTM and GRU turn it into their gate
+            activations, so the hidden product is accumulated without a copy).
+        step_into: fused forward step ``(x_t: GateBlock, prev, w_hh_t, b_hh, out, cache)``,
+            writing into preallocated slots.
+        local_derivatives: ``(cache, states) -> tensors [T, B, ...]``, the per-step
+            Jacobian factors, computed for all steps at once.
+        backward_step: one step of hand-derived BPTT
+            ``(drec, derivs_t, w_hh, dgx: GateBlock, dgh: GateBlock, dy_prev)``.
+        prepare: optional, called once per sequence with the input projections
+            [T, B, G] and the transposed recurrent weight [H, G] (both private copies)
+            to put them in the form ``step_into`` expects.
     """
 
     name: str
@@ -59,6 +94,7 @@ class CellSpec:
     step_into: Callable[..., None]
     local_derivatives: Callable[..., tuple[Tensor, ...]]
     backward_step: Callable[..., None]
+    prepare: Callable[[Tensor, Tensor], None] | None = None
 
 
 @dataclass
@@ -67,7 +103,7 @@ class SequenceCache:
 
     x: Tensor  # [T, B, I]
     states: tuple[Tensor, ...]  # each [T+1, B, H]; states[k][0] is the initial state
-    cache: tuple[Tensor, ...]  # the cell's buffers, each [T, B, w*H]
+    cache: tuple[Tensor, ...]  # input projections as the step left them [T, B, G], then the cell's buffers
     batch_sizes: Sequence[int] | None
 
 
@@ -107,17 +143,28 @@ def sequence_forward(spec: CellSpec, x: Tensor, states0: Sequence[Tensor], w_ih:
         check_batch_sizes(batch_sizes, T, B)
     xp = _project_input(spec, x, w_ih, b_ih, b_hh)  # [T, B, G]
     w_hh_t = w_hh.t().contiguous()  # [H, G]; MKL runs h @ W^T faster from a row-major copy
+    if spec.prepare is not None:
+        spec.prepare(xp, w_hh_t)
     b_step = None if spec.fold_hidden_bias else b_hh
     alloc = torch.empty if batch_sizes is None else torch.zeros
     opts = dict(dtype=x.dtype, device=x.device)
     states = tuple(alloc(T + 1, B, H, **opts) for _ in range(spec.num_states))
     for buf, s0 in zip(states, states0):
         buf[0].copy_(s0)
-    cache = tuple(alloc(T, B, w * H, **opts) for w in spec.cache_widths)
+    cache = (xp, *(alloc(T, B, w * H, **opts) for w in spec.cache_widths))
+    # Per-step views made once, outside the loop (each slice is a dispatch).
+    xs = gate_blocks(xp, spec.gates)
+    state_steps = [s.unbind(0) for s in states]
+    cache_steps = [c.unbind(0) for c in cache[1:]]
     for t in range(T):
+        prev = [s[t] for s in state_steps]
+        out = [s[t + 1] for s in state_steps]
+        slots = [c[t] for c in cache_steps]
+        x_t = xs[t]
         n = B if batch_sizes is None else batch_sizes[t]
-        spec.step_into(xp[t, :n], [s[t, :n] for s in states], w_hh_t, b_step,
-                       [s[t + 1, :n] for s in states], [c[t, :n] for c in cache])
+        if n != B:
+            x_t, prev, out, slots = x_t.rows(n), _rows(prev, n), _rows(out, n), _rows(slots, n)
+        spec.step_into(x_t, prev, w_hh_t, b_step, out, slots)
     if batch_sizes is None:
         final = tuple(s[T] for s in states)
     else:
@@ -125,6 +172,10 @@ def sequence_forward(spec: CellSpec, x: Tensor, states0: Sequence[Tensor], w_ih:
         cols = torch.arange(B, device=x.device)
         final = tuple(s[last, cols] for s in states)
     return states[0][1:], final, SequenceCache(x, states, cache, batch_sizes)
+
+
+def _rows(tensors: Sequence[Tensor], n: int) -> list[Tensor]:
+    return [t[:n] for t in tensors]
 
 
 def check_batch_sizes(batch_sizes: Sequence[int], steps: int, batch: int) -> None:
@@ -193,12 +244,28 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
     alloc = torch.empty if batch_sizes is None else torch.zeros
     dgx = alloc(T, B, G, **opts)  # gradient w.r.t. the input-side pre-activations
     dgh = alloc(T, B, G, **opts) if spec.separate_hidden_grads else dgx
+    deriv_steps = [d.unbind(0) for d in derivs]
+    dgx_steps = gate_blocks(dgx, spec.gates)
+    dgh_steps = gate_blocks(dgh, spec.gates) if spec.separate_hidden_grads else dgx_steps
+    dy_steps = dy.unbind(0) if dy is not None else None
+    sizes = [B] * T if batch_sizes is None else list(batch_sizes)
+    dh = drec[0]
     for t in range(T - 1, -1, -1):
-        n = B if batch_sizes is None else batch_sizes[t]
-        if dy is not None:
-            drec[0][:n].add_(dy[t, :n])
-        spec.backward_step([d[:n] for d in drec], [d[t, :n] for d in derivs], w_hh,
-                           dgx[t, :n], dgh[t, :n])
+        n = sizes[t]
+        # Rows whose sequence ends at step t join now: their output gradient at t has not
+        # been added yet (for the others, the previous backward step added it).
+        joined = sizes[t + 1] if t + 1 < T else 0
+        if dy_steps is not None and n > joined:
+            dh[joined:n].add_(dy_steps[t][joined:n])
+        d_t = [d[t] for d in deriv_steps]
+        gx, gh = dgx_steps[t], dgh_steps[t]
+        rec = drec
+        dy_prev = dy_steps[t - 1] if dy_steps is not None and t > 0 else None
+        if n != B:
+            d_t, gx, gh, rec = _rows(d_t, n), gx.rows(n), gh.rows(n), _rows(drec, n)
+            dy_prev = dy_prev[:n] if dy_prev is not None else None
+        # The output gradient of step t-1 rides along with the product dgates @ W_hh.
+        spec.backward_step(rec, d_t, w_hh, gx, gh, dy_prev)
     flat_gx = dgx.view(T * B, G)
     flat_gh = dgh.view(T * B, G)
     gx = torch.mm(flat_gx, w_ih).view(T, B, I) if need_x else None
