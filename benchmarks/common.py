@@ -49,7 +49,8 @@ def machine_record() -> dict[str, object]:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, cwd=Path(__file__).parent).stdout
+                               capture_output=True, text=True, check=False,
+                               cwd=Path(__file__).parent).stdout
         commit += "+dirty" if dirty.strip() else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"

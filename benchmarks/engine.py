@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import format_table, machine_record, time_interleaved, write_json  # noqa: E402
+from common import format_table, machine_record, time_interleaved, write_json
 
-import rnnkit  # noqa: E402
+import rnnkit
 
 RTOL, ATOL = 1e-4, 1e-4  # float32; weight gradients are sums over T*B terms, so relative
 
@@ -71,6 +72,11 @@ def _layers(cell: str, hidden: int, engines: list[str]) -> dict[str, torch.nn.Mo
     return layers
 
 
+def _forward(layer: torch.nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        layer(x)
+
+
 def _fwd_bwd(layer: torch.nn.Module, x: torch.Tensor, dy: torch.Tensor) -> list[torch.Tensor]:
     x.grad = None
     layer.zero_grad(set_to_none=True)
@@ -109,13 +115,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 dy = torch.randn(args.steps, batch, hidden)
                 max_diff = check_case(layers, x, dy)
 
-                def forward(layer=None):
-                    with torch.no_grad():
-                        layer(x)
-
-                fwd = time_interleaved({n: (lambda m=m: forward(m)) for n, m in layers.items()},
+                fwd = time_interleaved({n: partial(_forward, m, x) for n, m in layers.items()},
                                        args.repeats, args.warmup)
-                both = time_interleaved({n: (lambda m=m: _fwd_bwd(m, x, dy)) for n, m in layers.items()},
+                both = time_interleaved({n: partial(_fwd_bwd, m, x, dy) for n, m in layers.items()},
                                         args.repeats, args.warmup)
                 for mode, times in (("forward", fwd), ("fwd+bwd", both)):
                     base = times["torch.nn"]

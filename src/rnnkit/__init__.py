@@ -10,4 +10,4 @@ from rnnkit.backends import available_backends
 
 __version__ = "0.1.0"
 
-__all__ = ["available_backends", "backends", "functional", "nn", "__version__"]
+__all__ = ["__version__", "available_backends", "backends", "functional", "nn"]

@@ -14,7 +14,7 @@ from rnnkit.backends import FusedSequenceFunction, run_direction
 from rnnkit.functional import CELLS as SPECS
 from tests.conftest import CELLS, NUM_STATES, make_weights, random_lengths
 
-TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5)}
+TOL = {torch.float64: {"rtol": 1e-10, "atol": 1e-10}, torch.float32: {"rtol": 1e-5, "atol": 1e-5}}
 
 
 def _run_both(cell, T, B, I, H, dtype, lengths, reverse=False, bias=True):

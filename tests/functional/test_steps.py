@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from rnnkit.functional import CELLS as SPECS
-from rnnkit.functional import STEPS
-from rnnkit.functional.sequence import gate_blocks
+from rnnkit.functional import STEPS, gate_blocks
 from tests.conftest import CELLS, GATES, NUM_STATES
 
 

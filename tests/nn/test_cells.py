@@ -13,7 +13,7 @@ CELLS = {
     "lstm": (torch.nn.LSTMCell, rnnkit.nn.LSTMCell, {}),
     "gru": (torch.nn.GRUCell, rnnkit.nn.GRUCell, {}),
 }
-TOL = dict(rtol=1e-10, atol=1e-12)
+TOL = {"rtol": 1e-10, "atol": 1e-12}
 
 
 def _flat(out):
@@ -34,7 +34,7 @@ def test_cell_matches_torch(kind, batched, given_state, backend):
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     hx = None
     if given_state:
-        make = lambda: torch.randn(state_shape, dtype=torch.float64, requires_grad=True)  # noqa: E731
+        make = lambda: torch.randn(state_shape, dtype=torch.float64, requires_grad=True)
         hx = (make(), make()) if kind == "lstm" else make()
     # Three steps, feeding the state back, as a user drives a cell.
     outs = []

@@ -22,7 +22,7 @@ KINDS = {
     "lstm": (torch.nn.LSTM, rnnkit.nn.LSTM, {}),
     "gru": (torch.nn.GRU, rnnkit.nn.GRU, {}),
 }
-TOL = dict(rtol=1e-9, atol=1e-10)
+TOL = {"rtol": 1e-9, "atol": 1e-10}
 I, H = 4, 5
 
 
@@ -36,7 +36,7 @@ def make_pair(kind, dtype=torch.float64, backend=None, **kwargs):
 
 def initial_state(kind, layers, directions, batch, unbatched=False):
     shape = (layers * directions, H) if unbatched else (layers * directions, batch, H)
-    make = lambda: torch.randn(shape, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    make = lambda: torch.randn(shape, dtype=torch.float64, requires_grad=True)
     return (make(), make()) if kind == "lstm" else make()
 
 

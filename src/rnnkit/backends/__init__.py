@@ -9,8 +9,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnnkit.backends.base import (ENV_VAR, Backend, available_backends, get_backend,
-                                  register_backend, select_backend)
+from rnnkit.backends.base import (
+    ENV_VAR,
+    Backend,
+    available_backends,
+    get_backend,
+    register_backend,
+    select_backend,
+)
 from rnnkit.backends.fused import FusedBackend, FusedSequenceFunction
 from rnnkit.backends.reference import ReferenceBackend
 
@@ -61,7 +67,15 @@ def run_direction(cell: str, x: Tensor, states0: tuple[Tensor, ...], w_ih: Tenso
 
 
 __all__ = [
-    "Backend", "ENV_VAR", "FusedBackend", "FusedSequenceFunction", "ReferenceBackend",
-    "available_backends", "get_backend", "register_backend", "reverse_padded",
-    "run_direction", "select_backend",
+    "ENV_VAR",
+    "Backend",
+    "FusedBackend",
+    "FusedSequenceFunction",
+    "ReferenceBackend",
+    "available_backends",
+    "get_backend",
+    "register_backend",
+    "reverse_padded",
+    "run_direction",
+    "select_backend",
 ]

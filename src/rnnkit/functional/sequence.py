@@ -147,7 +147,7 @@ def sequence_forward(spec: CellSpec, x: Tensor, states0: Sequence[Tensor], w_ih:
         spec.prepare(xp, w_hh_t)
     b_step = None if spec.fold_hidden_bias else b_hh
     alloc = torch.empty if batch_sizes is None else torch.zeros
-    opts = dict(dtype=x.dtype, device=x.device)
+    opts = {"dtype": x.dtype, "device": x.device}
     states = tuple(alloc(T + 1, B, H, **opts) for _ in range(spec.num_states))
     for buf, s0 in zip(states, states0):
         buf[0].copy_(s0)
@@ -230,7 +230,7 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
     T, B, I = x.shape
     H = w_hh.shape[1]
     G = spec.gates * H
-    opts = dict(dtype=x.dtype, device=x.device)
+    opts = {"dtype": x.dtype, "device": x.device}
     derivs = spec.local_derivatives(saved.cache, states)  # each [T, B, *]
 
     # Running gradient w.r.t. each state; starts as the gradient of the final state.

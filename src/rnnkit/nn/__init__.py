@@ -3,4 +3,4 @@
 from rnnkit.nn.cells import GRUCell, LSTMCell, RNNCell, RNNCellBase
 from rnnkit.nn.rnn import GRU, LSTM, RNN, RNNBase
 
-__all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNBase", "RNNCell", "RNNCellBase"]
+__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNBase", "RNNCell", "RNNCellBase"]
