@@ -38,15 +38,22 @@ def test_fused_matches_reference_on_cuda(cell, with_lengths):
 
 
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
-def test_layer_matches_cudnn(kind):
-    reference = getattr(torch.nn, kind)(16, 32, num_layers=2, bidirectional=True).cuda()
-    ours = getattr(rnnkit.nn, kind)(16, 32, num_layers=2, bidirectional=True).cuda()
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_layer_matches_cudnn(kind, dtype, monkeypatch):
+    # cuDNN would use TF32 tensor cores for float32 on Ampere and later; compare exact maths.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    reference = getattr(torch.nn, kind)(16, 32, num_layers=2, bidirectional=True).to("cuda", dtype)
+    ours = getattr(rnnkit.nn, kind)(16, 32, num_layers=2, bidirectional=True).to("cuda", dtype)
     ours.load_state_dict(reference.state_dict())
-    x = torch.randn(50, 8, 16, device="cuda", requires_grad=True)
+    x = torch.randn(50, 8, 16, device="cuda", dtype=dtype, requires_grad=True)
+    tol = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-4}
     out_r, _ = reference(x)
     out_o, _ = ours(x)
-    torch.testing.assert_close(out_o, out_r, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out_o, out_r, **tol)
     g_r = torch.autograd.grad(out_r.sum(), [x, *reference.parameters()])
     g_o = torch.autograd.grad(out_o.sum(), [x, *ours.parameters()])
+    if dtype == torch.float32:  # gradients sum hundreds of float32 terms in another order
+        tol = {"rtol": 1e-3, "atol": 1e-3}
     for a, b in zip(g_o, g_r):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(a, b, **tol)

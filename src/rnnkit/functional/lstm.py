@@ -32,6 +32,7 @@ pointwise cost on a CPU). The cache holds the true g, so the backward is unchang
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -93,16 +94,19 @@ def lstm_step_into(x_t: GateBlock, prev: Sequence[Tensor], w_hh_t: Tensor,
     i, f, g, o = x_t.gates
     x_t.flat.addmm_(h, w_hh_t)  # pre-activations (g doubled), in place
     x_t.flat.sigmoid_()  # i, f, o; and sigmoid(2 a_g) in the g block
-    torch.addcmul(_MINUS_ONE, g, _TWO, out=g)  # g = tanh(a_g) = 2 sigmoid(2 a_g) - 1
+    minus_one, two = _constants(g.device, g.dtype)
+    torch.addcmul(minus_one, g, two, out=g)  # g = tanh(a_g) = 2 sigmoid(2 a_g) - 1
     torch.mul(f, c, out=c_out)
     c_out.addcmul_(i, g)  # c_t = f c_{t-1} + i g
     torch.tanh(c_out, out=tanh_c)
     torch.mul(o, tanh_c, out=h_out)  # h_t = o tanh(c_t)
 
 
-# Constants as 0-dim tensors: a Python number would be wrapped into a tensor on every call.
-_MINUS_ONE = torch.tensor(-1.0)
-_TWO = torch.tensor(2.0)
+@functools.cache
+def _constants(device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """-1 and 2 as 0-dim tensors on the step's device: a Python number would be wrapped
+    into a new tensor on every call, which costs more than the arithmetic at small sizes."""
+    return torch.tensor(-1.0, device=device, dtype=dtype), torch.tensor(2.0, device=device, dtype=dtype)
 
 
 def lstm_local_derivatives(cache: Sequence[Tensor],
