@@ -17,11 +17,13 @@ Usage::
     python benchmarks/engine.py                   # the full grid (several minutes)
     python benchmarks/engine.py --quick           # a small grid, for a smoke run
     python benchmarks/engine.py --cells lstm --batch 64 --hidden 256
+    python benchmarks/engine.py --report benchmarks/results/engine-cpu.json   # markdown table
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -53,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engines", default="fused,reference",
                    help="rnnkit engines to time beside torch.nn (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="batch 16, hidden 128, 3 repeats")
+    p.add_argument("--report", type=Path, default=None, metavar="JSON",
+                   help="print a saved result as a markdown table, and time nothing")
     p.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "engine-cpu.json",
                    help="where to write the results (default: benchmarks/results/engine-cpu.json)")
     args = p.parse_args(argv)
@@ -132,8 +136,26 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     print(format_table(_headers(engines), [row]).splitlines()[-1], flush=True)
     print()
     print(format_table(_headers(engines), rows))
+    print()
+    print(summary(results))
     return {"benchmark": "engine", "machine": machine_record(), "dtype": "float32",
             "device": "cpu", "results": results}
+
+
+def summary(results: list[dict]) -> str:
+    """The two floors the engine is held to, read off this run."""
+    lines = []
+    if all({"fused", "reference"} <= set(r["ms"]) for r in results):
+        worst = max(results, key=lambda r: r["ms"]["fused"] / r["ms"]["reference"])
+        ratio = worst["ms"]["fused"] / worst["ms"]["reference"]
+        lines.append(f"fused vs reference: slowest case fused/reference = {ratio:.2f} "
+                     f"({worst['cell']} B={worst['batch']} H={worst['hidden']} {worst['mode']})")
+    big = [r for r in results if r["batch"] == 64 and r["mode"] == "fwd+bwd" and "fused" in r["ms"]]
+    if big:
+        worst = max(big, key=lambda r: r["ratio_vs_torch"]["fused"])
+        lines.append(f"batch 64 fwd+bwd: worst fused/torch.nn = "
+                     f"{worst['ratio_vs_torch']['fused']:.2f} ({worst['cell']} H={worst['hidden']})")
+    return "\n".join(lines)
 
 
 def _headers(engines: list[str]) -> list[str]:
@@ -141,8 +163,36 @@ def _headers(engines: list[str]) -> list[str]:
             + [f"{e}/torch" for e in engines])
 
 
+def markdown_table(payload: dict) -> str:
+    """The saved results as a markdown table (fwd+bwd and forward side by side)."""
+    engines = list(payload["results"][0]["ratio_vs_torch"])
+    cases: dict[tuple, dict] = {}
+    for r in payload["results"]:
+        cases.setdefault((r["cell"], r["batch"], r["hidden"]), {})[r["mode"]] = r
+    head = ["cell", "B", "H"]
+    for mode in ("fwd+bwd", "forward"):
+        head += [f"{mode}: torch.nn ms"] + [f"{e} ms (x)" for e in engines]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (cell, batch, hidden), modes in cases.items():
+        row = [cell.upper(), str(batch), str(hidden)]
+        for mode in ("fwd+bwd", "forward"):
+            r = modes[mode]
+            row.append(f"{r['ms']['torch.nn']:.1f}")
+            row += [f"{r['ms'][e]:.1f} ({r['ratio_vs_torch'][e]:.2f})" for e in engines]
+        lines.append("| " + " | ".join(row) + " |")
+    m = payload["machine"]
+    lines.append("")
+    lines.append(f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), "
+                 f"torch {m['torch']}, Python {m['python']}, rnnkit {m['rnnkit']} at {m['commit']}, "
+                 f"{m['date']}. (x) = time / torch.nn's time in the same run.")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.report is not None:
+        print(markdown_table(json.loads(args.report.read_text())))
+        return
     payload = run(args)
     write_json(args.json, payload)
     print(f"\nwrote {args.json}")
