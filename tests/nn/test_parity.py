@@ -178,3 +178,18 @@ def test_state_dict_round_trip_and_parameter_order():
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in reference.named_parameters()]
     reference.load_state_dict(ours.state_dict())
     assert len(ours.all_weights) == len(reference.all_weights) == 4
+
+
+@pytest.mark.parametrize("kind", ["gru", "rnn_tanh"])
+def test_outputs_can_be_modified_in_place(kind):
+    # torch.nn.GRU/RNN allow an in-place op on their output before backward; so must we,
+    # without the change reaching the cache the backward reads.
+    reference, ours = make_pair(kind)
+    x = torch.randn(5, 2, I, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for layer in (reference, ours):
+        out, _ = layer(x)
+        torch.relu_(out)
+        grads.append(torch.autograd.grad(out.sum(), [x, *layer.parameters()]))
+    for a, b in zip(grads[1], grads[0]):
+        torch.testing.assert_close(a, b, **TOL)

@@ -31,7 +31,9 @@ class FusedSequenceFunction(torch.autograd.Function):
         ctx.has_bias = b_ih is not None
         ctx.save_for_backward(x, w_ih, w_hh, *saved.states, *saved.cache)
         ctx.set_materialize_grads(False)
-        return (y, *(s.clone() for s in final))
+        # Copies, not views of the saved buffers: a caller may modify its outputs in place
+        # (torch.nn allows it), and that must not reach what the backward reads.
+        return (y.clone(), *(s.clone() for s in final))
 
     @staticmethod
     @once_differentiable
