@@ -1,0 +1,109 @@
+"""The ``rnnkit`` command: parses arguments and calls into the tasks. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+EPILOG = """examples:
+  rnnkit train seqclass                          LSTM on row-by-row MNIST, default recipe
+  rnnkit train seqclass --data digits --epochs 5 quick run on scikit-learn's 8x8 digits
+  rnnkit train seqclass --resume runs/seqclass/20261123-101500
+  rnnkit evaluate runs/seqclass/20261123-101500
+  rnnkit predict runs/seqclass/20261123-101500 digit.png
+"""
+
+
+def _task_registry() -> dict[str, Any]:
+    from rnnkit.tasks import TASKS
+
+    return TASKS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rnnkit.training.options import COMMON_OPTIONS, add_options
+
+    parser = argparse.ArgumentParser(
+        prog="rnnkit", description="Train, evaluate and use recurrent neural networks.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = commands.add_parser("train", help="train a model for a task",
+                                description="Train a model for a task; each task has its own options "
+                                            "(rnnkit train TASK --help).")
+    tasks = train.add_subparsers(dest="task", metavar="TASK", required=True)
+    for task in _task_registry().values():
+        sub = tasks.add_parser(task.name, help=task.description, description=task.description)
+        own = sub.add_argument_group(f"{task.name} options")
+        add_options(own, task.options, task.defaults)
+        common = sub.add_argument_group("model and training options")
+        add_options(common, COMMON_OPTIONS, task.defaults)
+        run = sub.add_argument_group("run options")
+        run.add_argument("--config", metavar="FILE", help="YAML or JSON file with any of the options "
+                         "above (keys with - or _); command-line options override it")
+        run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its "
+                         "last checkpoint (only --epochs, --max-time, --patience and device "
+                         "options may change)")
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a trained run",
+                                   description="Evaluate a trained run on its test (or validation) split.")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by rnnkit train")
+    evaluate.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
+                          help="which checkpoint (default: best)")
+    evaluate.add_argument("--split", default="test", choices=("test", "validation"),
+                          help="which split (default: test)")
+
+    predict = commands.add_parser("predict", help="predict with a trained run",
+                                  description="Predict with a trained run. For seqclass, INPUT is an "
+                                              "image file (PNG/JPEG), a .npy array or an IDX file.")
+    predict.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by rnnkit train")
+    predict.add_argument("input", metavar="INPUT", help="what to predict on")
+    predict.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
+                         help="which checkpoint (default: best)")
+    predict.add_argument("--top", type=int, default=3, help="classes to show (default: 3)")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    from rnnkit.training import runner
+    from rnnkit.training.options import COMMON_OPTIONS, load_config_file, resolve
+    from rnnkit.training.run_folder import read_run_config
+
+    tasks = _task_registry()
+    if args.command == "train":
+        task = tasks[args.task]
+        given = {k: v for k, v in vars(args).items()
+                 if k not in ("command", "task", "config", "resume")}
+        from_file = load_config_file(args.config) if args.config else {}
+        config = resolve([*task.options, *COMMON_OPTIONS], task.defaults, given, from_file)
+        runner.train(task, config, resume=args.resume)
+        return
+    saved = read_run_config(args.run_dir)
+    task = tasks.get(saved.get("task"))
+    if task is None:
+        raise ValueError(f"{args.run_dir}: unknown task {saved.get('task')!r} in config.json")
+    if args.command == "evaluate":
+        runner.evaluate(task, args.run_dir, args.checkpoint, args.split)
+    elif args.command == "predict":
+        module, data, _ = runner.load_trained(task, args.run_dir, args.checkpoint)
+        task.predict(module, data, args.input, args.top)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``rnnkit`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _run(args)
+    except ValueError as exc:
+        print(f"rnnkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rnnkit: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

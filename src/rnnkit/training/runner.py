@@ -1,0 +1,184 @@
+"""Train, resume and evaluate any task the same way, leaving a complete run folder.
+
+A task (see :class:`Task`) supplies its options, its LightningModule and data, the
+metric that picks the best checkpoint, and what to do after testing (plots,
+extra metrics). This module does the rest: seeding, the Trainer, fit/resume,
+testing the best checkpoint, ``metrics.json``, learning curves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import lightning as L
+
+from rnnkit.training.checkpoint_io import load_checkpoint_file
+from rnnkit.training.module import TrainingModule
+from rnnkit.training.options import Option
+from rnnkit.training.plots import plot_learning_curves
+from rnnkit.training.run_folder import checkpoint_path, new_run_dir, read_run_config, write_json
+from rnnkit.training.trainer import build_trainer, quiet_lightning
+
+log = logging.getLogger("rnnkit")
+
+# Options that may change when a run is resumed; the rest define the run.
+RESUMABLE = {"epochs", "max_time", "progress", "devices", "accelerator", "strategy", "num_nodes",
+             "patience"}
+
+
+class Task(Protocol):
+    """What a task gives the runner."""
+
+    name: str
+    description: str
+    options: list[Option]  # task-specific options, added to the common ones
+    defaults: dict[str, Any]  # task defaults for common options
+    monitor: str  # validation metric for best checkpoint and early stopping, e.g. "val_accuracy"
+    mode: str  # "max" or "min"
+    curves: list[tuple[str, str]]  # (metric, label) learning curves to plot
+
+    def build(self, config: dict[str, Any]) -> tuple[TrainingModule, L.LightningDataModule]:
+        """The LightningModule (fresh weights) and data for ``config``."""
+
+    def after_test(self, run_dir: Path, module: TrainingModule,
+                   data: L.LightningDataModule) -> dict[str, Any]:
+        """Task-specific outputs once the best checkpoint has been tested (plots, extras)."""
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def train(task: Task, config: dict[str, Any], resume: str | Path | None = None) -> Path:
+    """Train (or resume) a run; returns its folder. ``config`` is fully resolved."""
+    quiet_lightning()
+    if resume is not None:
+        run_dir = Path(resume)
+        saved = read_run_config(run_dir)
+        if saved.get("task") != task.name:
+            raise ValueError(f"--resume: {run_dir} is a {saved.get('task')!r} run, not {task.name!r}")
+        changed = sorted(k for k, v in config.items()
+                         if k in saved and saved[k] != v and k not in RESUMABLE and k != "task")
+        config = {**saved, **{k: v for k, v in config.items() if k in RESUMABLE}}
+        if changed:
+            _say(f"resuming: keeping the run's own {', '.join(changed)} (only "
+                 f"{', '.join(sorted(RESUMABLE))} can change on resume)")
+        last = checkpoint_path(run_dir, "last")
+        load_checkpoint_file(last)  # a damaged checkpoint fails here, with a clear message
+    else:
+        run_dir = new_run_dir(task.name, config.get("out"))
+        config = {**config, "task": task.name}
+        last = None
+    write_json(run_dir / "config.json", config)
+    L.seed_everything(config["seed"], workers=True, verbose=False)
+    module, data = task.build(config)
+    trainer = build_trainer(config, run_dir, task.monitor, task.mode)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last else None)
+    fit_seconds = time.perf_counter() - start
+    if trainer.interrupted:
+        _say("training was interrupted; the last checkpoint holds what was saved: "
+             f"rnnkit train {task.name} --resume {run_dir}")
+    metrics = _final_metrics(task, trainer, module, data, run_dir)
+    previous = _previous_wall_time(run_dir) if resume is not None else 0.0
+    metrics |= {
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "wall_time_s": round(previous + fit_seconds, 2),
+        "parameters": sum(p.numel() for p in module.parameters()),
+        "stopped_early": bool(trainer.early_stopping_callback
+                              and trainer.early_stopping_callback.stopped_epoch),
+    }
+    if trainer.is_global_zero:
+        write_json(run_dir / "metrics.json", metrics)
+        plot_learning_curves(run_dir, task.curves)
+        _report(task, run_dir, metrics)
+    return run_dir
+
+
+def _final_metrics(task: Task, trainer: L.Trainer, module: TrainingModule,
+                   data: L.LightningDataModule, run_dir: Path) -> dict[str, Any]:
+    """Validation and test metrics of the best checkpoint (or of the final weights)."""
+    train_metrics = {k[len("train_"):]: float(v) for k, v in trainer.callback_metrics.items()
+                     if k.startswith("train_") and not k.endswith("_step")}
+    train_metrics = {(k.removesuffix("_epoch")): v
+                     for k, v in train_metrics.items()}
+    best = run_dir / "checkpoints" / "best.ckpt"
+    ckpt = str(best) if best.is_file() else None
+    if ckpt is None:
+        _say("no checkpoint was written (no epoch finished); evaluating the final weights")
+    trainer.loggers = []  # the learning-curve logs hold training epochs only
+    validation = trainer.validate(module, datamodule=data, ckpt_path=ckpt, verbose=False)[0]
+    test = trainer.test(module, datamodule=data, ckpt_path=ckpt, verbose=False)[0]
+    extras = task.after_test(run_dir, module, data) if trainer.is_global_zero else {}
+    return {
+        "task": task.name,
+        "train": train_metrics,
+        "validation": _strip(validation, "val_"),
+        "test": _strip(test, "test_"),
+        "best_checkpoint": "checkpoints/best.ckpt" if ckpt else None,
+        **extras,
+    }
+
+
+def _strip(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    return {k.removeprefix(prefix): float(v) for k, v in metrics.items()}
+
+
+def _previous_wall_time(run_dir: Path) -> float:
+    import json
+
+    path = run_dir / "metrics.json"
+    try:
+        return float(json.loads(path.read_text()).get("wall_time_s", 0.0))
+    except (OSError, ValueError):
+        return 0.0
+
+
+def _report(task: Task, run_dir: Path, metrics: dict[str, Any]) -> None:
+    test = metrics["test"]
+    parts = [f"{name} {_fmt(name, value)}" for name, value in test.items()]
+    _say("")
+    _say(f"test: {', '.join(parts)}")
+    _say(f"epochs {metrics['epochs']}, {metrics['wall_time_s']:.0f} s, "
+         f"{metrics['parameters']:,} parameters")
+    _say(f"run folder: {run_dir}  (config.json, metrics.json, checkpoints/, plots/)")
+
+
+def _fmt(name: str, value: float) -> str:
+    return f"{value:.2%}" if name in ("accuracy",) else f"{value:.4f}"
+
+
+def load_trained(task: Task, run_dir: str | Path,
+                 checkpoint: str = "best") -> tuple[TrainingModule, L.LightningDataModule, dict]:
+    """Rebuild a run's module and data and load a checkpoint's weights into the module."""
+    config = read_run_config(run_dir)
+    if config.get("task") != task.name:
+        raise ValueError(f"{run_dir} is a {config.get('task')!r} run, not {task.name!r}")
+    path = checkpoint_path(run_dir, checkpoint)
+    state = load_checkpoint_file(path)
+    module, data = task.build(config)
+    try:
+        module.load_state_dict(state["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint {path} does not fit the run's model ({exc})") from exc
+    module.eval()
+    return module, data, config
+
+
+def evaluate(task: Task, run_dir: str | Path, checkpoint: str = "best",
+             split: str = "test") -> dict[str, float]:
+    """Metrics of a trained run on one split, printed and returned."""
+    quiet_lightning()
+    module, data, _ = load_trained(task, run_dir, checkpoint)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    run = trainer.test if split == "test" else trainer.validate
+    result = run(module, datamodule=data, verbose=False)[0]
+    metrics = _strip(result, "test_" if split == "test" else "val_")
+    _say(f"{split} ({checkpoint} checkpoint of {run_dir}): "
+         + ", ".join(f"{k} {_fmt(k, v)}" for k, v in metrics.items()))
+    return metrics

@@ -1,0 +1,98 @@
+"""Pieces of the training stack on their own: checkpoints, IDX files, splits, init, options."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.data.images import _stratified_split, load_idx_folder, load_image_source, read_idx
+from rnnkit.models.recurrent import build_recurrent, initialise_recurrent
+from rnnkit.training.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from rnnkit.training.options import COMMON_OPTIONS, resolve
+
+
+def test_atomic_checkpoint_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 1}, path)
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint_file(path)["epoch"] == 1  # the previous checkpoint is intact
+
+
+def _write_idx(path, array: np.ndarray) -> None:
+    codes = {np.dtype(np.uint8): 0x08}
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape)
+    data = header + array.tobytes()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(data)
+
+
+def test_idx_round_trip_and_folder_loader(tmp_path):
+    rng = np.random.default_rng(1)
+    train_x = rng.integers(0, 256, (50, 5, 4), dtype=np.uint8)
+    train_y = (np.arange(50) % 3).astype(np.uint8)
+    test_x = rng.integers(0, 256, (9, 5, 4), dtype=np.uint8)
+    test_y = (np.arange(9) % 3).astype(np.uint8)
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", train_x)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", train_y)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", test_x)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", test_y)
+    assert np.array_equal(read_idx(tmp_path / "train-images-idx3-ubyte.gz"), train_x)
+    splits = load_idx_folder(tmp_path, "idx:test")
+    assert splits.sizes() == {"train": 45, "validation": 5, "test": 9}
+    np.testing.assert_allclose(splits.test[0], test_x / 255.0, rtol=1e-6)
+    assert splits.classes == ["0", "1", "2"]
+    (tmp_path / "bad-idx").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(tmp_path / "bad-idx")
+
+
+def test_splits_are_fixed_disjoint_and_stratified():
+    labels = np.repeat(np.arange(4), [40, 30, 20, 10])
+    rest, held = _stratified_split(labels, 20, seed=0)
+    assert len(held) == 20 and len(set(rest) | set(held)) == 100 and not set(rest) & set(held)
+    assert np.bincount(labels[held]).tolist() == [8, 6, 4, 2]
+    again = _stratified_split(labels, 20, seed=0)[1]
+    assert np.array_equal(held, again)
+    a, b = load_image_source("digits"), load_image_source("digits")
+    assert np.array_equal(a.test[1], b.test[1])
+    train = {x.tobytes() for x in a.train[0]}
+    assert not any(x.tobytes() in train for x in a.test[0][:50])
+
+
+def test_orthogonal_init_and_forget_bias():
+    lstm = build_recurrent("lstm", 3, 6, layers=2, bidirectional=True)
+    initialise_recurrent(lstm, "orthogonal", forget_bias=1.0)
+    for name, p in lstm.named_parameters():
+        if name.startswith("weight_hh"):
+            for block in p.split(6):
+                torch.testing.assert_close(block.T @ block, torch.eye(6), atol=1e-5, rtol=0)
+    total = lstm.bias_ih_l0 + lstm.bias_hh_l0
+    assert torch.all(total[6:12] == 1.0) and torch.all(total[:6] == 0)
+    gru = build_recurrent("gru", 3, 6)
+    before = gru.bias_ih_l0.clone()
+    initialise_recurrent(gru, "torch", forget_bias=1.0)  # no forget gate: untouched
+    assert torch.equal(gru.bias_ih_l0, before)
+    assert isinstance(build_recurrent("rnn-relu", 3, 4), rnnkit.nn.RNN)
+
+
+def test_option_precedence():
+    defaults = {"hidden": 64}
+    config = resolve(COMMON_OPTIONS, defaults, {"lr": 0.5}, {"hidden": 32, "lr": 0.1, "epochs": 3})
+    assert (config["hidden"], config["lr"], config["epochs"], config["cell"]) == (32, 0.5, 3, "lstm")
+    with pytest.raises(ValueError, match="--config: epochs: expected a positive integer, got 0"):
+        resolve(COMMON_OPTIONS, {}, {}, {"epochs": 0})
