@@ -96,3 +96,16 @@ def test_option_precedence():
     assert (config["hidden"], config["lr"], config["epochs"], config["cell"]) == (32, 0.5, 3, "lstm")
     with pytest.raises(ValueError, match="--config: epochs: expected a positive integer, got 0"):
         resolve(COMMON_OPTIONS, {}, {}, {"epochs": 0})
+
+
+def test_random_shift_moves_each_image_within_the_limit():
+    from rnnkit.tasks.seqclass import random_shift
+
+    images = torch.zeros(200, 9, 9)
+    images[:, 4, 4] = 1.0  # one bright pixel in the centre
+    moved = random_shift(images, 2)
+    assert torch.all(moved.sum(dim=(1, 2)) == 1)  # nothing lost (the pixel stays inside)
+    pos = moved.flatten(1).argmax(1)
+    dy, dx = pos // 9 - 4, pos % 9 - 4
+    assert dy.abs().max() <= 2 and dx.abs().max() <= 2
+    assert len(set(zip(dy.tolist(), dx.tolist()))) == 25  # every offset occurs

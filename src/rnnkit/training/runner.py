@@ -57,7 +57,7 @@ def train(task: Task, config: dict[str, Any], resume: str | Path | None = None) 
     quiet_lightning()
     if resume is not None:
         run_dir = Path(resume)
-        saved = read_run_config(run_dir)
+        saved = run_config(task, run_dir)
         if saved.get("task") != task.name:
             raise ValueError(f"--resume: {run_dir} is a {saved.get('task')!r} run, not {task.name!r}")
         changed = sorted(k for k, v in config.items()
@@ -152,10 +152,19 @@ def _fmt(name: str, value: float) -> str:
     return f"{value:.2%}" if name in ("accuracy",) else f"{value:.4f}"
 
 
+def run_config(task: Task, run_dir: str | Path) -> dict[str, Any]:
+    """A run's saved config, with options added since it was written at their defaults."""
+    from rnnkit.training.options import COMMON_OPTIONS
+
+    saved = read_run_config(run_dir)
+    defaults = {o.key: task.defaults.get(o.key, o.default) for o in [*task.options, *COMMON_OPTIONS]}
+    return {**defaults, **saved}
+
+
 def load_trained(task: Task, run_dir: str | Path,
                  checkpoint: str = "best") -> tuple[TrainingModule, L.LightningDataModule, dict]:
     """Rebuild a run's module and data and load a checkpoint's weights into the module."""
-    config = read_run_config(run_dir)
+    config = run_config(task, run_dir)
     if config.get("task") != task.name:
         raise ValueError(f"{run_dir} is a {config.get('task')!r} run, not {task.name!r}")
     path = checkpoint_path(run_dir, checkpoint)
