@@ -93,16 +93,21 @@ COMMON_OPTIONS: list[Option] = [
     Option("patience", positive_int, 5, "early stopping: epochs without validation "
            "improvement before stopping"),
     Option("seed", int, 0, "random seed for initialisation, shuffling and dropout"),
-    Option("devices", str, "1", "devices to train on: a count, 'auto', or a list such as 0,1"),
+    Option("devices", str, "1", "devices to train on: a count, 'auto', or a list such as 0,1",
+           metavar="N"),
     Option("accelerator", str, "cpu", "where to train", ("cpu", "gpu", "auto")),
-    Option("strategy", str, "auto", "Lightning strategy, e.g. ddp"),
+    Option("strategy", str, "auto", "Lightning strategy, e.g. ddp", metavar="NAME"),
     Option("num-nodes", positive_int, 1, "machines taking part (for DDP across machines)"),
-    Option("max-time", max_time, None, "wall-clock budget DD:HH:MM:SS; training then stops "
-           "cleanly, is evaluated and saved", metavar="DD:HH:MM:SS"),
+    Option("max-time", max_time, None, "wall-clock budget; training then stops cleanly, is "
+           "evaluated and saved (default: no limit)", metavar="DD:HH:MM:SS"),
     Option("out", str, None, "run folder (default: runs/<task>/<timestamp>)", metavar="DIR"),
     Option("progress", bool, None, "progress bar; without it, one line per epoch (default: on "
            "when run in a terminal)", flag=True),
 ]
+
+
+_METAVARS = {positive_int: "N", int: "N", float: "X", probability: "P", non_negative: "X",
+             str: "TEXT"}
 
 
 def add_options(parser: argparse.ArgumentParser, options: Iterable[Option],
@@ -112,14 +117,18 @@ def add_options(parser: argparse.ArgumentParser, options: Iterable[Option],
     for opt in options:
         default = defaults.get(opt.key, opt.default)
         shown = "off" if opt.flag and default is False else ("on" if opt.flag else default)
-        help_text = opt.help if opt.flag and default is None else f"{opt.help} (default: {shown})"
+        if default is None:
+            help_text = opt.help if "default" in opt.help else f"{opt.help} (default: none)"
+        else:
+            help_text = f"{opt.help} (default: {shown})"
         help_text = help_text.replace("%", "%%")
         if opt.flag:
             parser.add_argument(f"--{opt.name}", action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
         else:
+            metavar = opt.metavar or (None if opt.choices else _METAVARS.get(opt.type, "X"))
             parser.add_argument(f"--{opt.name}", type=opt.type, choices=opt.choices,
-                                default=argparse.SUPPRESS, help=help_text, metavar=opt.metavar)
+                                default=argparse.SUPPRESS, help=help_text, metavar=metavar)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
