@@ -13,7 +13,8 @@ import pytest
 from rnnkit.cli import main
 from rnnkit.data.images import load_image_source
 
-SMALL = ["--data", "digits", "--hidden", "16", "--batch-size", "128", "--no-progress", "--lr", "0.01"]
+SMALL = ["--data", "digits", "--hidden", "16", "--batch-size", "128", "--no-progress", "--lr", "0.01",
+         "--shift", "0"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

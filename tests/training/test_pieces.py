@@ -109,3 +109,23 @@ def test_random_shift_moves_each_image_within_the_limit():
     dy, dx = pos // 9 - 4, pos % 9 - 4
     assert dy.abs().max() <= 2 and dx.abs().max() <= 2
     assert len(set(zip(dy.tolist(), dx.tolist()))) == 25  # every offset occurs
+
+
+def test_shift_applies_to_training_batches_only():
+    from types import SimpleNamespace
+
+    from rnnkit.tasks.seqclass import ImageSequenceData
+
+    data = ImageSequenceData("digits", pixels=False, permute=False, batch_size=32, shift=2)
+    images = torch.from_numpy(data.splits.test[0][:64])
+    labels = torch.zeros(64, dtype=torch.long)
+    data.trainer = SimpleNamespace(training=False)
+    x, _ = data.on_after_batch_transfer((images, labels), 0)
+    assert torch.equal(x, images)  # evaluation sees the images as they are
+    data.trainer = SimpleNamespace(training=True)
+    x, _ = data.on_after_batch_transfer((images, labels), 0)
+    assert not torch.equal(x, images) and x.shape == images.shape
+    pixels = ImageSequenceData("digits", pixels=False, permute=True, batch_size=32)
+    seq = pixels.as_sequences(images)
+    assert seq.shape == (64, 64, 1)  # --permute implies one pixel per step
+    assert torch.equal(seq[:, :, 0].sort(1).values, images.flatten(1).sort(1).values)

