@@ -15,6 +15,13 @@ EPILOG = """examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a wrong option answered by one line (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _task_registry() -> dict[str, Any]:
     from rnnkit.tasks import TASKS
 
@@ -24,7 +31,7 @@ def _task_registry() -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     from rnnkit.training.options import COMMON_OPTIONS, add_options
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rnnkit", description="Train, evaluate and use recurrent neural networks.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -94,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rnnkit`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     try:
         _run(args)
-    except ValueError as exc:
+    except (ValueError, MisconfigurationException) as exc:
         print(f"rnnkit: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

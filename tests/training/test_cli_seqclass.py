@@ -151,6 +151,7 @@ def test_wrong_option_value_is_one_line(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "argument --cell: invalid choice: 'transformer'" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "'lstm'" in err  # one line, naming the choices
     with pytest.raises(SystemExit):
         main(["train", "seqclass", "--max-time", "10 minutes"])
     assert "expected DD:HH:MM:SS" in capsys.readouterr().err
