@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import format_table, machine_record, write_json  # noqa: E402
+from common import format_table, machine_record, write_json
 
-import rnnkit  # noqa: E402
-from rnnkit.data.images import load_image_source  # noqa: E402
+import rnnkit
+from rnnkit.data.images import load_image_source
 
 
 class RowClassifier(nn.Module):
