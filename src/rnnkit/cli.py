@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Any
 
@@ -94,11 +95,32 @@ def _run(args: argparse.Namespace) -> None:
         runner.evaluate(task, args.run_dir, args.checkpoint, args.split)
     elif args.command == "predict":
         module, data, _ = runner.load_trained(task, args.run_dir, args.checkpoint)
-        task.predict(module, data, args.input, args.top)
+        results = task.predict(module, data, args.input, args.top)
+        for r in results:
+            shown = ", ".join(f"{name} {prob:.1%}" for name, prob in r["probabilities"].items())
+            where = f"{args.input}[{r['index']}]" if len(results) > 1 else args.input
+            print(f"{where}: {r['label']}  ({shown})")
+
+
+class _StdoutHandler(logging.Handler):
+    """Messages to whatever ``sys.stdout`` is at the time (so redirection and capture work)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(record.getMessage(), file=sys.stdout, flush=True)
+
+
+def _show_reports() -> None:
+    """The library reports through the ``rnnkit`` logger; the command shows it on stdout."""
+    logger = logging.getLogger("rnnkit")
+    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+        logger.addHandler(_StdoutHandler())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rnnkit`` console script; returns the exit status."""
+    _show_reports()
     parser = build_parser()
     args = parser.parse_args(argv)
     from lightning.fabric.utilities.exceptions import MisconfigurationException

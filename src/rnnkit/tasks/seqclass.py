@@ -185,7 +185,7 @@ class SequenceClassificationTask:
 
     def predict(self, module: SequenceClassificationModule, data: ImageSequenceData,
                 input_path: str, top: int = 3) -> list[dict[str, Any]]:
-        """Class probabilities for each image in ``input_path``; printed and returned."""
+        """Top-``top`` class probabilities for each image in ``input_path``."""
         images = load_images(input_path, data.splits.image_shape)
         with torch.no_grad():
             probs = torch.softmax(module(data.as_sequences(images)), dim=-1)
@@ -194,9 +194,6 @@ class SequenceClassificationTask:
             values, idx = p.topk(min(top, len(p)))
             ranked = [(data.classes[j], float(v)) for v, j in zip(values, idx)]
             results.append({"index": i, "label": ranked[0][0], "probabilities": dict(ranked)})
-            shown = ", ".join(f"{name} {prob:.1%}" for name, prob in ranked)
-            print(f"{input_path}[{i}]: {ranked[0][0]}  ({shown})" if len(probs) > 1
-                  else f"{input_path}: {ranked[0][0]}  ({shown})")
         return results
 
 

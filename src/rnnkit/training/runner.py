@@ -49,7 +49,8 @@ class Task(Protocol):
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)
+    """Report to the user through logging (the CLI shows the ``rnnkit`` logger on stdout)."""
+    log.info(message)
 
 
 def train(task: Task, config: dict[str, Any], resume: str | Path | None = None) -> Path:
