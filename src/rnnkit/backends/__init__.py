@@ -17,7 +17,7 @@ from rnnkit.backends.base import (
     register_backend,
     select_backend,
 )
-from rnnkit.backends.fused import FusedBackend, FusedSequenceFunction
+from rnnkit.backends.fused import FusedBackend, FusedSequenceFunction, record_state_gradients
 from rnnkit.backends.reference import ReferenceBackend
 
 register_backend(ReferenceBackend())
@@ -74,6 +74,7 @@ __all__ = [
     "ReferenceBackend",
     "available_backends",
     "get_backend",
+    "record_state_gradients",
     "register_backend",
     "reverse_padded",
     "run_direction",

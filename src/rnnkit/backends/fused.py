@@ -9,13 +9,33 @@ restored.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit.functional import CELLS, CellSpec, SequenceCache, sequence_backward, sequence_forward
+
+_RECORDERS: list[list[Tensor]] = []
+
+
+@contextmanager
+def record_state_gradients() -> Iterator[list[Tensor]]:
+    """Collect ||dL/dh_t|| from every fused backward that runs inside the block.
+
+    Yields a list that receives one [T, B] tensor per (layer, direction), in the order
+    the backward visits them (the top layer first). With variable lengths the rows are
+    in the engine's length-sorted order. The norms come from the hand-derived BPTT
+    itself, so recording costs one norm per time step.
+    """
+    store: list[Tensor] = []
+    _RECORDERS.append(store)
+    try:
+        yield store
+    finally:
+        _RECORDERS.remove(store)
 
 
 class FusedSequenceFunction(torch.autograd.Function):
@@ -44,9 +64,13 @@ class FusedSequenceFunction(torch.autograd.Function):
         cache = tuple(rest[spec.num_states:])
         saved = SequenceCache(x, states, cache, ctx.batch_sizes)
         need = ctx.needs_input_grad  # (spec, batch_sizes, x, w_ih, w_hh, b_ih, b_hh, *states0)
+        norms = x.new_zeros(x.shape[0], x.shape[1]) if _RECORDERS else None
         grads = sequence_backward(
             spec, saved, w_ih, w_hh, dy, dfinal, need_x=need[2],
-            need_weights=need[3] or need[4], need_bias=ctx.has_bias and (need[5] or need[6]))
+            need_weights=need[3] or need[4], need_bias=ctx.has_bias and (need[5] or need[6]),
+            state_grad_norms=norms)
+        for store in _RECORDERS:
+            store.append(norms)
         dstates0 = tuple(g if need[7 + k] else None for k, g in enumerate(grads.states0))
         return (None, None, grads.x, grads.w_ih, grads.w_hh, grads.b_ih, grads.b_hh, *dstates0)
 

@@ -212,7 +212,8 @@ class SequenceGrads:
 def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: Tensor,
                       dy: Tensor | None, dfinal: Sequence[Tensor | None],
                       need_x: bool = True, need_weights: bool = True,
-                      need_bias: bool = True) -> SequenceGrads:
+                      need_bias: bool = True,
+                      state_grad_norms: Tensor | None = None) -> SequenceGrads:
     """Hand-derived backpropagation through time.
 
     Args:
@@ -222,6 +223,8 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
         dy: [T, B, H] gradient of the loss w.r.t. the outputs, or None.
         dfinal: gradient w.r.t. each final state, [B, H] or None.
         need_x, need_weights, need_bias: skip products nobody asked for.
+        state_grad_norms: optional [T, B] buffer that receives ||dL/dh_t||, the norm of the
+            total gradient reaching each step's hidden state (the vanishing-gradient picture).
 
     Returns:
         The gradients, see :class:`SequenceGrads`.
@@ -257,6 +260,8 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
         joined = sizes[t + 1] if t + 1 < T else 0
         if dy_steps is not None and n > joined:
             dh[joined:n].add_(dy_steps[t][joined:n])
+        if state_grad_norms is not None:  # dh now holds the total dL/dh_t of the running rows
+            torch.linalg.vector_norm(dh[:n], dim=1, out=state_grad_norms[t, :n])
         d_t = [d[t] for d in deriv_steps]
         gx, gh = dgx_steps[t], dgh_steps[t]
         rec = drec

@@ -1,7 +1,7 @@
-"""One module per application; each exposes a ``TASK`` the runner and the CLI drive."""
+"""One module per application; each exposes task objects the runner and the CLI drive."""
 
-from rnnkit.tasks import seqclass
+from rnnkit.tasks import longrange, seqclass
 
-TASKS = {seqclass.TASK.name: seqclass.TASK}
+TASKS = {task.name: task for task in (seqclass.TASK, longrange.ADDING, longrange.COPY)}
 
 __all__ = ["TASKS"]

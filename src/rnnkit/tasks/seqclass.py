@@ -109,6 +109,10 @@ class SequenceClassificationModule(TrainingModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def loss_on(self, batch) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.model(x), y)
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self.model(x)

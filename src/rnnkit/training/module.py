@@ -23,6 +23,10 @@ class TrainingModule(L.LightningModule):
         super().__init__()
         self.config = dict(config)
 
+    def loss_on(self, batch: Any) -> torch.Tensor:
+        """The task's loss on a batch, without logging (used by gradient diagnostics)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define loss_on(batch)")
+
     def configure_optimizers(self):
         c = self.config
         params = [p for p in self.parameters() if p.requires_grad]

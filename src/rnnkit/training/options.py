@@ -101,6 +101,9 @@ COMMON_OPTIONS: list[Option] = [
     Option("max-time", max_time, None, "wall-clock budget; training then stops cleanly, is "
            "evaluated and saved (default: no limit)", metavar="DD:HH:MM:SS"),
     Option("out", str, None, "run folder (default: runs/<task>/<timestamp>)", metavar="DIR"),
+    Option("grad-diagnostics", int, 0, "every N steps, record ||dLoss/dh_t|| per time step on "
+           "a fixed batch, and the gradient norm before/after clipping; plots in plots/ (0: off)",
+           metavar="N"),
     Option("progress", bool, None, "progress bar; without it, one line per epoch (default: on "
            "when run in a terminal)", flag=True),
 ]

@@ -31,12 +31,14 @@ def logged_epochs(run_dir: Path) -> dict[str, dict[int, float]]:
     return series
 
 
-def plot_learning_curves(run_dir: Path, metrics: list[tuple[str, str]]) -> list[Path]:
+def plot_learning_curves(run_dir: Path, metrics: list[tuple[str, str]],
+                         baselines: dict[str, tuple[float, str]] | None = None) -> list[Path]:
     """One PNG per metric with its train and validation curves over epochs.
 
     Args:
         run_dir: the run folder (reads ``logs/``, writes ``plots/<metric>.png``).
         metrics: ``(name, label)`` pairs, e.g. ``[("loss", "cross-entropy loss")]``.
+        baselines: optional ``{name: (value, label)}`` drawn as a dashed horizontal line.
     """
     series = logged_epochs(run_dir)
     out = []
@@ -55,6 +57,9 @@ def plot_learning_curves(run_dir: Path, metrics: list[tuple[str, str]]) -> list[
         if not drawn:
             plt.close(fig)
             continue
+        if baselines and name in baselines:
+            value, text = baselines[name]
+            ax.axhline(value, color="grey", linestyle="--", linewidth=1, label=text)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(f"{label} per epoch")

@@ -95,7 +95,8 @@ def train(task: Task, config: dict[str, Any], resume: str | Path | None = None) 
     }
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
-        plot_learning_curves(run_dir, task.curves)
+        baselines = task.baselines(config) if hasattr(task, "baselines") else None
+        plot_learning_curves(run_dir, task.curves, baselines)
         _report(task, run_dir, metrics)
     return run_dir
 

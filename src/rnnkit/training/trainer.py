@@ -83,6 +83,11 @@ def build_trainer(config: dict[str, Any], run_dir: Path, monitor: str, mode: str
                  LearningRateMonitor(logging_interval="epoch")]
     if not progress:
         callbacks.append(EpochLines(monitor))
+    if config.get("grad_diagnostics"):
+        from rnnkit.training.diagnostics import GradientDiagnostics
+
+        threshold = config["clip"] if config["clip_mode"] == "norm" else None
+        callbacks.append(GradientDiagnostics(config["grad_diagnostics"], run_dir, threshold or None))
     loggers = [CSVLogger(save_dir=run_dir, name="logs")]
     if importlib.util.find_spec("tensorboard") is not None:
         loggers.append(TensorBoardLogger(save_dir=run_dir, name="tensorboard"))
