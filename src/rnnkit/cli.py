@@ -54,6 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
                          "last checkpoint (only --epochs, --max-time, --patience and device "
                          "options may change)")
 
+    lab = commands.add_parser("lab", help="the long-range-dependency lab",
+                              description="Experiments on long-range dependencies.")
+    lab_commands = lab.add_subparsers(dest="lab_command", metavar="COMMAND", required=True)
+    cmp = lab_commands.add_parser(
+        "compare", help="train several cells under one budget and compare them",
+        description="Train each cell at each length under the same options; write a table "
+                    "(test metric, baseline, steps to solve, wall time) and one plot of the "
+                    "learning curves against the baseline.")
+    what = cmp.add_argument_group("what to compare")
+    what.add_argument("--task", choices=("adding", "copy"), default="adding",
+                      help="the problem (default: adding)")
+    what.add_argument("--length", type=_int_list, default=[200], metavar="T[,T...]",
+                      help="sequence lengths (adding) or delays (copy) (default: 200)")
+    what.add_argument("--cells", type=_cell_list, default=["rnn", "lstm", "gru"], metavar="CELLS",
+                      help="comma list of cells (default: rnn,lstm,gru)")
+    what.add_argument("--out", metavar="DIR", help="folder for the runs and the comparison "
+                      "(default: runs/lab/<task>-<timestamp>); an existing one is continued")
+    what.add_argument("--train-size", type=int, default=10000, metavar="N",
+                      help="training sequences (default: 10000)")
+    budget = cmp.add_argument_group("the shared budget and model options")
+    add_options(budget, [o for o in COMMON_OPTIONS if o.key not in ("cell", "out")],
+                _task_registry()["adding"].defaults)
+
     evaluate = commands.add_parser("evaluate", help="metrics of a trained run",
                                    description="Evaluate a trained run on its test (or validation) split.")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by rnnkit train")
@@ -79,6 +102,9 @@ def _run(args: argparse.Namespace) -> None:
     from rnnkit.training.run_folder import read_run_config
 
     tasks = _task_registry()
+    if args.command == "lab":
+        _lab_compare(args, tasks)
+        return
     if args.command == "train":
         task = tasks[args.task]
         given = {k: v for k, v in vars(args).items()
@@ -116,6 +142,41 @@ def _show_reports() -> None:
         logger.addHandler(_StdoutHandler())
     logger.setLevel(logging.INFO)
     logger.propagate = False
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers such as 100,200, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers such as 100,200, got {text!r}")
+    return values
+
+
+def _cell_list(text: str) -> list[str]:
+    from rnnkit.models.recurrent import CELL_CHOICES
+
+    cells = [c for c in text.split(",") if c]
+    bad = [c for c in cells if c not in CELL_CHOICES]
+    if bad or not cells:
+        raise argparse.ArgumentTypeError(f"expected cells from {', '.join(CELL_CHOICES)}, got {text!r}")
+    return cells
+
+
+def _lab_compare(args: argparse.Namespace, tasks: dict[str, Any]) -> None:
+    import time
+    from pathlib import Path
+
+    from rnnkit.training.compare import compare
+    from rnnkit.training.options import COMMON_OPTIONS, resolve
+
+    task = tasks[args.task]
+    given = {k: v for k, v in vars(args).items()
+             if k not in ("command", "lab_command", "task", "length", "cells", "out")}
+    config = resolve([*task.options, *COMMON_OPTIONS], task.defaults, given, {})
+    out = Path(args.out) if args.out else Path("runs") / "lab" / f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    compare(task, config, args.length, args.cells, out)
 
 
 def main(argv: list[str] | None = None) -> int:

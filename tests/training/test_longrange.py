@@ -115,3 +115,25 @@ def test_copy_task_trains_and_reports(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["test"]["copy_accuracy"] <= 1 and metrics["test"]["loss"] > 0
     assert metrics["baseline"]["cross_entropy"] == pytest.approx(10 * math.log(8) / 25)
+
+
+def test_lab_compare_writes_table_and_plots_and_reuses_finished_runs(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["lab", "compare", "--task", "adding", "--length", "8,12", "--cells", "rnn,lstm",
+            "--epochs", "1", "--train-size", "128", "--hidden", "8", "--no-progress",
+            "--grad-diagnostics", "1", "--out", str(out)]
+    assert main(argv) == 0
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    assert [(r["T"], r["cell"]) for r in rows] == [(8, "rnn"), (8, "lstm"), (12, "rnn"), (12, "lstm")]
+    assert all(r["baseline_loss"] == pytest.approx(1 / 6) and r["steps"] == 2 for r in rows)
+    table = (out / "comparison.md").read_text()
+    assert "| 12 | lstm |" in table and "not solved" in table
+    for name in ("learning_curves.png", "dh_norms.png"):
+        assert (out / name).stat().st_size > 1000
+    stamp = (out / "rnn-T8" / "metrics.json").stat().st_mtime
+    capsys.readouterr()
+    assert main(argv) == 0  # a finished run is reused, not retrained
+    assert (out / "rnn-T8" / "metrics.json").stat().st_mtime == stamp
+    assert "== adding" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["lab", "compare", "--cells", "rnn,transformer"])

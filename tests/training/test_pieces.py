@@ -129,3 +129,10 @@ def test_shift_applies_to_training_batches_only():
     seq = pixels.as_sequences(images)
     assert seq.shape == (64, 64, 1)  # --permute implies one pixel per step
     assert torch.equal(seq[:, :, 0].sort(1).values, images.flatten(1).sort(1).values)
+
+
+def test_identity_init_is_the_irnn_recipe():
+    rnn = build_recurrent("rnn-relu", 3, 5)
+    initialise_recurrent(rnn, "identity")
+    assert torch.equal(rnn.weight_hh_l0, torch.eye(5))
+    assert torch.all(rnn.bias_ih_l0 == 0) and float(rnn.weight_ih_l0.detach().abs().max()) < 0.01

@@ -7,8 +7,9 @@ from torch import nn
 
 import rnnkit.nn as rnn
 
-# Names the CLI's --cell accepts.
+# Names the CLI's --cell and --init accept.
 CELL_CHOICES = ("rnn", "rnn-relu", "lstm", "gru")
+INIT_CHOICES = ("torch", "orthogonal", "identity")
 
 
 def build_recurrent(cell: str, input_size: int, hidden: int, layers: int = 1,
@@ -41,22 +42,30 @@ def initialise_recurrent(layer: nn.Module, scheme: str = "torch",
         layer: an ``rnnkit.nn`` (or ``torch.nn``) RNN/LSTM/GRU.
         scheme: ``"torch"`` keeps torch's U(-1/sqrt(H), 1/sqrt(H)); ``"orthogonal"`` makes each
             gate block of every ``weight_hh`` orthogonal (Saxe et al. 2014) and each
-            ``weight_ih`` Xavier-uniform, with zero biases.
+            ``weight_ih`` Xavier-uniform, with zero biases; ``"identity"`` is the IRNN
+            recipe (Le et al. 2015, meant for relu RNNs): each ``weight_hh`` block the
+            identity, ``weight_ih`` ~ N(0, 0.001^2), zero biases.
         forget_bias: for LSTM, the forget gate's total bias (``bias_ih`` + ``bias_hh``) is set
             to this value (Jozefowicz et al. 2015: 1.0 eases learning long memories);
             None leaves the biases as the scheme made them.
     """
-    if scheme not in ("torch", "orthogonal"):
-        raise ValueError(f"init: expected 'torch' or 'orthogonal', got {scheme!r}")
+    if scheme not in INIT_CHOICES:
+        raise ValueError(f"init: expected one of {', '.join(INIT_CHOICES)}, got {scheme!r}")
     hidden = layer.hidden_size
     for name, param in layer.named_parameters():
-        if scheme == "orthogonal":
+        if scheme in ("orthogonal", "identity"):
             if name.startswith("weight_hh"):
                 for block in param.split(hidden, dim=0):
-                    nn.init.orthogonal_(block)
+                    if scheme == "orthogonal":
+                        nn.init.orthogonal_(block)
+                    else:
+                        nn.init.eye_(block)
             elif name.startswith("weight_ih"):
                 for block in param.split(hidden, dim=0):
-                    nn.init.xavier_uniform_(block)
+                    if scheme == "orthogonal":
+                        nn.init.xavier_uniform_(block)
+                    else:
+                        nn.init.normal_(block, std=1e-3)
             elif name.startswith("bias"):
                 param.zero_()
         if forget_bias is not None and getattr(layer, "mode", "") in ("lstm", "LSTM"):

@@ -152,6 +152,9 @@ class AddingTask:
     monitor = "val_loss"
     mode = "min"
     curves = [("loss", "mean squared error")]
+    length_option = "length"  # what rnnkit lab compare varies
+    # When a run counts as solved: (validation metric, "below"/"above", threshold, words).
+    solved = ("val_loss", "below", 0.01, "validation MSE < 0.01")
 
     def baselines(self, config: dict[str, Any]) -> dict[str, tuple[float, str]]:
         return {"loss": (adding_baseline_mse(), "always predict 1 (MSE 0.167)")}
@@ -178,6 +181,8 @@ class CopyTask:
     monitor = "val_loss"
     mode = "min"
     curves = [("loss", "cross-entropy per step"), ("copy_accuracy", "accuracy on the recalled symbols")]
+    length_option = "delay"
+    solved = ("val_copy_accuracy", "above", 0.99, "validation recall accuracy > 99%")
 
     def baselines(self, config: dict[str, Any]) -> dict[str, tuple[float, str]]:
         value = copy_baseline_cross_entropy(config["delay"])

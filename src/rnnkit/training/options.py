@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnnkit.models.recurrent import CELL_CHOICES
+from rnnkit.models.recurrent import CELL_CHOICES, INIT_CHOICES
 
 
 def optional_float(text: str) -> float | None:
@@ -74,8 +74,8 @@ COMMON_OPTIONS: list[Option] = [
     Option("layers", positive_int, 1, "stacked recurrent layers"),
     Option("bidirectional", bool, False, "read sequences in both directions", flag=True),
     Option("dropout", probability, 0.0, "dropout between layers and before the output head"),
-    Option("init", str, "torch", "weight initialisation: torch's uniform, or orthogonal "
-           "recurrent weights", ("torch", "orthogonal")),
+    Option("init", str, "torch", "weight initialisation: torch's uniform, orthogonal "
+           "recurrent weights, or identity (IRNN, with --cell rnn-relu)", INIT_CHOICES),
     Option("forget-bias", optional_float, 1.0, "LSTM forget-gate bias ('none' keeps the "
            "init's)", metavar="B"),
     Option("backend", str, None, "rnnkit engine (default: automatic)", ("fused", "reference")),
