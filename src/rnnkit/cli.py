@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma list of cells (default: rnn,lstm,gru)")
     what.add_argument("--out", metavar="DIR", help="folder for the runs and the comparison "
                       "(default: runs/lab/<task>-<timestamp>); an existing one is continued")
-    what.add_argument("--train-size", type=int, default=10000, metavar="N",
-                      help="training sequences (default: 10000)")
+    what.add_argument("--train-size", type=int, default=20000, metavar="N",
+                      help="training sequences (default: 20000)")
     budget = cmp.add_argument_group("the shared budget and model options")
     add_options(budget, [o for o in COMMON_OPTIONS if o.key not in ("cell", "out")],
                 _task_registry()["adding"].defaults)
