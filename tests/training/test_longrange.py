@@ -93,7 +93,7 @@ def test_state_gradient_norms_equal_autograd():
 def test_clipping_caps_the_global_norm_and_diagnostics_are_written(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "adding", "--length", "20", "--train-size", "256", "--hidden", "8",
-                 "--epochs", "1", "--clip", "0.01", "--grad-diagnostics", "2", "--no-progress",
+                 "--batch-size", "64", "--epochs", "1", "--clip", "0.01", "--grad-diagnostics", "2", "--no-progress",
                  "--out", str(run)]) == 0
     diag = json.loads((run / "diagnostics.json").read_text())
     norms = diag["global_grad_norm"]
@@ -120,7 +120,7 @@ def test_copy_task_trains_and_reports(tmp_path):
 def test_lab_compare_writes_table_and_plots_and_reuses_finished_runs(tmp_path, capsys):
     out = tmp_path / "cmp"
     argv = ["lab", "compare", "--task", "adding", "--length", "8,12", "--cells", "rnn,lstm",
-            "--epochs", "1", "--train-size", "128", "--hidden", "8", "--no-progress",
+            "--epochs", "1", "--train-size", "128", "--batch-size", "64", "--hidden", "8", "--no-progress",
             "--grad-diagnostics", "1", "--out", str(out)]
     assert main(argv) == 0
     rows = json.loads((out / "comparison.json").read_text())["rows"]
