@@ -57,11 +57,27 @@ class SyntheticData(L.LightningDataModule):
         return self._loader("test", False)
 
 
-class AddingModule(TrainingModule):
-    """Regression of the sum from the last hidden state; loss and metric are the MSE."""
+class _LabModule(TrainingModule):
+    """Training, validation and test share one ``_step(batch, split)`` that logs per split."""
 
     monitor = "val_loss"
     mode = "min"
+
+    def _step(self, batch, split: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+
+class AddingModule(_LabModule):
+    """Regression of the sum from the last hidden state; loss and metric are the MSE."""
 
     def __init__(self, config: dict[str, Any], model_config: SequenceClassifierConfig) -> None:
         super().__init__(config)
@@ -81,22 +97,10 @@ class AddingModule(TrainingModule):
                  prog_bar=split != "test", sync_dist=split != "train")
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
 
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
-
-
-class CopyModule(TrainingModule):
+class CopyModule(_LabModule):
     """Per-step classification; loss is the cross-entropy over all steps, as in the
     papers, and ``copy_accuracy`` scores the 10 recalled symbols."""
-
-    monitor = "val_loss"
-    mode = "min"
 
     def __init__(self, config: dict[str, Any], model_config: SequenceTaggerConfig) -> None:
         super().__init__(config)
@@ -119,15 +123,6 @@ class CopyModule(TrainingModule):
                  prog_bar=split != "test", sync_dist=sync)
         self.log(f"{split}_copy_accuracy", recalled, on_step=False, on_epoch=True, sync_dist=sync)
         return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
 
 
 _TRAIN_SIZE = Option("train-size", positive_int, 20000, "training sequences (generated from "
