@@ -123,9 +123,8 @@ def _run(args: argparse.Namespace) -> None:
         module, data, _ = runner.load_trained(task, args.run_dir, args.checkpoint)
         results = task.predict(module, data, args.input, args.top)
         for r in results:
-            shown = ", ".join(f"{name} {prob:.1%}" for name, prob in r["probabilities"].items())
             where = f"{args.input}[{r['index']}]" if len(results) > 1 else args.input
-            print(f"{where}: {r['label']}  ({shown})")
+            print(f"{where}: {r['summary']}")
 
 
 class _StdoutHandler(logging.Handler):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,15 +107,27 @@ def test_clipping_caps_the_global_norm_and_diagnostics_are_written(tmp_path):
         assert (run / "plots" / name).stat().st_size > 1000
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["baseline"]["mse"] == pytest.approx(1 / 6)
+    x, _ = adding_problem(3, 20, seed=9)
+    np.save(tmp_path / "three.npy", x.numpy())
+    assert main(["predict", str(run), str(tmp_path / "three.npy")]) == 0
+    assert main(["evaluate", str(run)]) == 0
 
 
-def test_copy_task_trains_and_reports(tmp_path):
+def test_copy_task_trains_and_reports(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "copy", "--delay", "5", "--train-size", "128", "--hidden", "8",
                  "--epochs", "1", "--cell", "gru", "--no-progress", "--out", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["test"]["copy_accuracy"] <= 1 and metrics["test"]["loss"] > 0
     assert metrics["baseline"]["cross_entropy"] == pytest.approx(10 * math.log(8) / 25)
+    np.save(tmp_path / "one.npy", copy_memory(1, 5, seed=4)[0][0].numpy())
+    capsys.readouterr()
+    assert main(["predict", str(run), str(tmp_path / "one.npy")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{tmp_path / 'one.npy'}: recalled ") and len(out.split()) == 12
+    np.save(tmp_path / "bad.npy", np.full((25,), 12))
+    assert main(["predict", str(run), str(tmp_path / "bad.npy")]) == 2
+    assert "expected symbols 0-9" in capsys.readouterr().err
 
 
 def test_lab_compare_writes_table_and_plots_and_reuses_finished_runs(tmp_path, capsys):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -166,6 +167,29 @@ class AddingTask:
     def after_test(self, run_dir: Path, module: AddingModule, data: SyntheticData) -> dict[str, Any]:
         return {"baseline": {"mse": adding_baseline_mse(), "rule": "always predict 1"}}
 
+    def predict(self, module: AddingModule, data: SyntheticData, input_path: str,
+                top: int = 3) -> list[dict[str, Any]]:
+        """Predicted sums for ``.npy`` sequences of (value, marker) pairs, [T, 2] or [N, T, 2]."""
+        x = _load_sequences(input_path, (2,), "(value, marker) pairs of shape [T, 2] or [N, T, 2]")
+        with torch.no_grad():
+            sums = module(torch.as_tensor(x, dtype=torch.float32))
+        return [{"index": i, "prediction": float(v), "summary": f"sum {float(v):.4f}"}
+                for i, v in enumerate(sums)]
+
+
+def _load_sequences(path: str, trailing: tuple[int, ...], what: str) -> np.ndarray:
+    """A ``.npy`` array of one sequence or a batch of them, checked against ``trailing``."""
+    p = Path(path)
+    if p.suffix.lower() != ".npy" or not p.is_file():
+        raise ValueError(f"INPUT: expected an existing .npy file holding {what}, got {path}")
+    array = np.load(p)
+    single = array.ndim == 1 + len(trailing)
+    if single:
+        array = array[None]
+    if array.ndim != 2 + len(trailing) or tuple(array.shape[2:]) != trailing:
+        raise ValueError(f"INPUT: expected {what}, got an array of shape {np.load(p).shape}")
+    return array
+
 
 class CopyTask:
     """``rnnkit train copy``."""
@@ -197,6 +221,18 @@ class CopyTask:
     def after_test(self, run_dir: Path, module: CopyModule, data: SyntheticData) -> dict[str, Any]:
         return {"baseline": {"cross_entropy": copy_baseline_cross_entropy(module.config["delay"]),
                              "rule": "blanks, then a uniform guess over the 8 symbols"}}
+
+    def predict(self, module: CopyModule, data: SyntheticData, input_path: str,
+                top: int = 3) -> list[dict[str, Any]]:
+        """The symbols recalled for ``.npy`` input sequences of symbols 0-9, [T] or [N, T]."""
+        x = _load_sequences(input_path, (), "symbols 0-9 of shape [T] or [N, T]")
+        if x.min() < 0 or x.max() >= COPY_CLASSES:
+            raise ValueError(f"INPUT: expected symbols 0-{COPY_CLASSES - 1}, got {x.min()}..{x.max()}")
+        with torch.no_grad():
+            recalled = module(torch.as_tensor(x, dtype=torch.long)).argmax(-1)[:, -COPY_SYMBOLS:]
+        return [{"index": i, "prediction": r.tolist(),
+                 "summary": "recalled " + " ".join(str(v) for v in r.tolist())}
+                for i, r in enumerate(recalled)]
 
 
 ADDING = AddingTask()

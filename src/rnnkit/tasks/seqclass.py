@@ -197,7 +197,9 @@ class SequenceClassificationTask:
         for i, p in enumerate(probs):
             values, idx = p.topk(min(top, len(p)))
             ranked = [(data.classes[j], float(v)) for v, j in zip(values, idx)]
-            results.append({"index": i, "label": ranked[0][0], "probabilities": dict(ranked)})
+            shown = ", ".join(f"{name} {prob:.1%}" for name, prob in ranked)
+            results.append({"index": i, "label": ranked[0][0], "probabilities": dict(ranked),
+                            "summary": f"{ranked[0][0]}  ({shown})"})
         return results
 
 
