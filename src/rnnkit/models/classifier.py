@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rnnkit.models.recurrent import build_recurrent, initialise_recurrent
+from rnnkit.models.recurrent import build_initialised_encoder
 
 
 @dataclass
@@ -36,9 +36,7 @@ class SequenceClassifier(nn.Module):
     def __init__(self, config: SequenceClassifierConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = build_recurrent(config.cell, config.input_size, config.hidden, config.layers,
-                                       config.bidirectional, config.dropout, config.backend)
-        initialise_recurrent(self.encoder, config.init, config.forget_bias)
+        self.encoder = build_initialised_encoder(config, config.input_size)
         directions = 2 if config.bidirectional else 1
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden * directions, config.num_classes)

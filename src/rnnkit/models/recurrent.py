@@ -73,3 +73,12 @@ def initialise_recurrent(layer: nn.Module, scheme: str = "torch",
                 param[hidden: 2 * hidden] = forget_bias
             elif name.startswith("bias_hh"):
                 param[hidden: 2 * hidden] = 0.0
+
+
+def build_initialised_encoder(config, input_size: int) -> rnn.RNNBase:
+    """:func:`build_recurrent` then :func:`initialise_recurrent`, from a model config with
+    ``cell, hidden, layers, bidirectional, dropout, backend, init, forget_bias``."""
+    encoder = build_recurrent(config.cell, input_size, config.hidden, config.layers,
+                              config.bidirectional, config.dropout, config.backend)
+    initialise_recurrent(encoder, config.init, config.forget_bias)
+    return encoder

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.models.recurrent import build_recurrent, initialise_recurrent
+from rnnkit.models.recurrent import build_initialised_encoder
 
 
 @dataclass
@@ -32,9 +32,7 @@ class SequenceTagger(nn.Module):
     def __init__(self, config: SequenceTaggerConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = build_recurrent(config.cell, config.vocab, config.hidden, config.layers,
-                                       config.bidirectional, config.dropout, config.backend)
-        initialise_recurrent(self.encoder, config.init, config.forget_bias)
+        self.encoder = build_initialised_encoder(config, config.vocab)
         directions = 2 if config.bidirectional else 1
         self.head = nn.Linear(config.hidden * directions, config.num_classes)
 

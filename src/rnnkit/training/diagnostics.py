@@ -139,15 +139,8 @@ def plot_diagnostics(run_dir: Path, state_norms: list[dict[str, Any]],
         for i in picks:
             norms = state_norms[i]["norms"]
             ax.semilogy(range(1, len(norms) + 1), norms, label=f"training step {state_norms[i]['step']}")
-        ax.set_xlabel("time step t")
-        ax.set_ylabel("||dLoss/dh_t||")
-        ax.set_title("gradient reaching each time step")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend()
-        fig.tight_layout()
-        paths.append(out_dir / "grad_over_time.png")
-        fig.savefig(paths[-1])
-        plt.close(fig)
+        paths.append(_finish(fig, ax, out_dir / "grad_over_time.png", "time step t",
+                             "||dLoss/dh_t||", "gradient reaching each time step"))
     if global_norms:
         fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
         steps = [r["step"] for r in global_norms]
@@ -155,13 +148,19 @@ def plot_diagnostics(run_dir: Path, state_norms: list[dict[str, Any]],
         ax.semilogy(steps, [r["after_clip"] for r in global_norms], lw=0.8, label="after clipping")
         if clip:
             ax.axhline(clip, color="grey", linestyle="--", linewidth=1, label=f"clip threshold {clip}")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("global gradient norm")
-        ax.set_title("gradient norm before and after clipping")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend()
-        fig.tight_layout()
-        paths.append(out_dir / "grad_norm.png")
-        fig.savefig(paths[-1])
-        plt.close(fig)
+        paths.append(_finish(fig, ax, out_dir / "grad_norm.png", "training step",
+                             "global gradient norm", "gradient norm before and after clipping"))
     return paths
+
+
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label a log-scale line plot, save it as ``path`` and close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
