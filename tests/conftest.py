@@ -15,9 +15,12 @@ import torch
 
 SEED = int(os.environ.get("RNNKIT_TEST_SEED", random.SystemRandom().randrange(2**31)))
 
-CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
-NUM_STATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 2, "gru": 1}
+from rnnkit.functional import CELLS as SPECS
+
+PLAIN_CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]  # the ones torch.nn has
+CELLS = list(SPECS)  # and the variants
+GATES = {name: spec.gates for name, spec in SPECS.items()}
+NUM_STATES = {name: spec.num_states for name, spec in SPECS.items()}
 
 
 def pytest_report_header(config):
@@ -40,6 +43,14 @@ def make_weights(cell: str, input_size: int, hidden: int, dtype: torch.dtype, bi
     ws = [((torch.rand(s, dtype=dtype) * 2 - 1) * scale).requires_grad_(requires_grad)
           for s in shapes]
     return ws + ([] if bias else [None, None])
+
+
+def make_extra(cell: str, hidden: int, dtype: torch.dtype, requires_grad: bool = True
+               ) -> list[torch.Tensor]:
+    """The cell's extra parameters (layer-norm gains and biases), near their initial values
+    but not at them, so that every term of their gradients is exercised."""
+    return [(e.init + 0.3 * torch.randn(e.width * hidden, dtype=dtype)).requires_grad_(requires_grad)
+            for e in SPECS[cell].extra]
 
 
 def random_lengths(batch: int, steps: int) -> torch.Tensor:

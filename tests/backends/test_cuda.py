@@ -11,26 +11,34 @@ import torch
 
 import rnnkit
 from rnnkit.backends import run_direction
-from tests.conftest import CELLS, NUM_STATES, make_weights, random_lengths
+from tests.backends.test_fused_vs_reference import random_masks
+from tests.conftest import CELLS, NUM_STATES, make_extra, make_weights, random_lengths
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("with_lengths", [False, True])
-def test_fused_matches_reference_on_cuda(cell, with_lengths):
+@pytest.mark.parametrize("with_masks", [False, True])
+def test_fused_matches_reference_on_cuda(cell, with_lengths, with_masks):
     T, B, I, H = 12, 5, 4, 8
     dtype, dev = torch.float64, torch.device("cuda")
     x = torch.randn(T, B, I, dtype=dtype, device=dev, requires_grad=True)
     states0 = tuple(torch.randn(B, H, dtype=dtype, device=dev, requires_grad=True)
                     for _ in range(NUM_STATES[cell]))
     weights = [w.detach().to(dev).requires_grad_() for w in make_weights(cell, I, H, dtype)]
+    extra = [w.detach().to(dev).requires_grad_() for w in make_extra(cell, H, dtype)]
     lengths = random_lengths(B, T) if with_lengths else None
-    leaves = [x, *states0, *weights]
+    masks = None
+    if with_masks:
+        drawn = random_masks(cell, T, B, H, dtype)
+        masks = type(drawn)(drawn.recurrent.to(dev), tuple(m.to(dev) for m in drawn.zoneout))
+    leaves = [x, *states0, *weights, *extra]
     dy = torch.randn(T, B, H, dtype=dtype, device=dev)
     results = []
     for backend in ("reference", "fused"):
-        y, final = run_direction(cell, x, states0, *weights, lengths=lengths, backend=backend)
+        y, final = run_direction(cell, x, states0, *weights, lengths=lengths, backend=backend,
+                                 extra=extra, masks=masks)
         grads = torch.autograd.grad([y, *final], leaves, [dy, *[torch.ones_like(f) for f in final]])
         results.append([y, *final, *grads])
     for a, b in zip(*results):

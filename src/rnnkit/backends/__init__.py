@@ -6,6 +6,8 @@ built in; ``fused`` is preferred when both can run a case.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -19,6 +21,7 @@ from rnnkit.backends.base import (
 )
 from rnnkit.backends.fused import FusedBackend, FusedSequenceFunction, record_state_gradients
 from rnnkit.backends.reference import ReferenceBackend
+from rnnkit.functional import Masks
 
 register_backend(ReferenceBackend())
 register_backend(FusedBackend(), preference=0)
@@ -44,15 +47,20 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
 def run_direction(cell: str, x: Tensor, states0: tuple[Tensor, ...], w_ih: Tensor,
                   w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
                   lengths: Tensor | None = None, reverse: bool = False,
-                  backend: str | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+                  backend: str | None = None, extra: Sequence[Tensor] = (),
+                  masks: Masks | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
     """Run ``cell`` over one direction of one layer with the selected backend.
 
     Args:
-        cell: ``"rnn_tanh"``, ``"rnn_relu"``, ``"lstm"`` or ``"gru"``.
+        cell: a key of :data:`rnnkit.functional.CELLS` (``"lstm"``, ``"ln_gru"``...).
         x: [T, B, I]; states0: tuple of [B, H]; weights as torch.nn names them.
         lengths: int64 CPU tensor [B] of valid lengths (1..T), or None for all T.
         reverse: run from each sequence's last valid step back to its first.
         backend: a registered name, or None for the automatic choice.
+        extra: the cell's extra parameters, in the order of its spec's ``extra``.
+        masks: recurrent-dropout mask [B, H] and zoneout masks [T, B, H] per state, or
+            None. Zoneout masks are indexed by processing step (for ``reverse``, step 0
+            is each sequence's last element).
 
     Returns:
         ``y`` [T, B, H] in the original time order, and the final states.
@@ -60,7 +68,7 @@ def run_direction(cell: str, x: Tensor, states0: tuple[Tensor, ...], w_ih: Tenso
     engine = select_backend(backend, cell, x.device, x.dtype)
     if reverse:
         x = reverse_padded(x, lengths)
-    y, final = engine.run(cell, x, states0, w_ih, w_hh, b_ih, b_hh, lengths)
+    y, final = engine.run(cell, x, states0, w_ih, w_hh, b_ih, b_hh, lengths, tuple(extra), masks)
     if reverse:
         y = reverse_padded(y, lengths)
     return y, final

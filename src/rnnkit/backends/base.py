@@ -2,10 +2,13 @@
 
 A backend runs one cell over one direction of one layer::
 
-    y, final_states = backend.run(cell, x, states0, w_ih, w_hh, b_ih, b_hh, lengths)
+    y, final_states = backend.run(cell, x, states0, w_ih, w_hh, b_ih, b_hh, lengths,
+                                  extra, masks)
 
 with ``x`` [T, B, I] time-major, ``states0`` a tuple of [B, H] tensors (``(h,)`` or
-``(h, c)``), ``lengths`` an int64 CPU tensor [B] or None. ``y`` is [T, B, H] and is
+``(h, c)``), ``lengths`` an int64 CPU tensor [B] or None, ``extra`` the cell's extra
+parameters (layer-norm gains...) and ``masks`` the recurrent-dropout and zoneout masks
+(:class:`rnnkit.functional.Masks`) or None. ``y`` is [T, B, H] and is
 zero past each sequence's end; ``final_states`` holds each sequence's state at its
 own last step.
 
@@ -19,10 +22,13 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
 from torch import Tensor
+
+from rnnkit.functional import Masks
 
 ENV_VAR = "RNNKIT_BACKEND"
 
@@ -37,7 +43,8 @@ class Backend(Protocol):
 
     def run(self, cell: str, x: Tensor, states0: tuple[Tensor, ...], w_ih: Tensor,
             w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
-            lengths: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+            lengths: Tensor | None, extra: Sequence[Tensor] = (),
+            masks: Masks | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Run the cell; see the module docstring for shapes."""
 
 

@@ -16,7 +16,14 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnnkit.functional import CELLS, CellSpec, SequenceCache, sequence_backward, sequence_forward
+from rnnkit.functional import (
+    CELLS,
+    CellSpec,
+    Masks,
+    SequenceCache,
+    sequence_backward,
+    sequence_forward,
+)
 
 _RECORDERS: list[list[Tensor]] = []
 
@@ -39,17 +46,29 @@ def record_state_gradients() -> Iterator[list[Tensor]]:
 
 
 class FusedSequenceFunction(torch.autograd.Function):
-    """Autograd wrapper around :func:`sequence_forward` / :func:`sequence_backward`."""
+    """Autograd wrapper around :func:`sequence_forward` / :func:`sequence_backward`.
+
+    ``apply(spec, batch_sizes, masks, x, w_ih, w_hh, b_ih, b_hh, *extra, *states0)`` with
+    ``len(extra) == len(spec.extra)``; ``masks`` (a :class:`Masks` or None) are inputs
+    without gradients.
+    """
 
     @staticmethod
-    def forward(ctx, spec: CellSpec, batch_sizes: Sequence[int] | None, x: Tensor,
-                w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
-                *states0: Tensor):
-        y, final, saved = sequence_forward(spec, x, states0, w_ih, w_hh, b_ih, b_hh, batch_sizes)
+    def forward(ctx, spec: CellSpec, batch_sizes: Sequence[int] | None, masks: Masks | None,
+                x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+                *rest: Tensor):
+        n_extra = len(spec.extra)
+        extra, states0 = rest[:n_extra], rest[n_extra:]
+        y, final, saved = sequence_forward(spec, x, states0, w_ih, w_hh, b_ih, b_hh, batch_sizes,
+                                           extra, masks)
         ctx.spec = spec
         ctx.batch_sizes = batch_sizes
+        ctx.masks = saved.masks
         ctx.has_bias = b_ih is not None
-        ctx.save_for_backward(x, w_ih, w_hh, *saved.states, *saved.cache)
+        ctx.sizes = (len(saved.states), len(saved.cache), len(saved.input_norm), n_extra)
+        h_in = () if saved.h_in is None else (saved.h_in,)
+        ctx.save_for_backward(x, w_ih, w_hh, *saved.states, *saved.cache, *saved.input_norm,
+                              *extra, *h_in)
         ctx.set_materialize_grads(False)
         # Copies, not views of the saved buffers: a caller may modify its outputs in place
         # (torch.nn allows it), and that must not reach what the backward reads.
@@ -60,19 +79,28 @@ class FusedSequenceFunction(torch.autograd.Function):
     def backward(ctx, dy: Tensor | None, *dfinal: Tensor | None):
         spec: CellSpec = ctx.spec
         x, w_ih, w_hh, *rest = ctx.saved_tensors
-        states = tuple(rest[: spec.num_states])
-        cache = tuple(rest[spec.num_states:])
-        saved = SequenceCache(x, states, cache, ctx.batch_sizes)
-        need = ctx.needs_input_grad  # (spec, batch_sizes, x, w_ih, w_hh, b_ih, b_hh, *states0)
+        parts = []
+        for size in ctx.sizes:
+            parts.append(tuple(rest[:size]))
+            rest = rest[size:]
+        states, cache, input_norm, extra = parts
+        h_in = rest[0] if rest else None
+        saved = SequenceCache(x, states, cache, ctx.batch_sizes, extra, ctx.masks, h_in, input_norm)
+        # needs_input_grad: (spec, batch_sizes, masks, x, w_ih, w_hh, b_ih, b_hh, *extra, *states0)
+        need = ctx.needs_input_grad
+        n_extra = len(extra)
         norms = x.new_zeros(x.shape[0], x.shape[1]) if _RECORDERS else None
         grads = sequence_backward(
-            spec, saved, w_ih, w_hh, dy, dfinal, need_x=need[2],
-            need_weights=need[3] or need[4], need_bias=ctx.has_bias and (need[5] or need[6]),
-            state_grad_norms=norms)
+            spec, saved, w_ih, w_hh, dy, dfinal, need_x=need[3],
+            need_weights=need[4] or need[5], need_bias=ctx.has_bias and (need[6] or need[7]),
+            need_extra=any(need[8: 8 + n_extra]), state_grad_norms=norms)
         for store in _RECORDERS:
             store.append(norms)
-        dstates0 = tuple(g if need[7 + k] else None for k, g in enumerate(grads.states0))
-        return (None, None, grads.x, grads.w_ih, grads.w_hh, grads.b_ih, grads.b_hh, *dstates0)
+        first_state = 8 + n_extra
+        dextra = tuple(g if need[8 + k] else None for k, g in enumerate(grads.extra))
+        dstates0 = tuple(g if need[first_state + k] else None for k, g in enumerate(grads.states0))
+        return (None, None, None, grads.x, grads.w_ih, grads.w_hh, grads.b_ih, grads.b_hh,
+                *dextra, *dstates0)
 
 
 def batch_sizes_from_lengths(sorted_lengths: Tensor) -> list[int]:
@@ -95,22 +123,31 @@ class FusedBackend:
 
     def run(self, cell: str, x: Tensor, states0: tuple[Tensor, ...], w_ih: Tensor,
             w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
-            lengths: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+            lengths: Tensor | None, extra: Sequence[Tensor] = (),
+            masks: Masks | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
         spec = CELLS[cell]
         T = x.shape[0]
         if lengths is None or bool((lengths == T).all()):
-            y, *final = FusedSequenceFunction.apply(spec, None, x, w_ih, w_hh, b_ih, b_hh, *states0)
+            y, *final = FusedSequenceFunction.apply(spec, None, masks, x, w_ih, w_hh, b_ih, b_hh,
+                                                    *extra, *states0)
             return y, tuple(final)
         sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
         identity = bool((order == torch.arange(len(order))).all())
+        batch_sizes = batch_sizes_from_lengths(sorted_lengths)
+        t_max = len(batch_sizes)
         if not identity:
             idx = order.to(x.device)
             x = x.index_select(1, idx)
             states0 = tuple(s.index_select(0, idx) for s in states0)
-        batch_sizes = batch_sizes_from_lengths(sorted_lengths)
-        t_max = len(batch_sizes)
-        y, *final = FusedSequenceFunction.apply(spec, batch_sizes, x[:t_max], w_ih, w_hh,
-                                                b_ih, b_hh, *states0)
+            if masks is not None:
+                masks = Masks(
+                    None if masks.recurrent is None else masks.recurrent.index_select(0, idx),
+                    tuple(None if m is None else m.index_select(1, idx) for m in masks.zoneout))
+        if masks is not None:
+            masks = Masks(masks.recurrent,
+                          tuple(None if m is None else m[:t_max] for m in masks.zoneout))
+        y, *final = FusedSequenceFunction.apply(spec, batch_sizes, masks, x[:t_max], w_ih, w_hh,
+                                                b_ih, b_hh, *extra, *states0)
         if t_max < T:
             y = torch.cat([y, y.new_zeros(T - t_max, *y.shape[1:])])
         if not identity:

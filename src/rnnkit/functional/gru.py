@@ -30,17 +30,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.functional.sequence import CellSpec, GateBlock
+from rnnkit.functional.sequence import CellSpec, GateBlock, recurrent_grad
 
 
 def gru_step(x_proj_t: Tensor, state: tuple[Tensor], w_hh: Tensor,
-             b_hh: Tensor | None) -> tuple[tuple[Tensor], tuple[Tensor, Tensor]]:
+             b_hh: Tensor | None, extra: Sequence[Tensor] = (), h_in: Tensor | None = None
+             ) -> tuple[tuple[Tensor], tuple[Tensor, Tensor]]:
     """One GRU step, written as the equations read.
 
     Args:
         x_proj_t: [B, 3H] input projection ``W_ih x_t + b_ih``.
         state: ``(h_{t-1},)``, [B, H].
         w_hh: [3H, H]; b_hh: [3H] or None.
+        extra: unused (no extra parameters).
+        h_in: what the recurrent product reads instead of ``h_{t-1}`` (recurrent
+            dropout), or None. The update ``z * h_{t-1}`` always uses ``h_{t-1}``.
 
     Returns:
         ``((h_t,), (acts, gh))``: the new state and the cache that
@@ -48,7 +52,12 @@ def gru_step(x_proj_t: Tensor, state: tuple[Tensor], w_hh: Tensor,
         ``gh`` [B, 3H] = ``W_hh h_{t-1} + b_hh``.
     """
     (h,) = state
-    gh = F.linear(h, w_hh, b_hh)
+    gh = F.linear(h if h_in is None else h_in, w_hh, b_hh)
+    return gru_update(x_proj_t, h, gh)
+
+
+def gru_update(x_proj_t: Tensor, h: Tensor, gh: Tensor) -> tuple[tuple[Tensor], tuple[Tensor, Tensor]]:
+    """The GRU's gates and new state from the two projections (autograd-friendly)."""
     gx_r, gx_z, gx_n = x_proj_t.chunk(3, dim=1)
     gh_r, gh_z, gh_n = gh.chunk(3, dim=1)
     r = torch.sigmoid(gx_r + gh_r)
@@ -58,26 +67,31 @@ def gru_step(x_proj_t: Tensor, state: tuple[Tensor], w_hh: Tensor,
     return (h_new,), (torch.cat([r, z, n], dim=1), gh)
 
 
-def gru_step_into(x_t: GateBlock, prev: Sequence[Tensor], w_hh_t: Tensor,
-                  b_hh: Tensor | None, out: Sequence[Tensor], cache: Sequence[Tensor]) -> None:
+def gru_step_into(x_t: GateBlock, prev: Sequence[Tensor], hin: Tensor, w_hh_t: Tensor,
+                  b_hh: Tensor | None, out: Sequence[Tensor], cache: Sequence[Tensor],
+                  extra: Sequence[Tensor] = ()) -> None:
     """:func:`gru_step` writing into preallocated slots (the fused engine's step).
 
     Args:
         x_t: this step's input projections [n, 3H] holding ``b_ih`` only (``b_hh`` sits
             inside the reset product); overwritten with the activations (r, z, n),
             which are the first half of the cache.
-        prev: ``[h_{t-1}]``, [n, H].
+        prev: ``[h_{t-1}]``, [n, H]; hin: what the recurrent product reads.
         w_hh_t: [H, 3H] (``W_hh`` transposed); b_hh: [3H] or None.
         out: ``[h_t]`` slot, [n, H].
         cache: ``[gh]`` slot, [n, 3H].
     """
-    (h,) = prev
-    (h_out,) = out
-    (gh,) = cache
+    gh = cache[0]
     if b_hh is None:
-        torch.mm(h, w_hh_t, out=gh)
+        torch.mm(hin, w_hh_t, out=gh)
     else:
-        torch.addmm(b_hh, h, w_hh_t, out=gh)
+        torch.addmm(b_hh, hin, w_hh_t, out=gh)
+    gru_gates_into(x_t, prev[0], gh, out[0])
+
+
+def gru_gates_into(x_t: GateBlock, h: Tensor, gh: Tensor, h_out: Tensor) -> None:
+    """Gates and new state from the input projections ``x_t`` (overwritten with r, z, n)
+    and the hidden projections ``gh`` [n, 3H], into ``h_out``."""
     r, z, n = x_t.gates
     rz = x_t.split[:, :2]
     rz.add_(gh.view_as(x_t.split)[:, :2]).sigmoid_()
@@ -85,8 +99,8 @@ def gru_step_into(x_t: GateBlock, prev: Sequence[Tensor], w_hh_t: Tensor,
     torch.addcmul(n, z, h - n, out=h_out)  # (1 - z) n + z h
 
 
-def gru_local_derivatives(cache: Sequence[Tensor],
-                          states: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+def gru_local_derivatives(cache: Sequence[Tensor], states: Sequence[Tensor],
+                          extra: Sequence[Tensor] = ()) -> tuple[Tensor, Tensor, Tensor]:
     """The factors of the backward equations, for all steps at once.
 
     Args:
@@ -97,7 +111,7 @@ def gru_local_derivatives(cache: Sequence[Tensor],
         ``P`` [T, B, 3, H] with dgx = dh_t P, ``Q`` [T, B, 3, H] with dgh = dh_t Q,
         and ``z`` [T, B, H], the direct path dh_t -> dh_{t-1}.
     """
-    acts, gh = cache
+    acts, gh = cache[:2]
     h_prev = states[0][:-1]
     T, B, H = h_prev.shape
     r, z, n = acts[..., :H], acts[..., H: 2 * H], acts[..., 2 * H:]
@@ -112,7 +126,9 @@ def gru_local_derivatives(cache: Sequence[Tensor],
 
 
 def gru_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: Tensor,
-                      dgx: GateBlock, dgh: GateBlock, dy_prev: Tensor | None = None) -> None:
+                      dgx: GateBlock, dgh: GateBlock, dr: Tensor, dy_prev: Tensor | None = None,
+                      mask: Tensor | None = None, grads_t: Sequence[Tensor] = (),
+                      extra: Sequence[Tensor] = ()) -> None:
     """One step of GRU BPTT, in place.
 
     Args:
@@ -120,11 +136,19 @@ def gru_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: 
             the gradient w.r.t. ``h_{t-1}`` through this step.
         derivs_t: ``[P, Q, z]`` of step t, see :func:`gru_local_derivatives`.
         w_hh: [3H, H].
-        dgx: receives d(gx) [n, 3H]; dgh: receives d(gh) [n, 3H].
+        dgx: receives d(gx) [n, 3H]; dgh: receives d(gh) [n, 3H] (dr: the same).
         dy_prev: [n, H] gradient of the output at step t-1, added to ``dh_{t-1}``, or None.
+        mask: [n, H] recurrent-dropout mask, or None.
     """
     (dh,) = drec
-    P, Q, z = derivs_t
+    gru_gate_grads(dh, derivs_t, dgx, dgh, dy_prev)
+    recurrent_grad(dh, dgh.flat, w_hh, dh, mask)  # dh_{t-1} = dy_{t-1} + dh_t z + dgh @ W_hh
+
+
+def gru_gate_grads(dh: Tensor, derivs_t: Sequence[Tensor], dgx: GateBlock, dgh: GateBlock,
+                   dy_prev: Tensor | None) -> None:
+    """dgx = dh P, dgh = dh Q; then dh becomes dy_{t-1} + dh_t z (the direct path)."""
+    P, Q, z = derivs_t[:3]
     d = dh.unsqueeze(1)  # [n, 1, H], broadcast over the three gate blocks
     torch.mul(P, d, out=dgx.split)
     torch.mul(Q, d, out=dgh.split)
@@ -132,7 +156,6 @@ def gru_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: 
         dh.mul_(z)
     else:
         torch.addcmul(dy_prev, dh, z, out=dh)
-    dh.addmm_(dgh.flat, w_hh)  # dh_{t-1} = dy_{t-1} + dh_t z + dgh @ W_hh
 
 
 GRU = CellSpec(name="gru", gates=3, num_states=1, fold_hidden_bias=False,

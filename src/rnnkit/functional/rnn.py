@@ -22,57 +22,65 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.functional.sequence import CellSpec, GateBlock
+from rnnkit.functional.sequence import CellSpec, GateBlock, recurrent_grad
 
 
 def rnn_tanh_step(x_proj_t: Tensor, state: tuple[Tensor], w_hh: Tensor,
-                  b_hh: Tensor | None) -> tuple[tuple[Tensor], tuple[()]]:
+                  b_hh: Tensor | None, extra: Sequence[Tensor] = (),
+                  h_in: Tensor | None = None) -> tuple[tuple[Tensor], tuple[()]]:
     """One step of the tanh RNN.
 
     Args:
         x_proj_t: [B, H] input projection ``W_ih x_t + b_ih``.
         state: ``(h_{t-1},)``, [B, H].
         w_hh: [H, H]; b_hh: [H] or None.
+        extra: the cell's extra parameters (none for this cell).
+        h_in: what the recurrent product reads instead of ``h_{t-1}`` (recurrent
+            dropout applies its mask there), or None.
 
     Returns:
         ``((h_t,), ())``: the new state; the cache is ``h_t`` itself.
     """
     (h,) = state
-    return (torch.tanh(x_proj_t + F.linear(h, w_hh, b_hh)),), ()
+    return (torch.tanh(x_proj_t + F.linear(h if h_in is None else h_in, w_hh, b_hh)),), ()
 
 
 def rnn_relu_step(x_proj_t: Tensor, state: tuple[Tensor], w_hh: Tensor,
-                  b_hh: Tensor | None) -> tuple[tuple[Tensor], tuple[()]]:
+                  b_hh: Tensor | None, extra: Sequence[Tensor] = (),
+                  h_in: Tensor | None = None) -> tuple[tuple[Tensor], tuple[()]]:
     """One step of the relu RNN; arguments as :func:`rnn_tanh_step`."""
     (h,) = state
-    return (torch.relu(x_proj_t + F.linear(h, w_hh, b_hh)),), ()
+    return (torch.relu(x_proj_t + F.linear(h if h_in is None else h_in, w_hh, b_hh)),), ()
 
 
 def _step_into(activation):
-    def step_into(x_t: GateBlock, prev: Sequence[Tensor], w_hh_t: Tensor,
-                  b_hh: Tensor | None, out: Sequence[Tensor], cache: Sequence[Tensor]) -> None:
+    def step_into(x_t: GateBlock, prev: Sequence[Tensor], hin: Tensor, w_hh_t: Tensor,
+                  b_hh: Tensor | None, out: Sequence[Tensor], cache: Sequence[Tensor],
+                  extra: Sequence[Tensor]) -> None:
         # a_t accumulated in place on the projection buffer, then activated into h_t.
-        x_t.flat.addmm_(prev[0], w_hh_t)  # [n, H]
+        x_t.flat.addmm_(hin, w_hh_t)  # [n, H]
         activation(x_t.flat, out=out[0])
     return step_into
 
 
-def rnn_tanh_local_derivatives(cache: Sequence[Tensor],
-                               states: Sequence[Tensor]) -> tuple[Tensor]:
+def rnn_tanh_local_derivatives(cache: Sequence[Tensor], states: Sequence[Tensor],
+                               extra: Sequence[Tensor] = ()) -> tuple[Tensor]:
     """tanh'(a_t) = 1 - h_t^2 for every step at once. states[0]: [T+1, B, H]."""
     h = states[0][1:]
     return (1 - h * h,)
 
 
-def rnn_relu_local_derivatives(cache: Sequence[Tensor],
-                               states: Sequence[Tensor]) -> tuple[Tensor]:
+def rnn_relu_local_derivatives(cache: Sequence[Tensor], states: Sequence[Tensor],
+                               extra: Sequence[Tensor] = ()) -> tuple[Tensor]:
     """relu'(a_t) = 1[h_t > 0] for every step at once."""
     h = states[0][1:]
     return ((h > 0).to(h.dtype),)
 
 
 def rnn_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: Tensor,
-                      dgx: GateBlock, dgh: GateBlock, dy_prev: Tensor | None = None) -> None:
+                      dgx: GateBlock, dgh: GateBlock, dr: Tensor, dy_prev: Tensor | None = None,
+                      mask: Tensor | None = None, grads_t: Sequence[Tensor] = (),
+                      extra: Sequence[Tensor] = ()) -> None:
     """One step of BPTT, in place.
 
     Args:
@@ -80,20 +88,14 @@ def rnn_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: 
             with the gradient w.r.t. ``h_{t-1}``.
         derivs_t: ``[act'(a_t)]``, [n, H].
         w_hh: [H, H].
-        dgx: receives ``da_t`` [n, H]; dgh is the same buffer for this cell.
+        dgx: receives ``da_t`` [n, H]; dgh and dr are the same buffer for this cell.
         dy_prev: [n, H] gradient of the output at step t-1, added to ``dh_{t-1}``, or None.
+        mask: [n, H] recurrent-dropout mask, or None.
+        grads_t, extra: unused by this cell (the loop's common signature).
     """
     (dh,) = drec
     torch.mul(dh, derivs_t[0], out=dgx.flat)  # da_t
-    _recurrent_product(dgx.flat, w_hh, dy_prev, out=dh)  # dh_{t-1} = dy_{t-1} + da_t @ W_hh
-
-
-def _recurrent_product(dgates: Tensor, w_hh: Tensor, addend: Tensor | None, out: Tensor) -> None:
-    """``out = addend + dgates @ w_hh`` in one call (addend may be None)."""
-    if addend is None:
-        torch.mm(dgates, w_hh, out=out)
-    else:
-        torch.addmm(addend, dgates, w_hh, out=out)
+    recurrent_grad(dh, dgx.flat, w_hh, dy_prev, mask)  # dh_{t-1} = dy_{t-1} + (da_t @ W_hh) m
 
 
 def _spec(name: str, activation, local_derivatives) -> CellSpec:

@@ -20,6 +20,15 @@ step ``t``, so step ``t`` works on rows ``[:batch_sizes[t]]`` only. A finished
 sequence's state stops changing, its outputs past its end are zero, and no
 gradient flows into its padding.
 
+Two regularisers act on the loop itself, for every cell, with masks that are inputs
+(so the hand-derived backward is exact for the masks that were drawn):
+
+* variational recurrent dropout (Gal & Ghahramani 2016): the recurrent product reads
+  ``h_{t-1} * m`` with one mask ``m`` [B, H] for the whole sequence;
+* zoneout (Krueger et al. 2017): after the cell's step, each state unit keeps its
+  previous value where the mask is 1, ``s_t = m_t * s_{t-1} + (1 - m_t) * s~_t``, with a
+  mask [T, B, H] per state (0/1 in training; the probability itself in evaluation).
+
 Shapes: T time steps, B batch, I input features, H hidden units, G = gates * H.
 """
 
@@ -58,6 +67,24 @@ def gate_blocks(buf: Tensor, gates: int) -> list[GateBlock]:
             for t, (f, s) in enumerate(zip(buf.unbind(0), split.unbind(0)))]
 
 
+class Masks(NamedTuple):
+    """The regularisation masks of one run (see the module docstring); all optional."""
+
+    recurrent: Tensor | None = None  # [B, H], multiplies h_{t-1} in the recurrent product
+    zoneout: tuple[Tensor | None, ...] = ()  # one [T, B, H] per state (or None), indexed by step
+
+
+class ExtraParam(NamedTuple):
+    """A per-direction parameter a variant adds to W_ih, W_hh, b_ih, b_hh."""
+
+    name: str  # e.g. "ln_hh_weight"; the layer registers it as f"{name}_l{k}[_reverse]"
+    width: int  # in units of H
+    init: float  # initial value of every element
+
+
+LAYER_NORM_EPS = 1e-5
+
+
 @dataclass(frozen=True)
 class CellSpec:
     """What the sequence loop needs to know about one cell type.
@@ -80,9 +107,21 @@ class CellSpec:
             Jacobian factors, computed for all steps at once.
         backward_step: one step of hand-derived BPTT
             ``(drec, derivs_t, w_hh, dgx: GateBlock, dgh: GateBlock, dy_prev)``.
-        prepare: optional, called once per sequence with the input projections
-            [T, B, G] and the transposed recurrent weight [H, G] (both private copies)
-            to put them in the form ``step_into`` expects.
+        prepare: optional, called once per sequence as ``prepare(x_proj, w_hh_t, extra)``
+            with the input projections [T, B, G] and the transposed recurrent weight
+            [H, G] (both private copies) to put them in the form ``step_into`` expects;
+            returns the extra parameters as the step should see them.
+        extra: the parameters the cell adds to the four of torch.nn (layer norm gains...).
+        input_norm: layer-normalise ``W_ih x_t`` (gain ``extra[0]``) before the biases.
+        recurrent_norm: the recurrent product ``W_hh h_{t-1}`` goes through a layer norm
+            inside the step, so the gradient reaching it (buffer ``dr``, from which
+            ``dW_hh`` is made) differs from the one reaching the pre-activation.
+        norm_stats: how many layer norms the step applies; each gets two [T, B, 1]
+            cache buffers (mean, 1/std) after the ``cache_widths`` ones.
+        grad_widths: width (units of H) of per-step gradient buffers the backward step
+            fills, for :attr:`extra_grads`.
+        extra_grads: ``(saved, derivs, extra, dgx, dgh, grad_bufs) -> grads`` of the
+            extra parameters (all but the input-norm gain, which the loop handles).
     """
 
     name: str
@@ -94,7 +133,13 @@ class CellSpec:
     step_into: Callable[..., None]
     local_derivatives: Callable[..., tuple[Tensor, ...]]
     backward_step: Callable[..., None]
-    prepare: Callable[[Tensor, Tensor], None] | None = None
+    prepare: Callable[..., tuple[Tensor, ...]] | None = None
+    extra: tuple[ExtraParam, ...] = ()
+    input_norm: bool = False
+    recurrent_norm: bool = False
+    norm_stats: int = 0
+    grad_widths: tuple[int, ...] = ()
+    extra_grads: Callable[..., tuple[Tensor, ...]] | None = None
 
 
 @dataclass
@@ -105,23 +150,35 @@ class SequenceCache:
     states: tuple[Tensor, ...]  # each [T+1, B, H]; states[k][0] is the initial state
     cache: tuple[Tensor, ...]  # input projections as the step left them [T, B, G], then the cell's buffers
     batch_sizes: Sequence[int] | None
+    extra: tuple[Tensor, ...] = ()  # the cell's extra parameters
+    masks: Masks = Masks()  # noqa: RUF009 (an immutable NamedTuple)
+    h_in: Tensor | None = None  # [T, B, H] h_{t-1} * recurrent mask, when there is one
+    input_norm: tuple[Tensor, ...] = ()  # (W_ih x [T, B, G], mean, 1/std [T, B, 1]) for input_norm
 
 
 def _project_input(spec: CellSpec, x: Tensor, w_ih: Tensor, b_ih: Tensor | None,
-                   b_hh: Tensor | None) -> Tensor:
-    """All input projections at once: [T, B, I] -> [T, B, G]."""
+                   b_hh: Tensor | None, extra: Sequence[Tensor]
+                   ) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """All input projections at once: [T, B, I] -> [T, B, G], and what an input layer
+    norm keeps for the backward (the raw product, its mean and 1/std)."""
     T, B, I = x.shape
     bias = b_ih
     if spec.fold_hidden_bias and b_hh is not None:
         bias = b_hh if bias is None else bias + b_hh
     flat = x.reshape(T * B, I)
+    if spec.input_norm:
+        raw = torch.mm(flat, w_ih.t())
+        xp, mean, rstd = torch.native_layer_norm(raw, [raw.shape[1]], extra[0], bias,
+                                                 LAYER_NORM_EPS)
+        return xp.view(T, B, -1), (raw.view(T, B, -1), mean.view(T, B, 1), rstd.view(T, B, 1))
     xp = torch.mm(flat, w_ih.t()) if bias is None else torch.addmm(bias, flat, w_ih.t())
-    return xp.view(T, B, -1)
+    return xp.view(T, B, -1), ()
 
 
 def sequence_forward(spec: CellSpec, x: Tensor, states0: Sequence[Tensor], w_ih: Tensor,
                      w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
-                     batch_sizes: Sequence[int] | None = None
+                     batch_sizes: Sequence[int] | None = None, extra: Sequence[Tensor] = (),
+                     masks: Masks | None = None
                      ) -> tuple[Tensor, tuple[Tensor, ...], SequenceCache]:
     """Run ``spec`` over ``x`` and keep the cache for :func:`sequence_backward`.
 
@@ -131,6 +188,8 @@ def sequence_forward(spec: CellSpec, x: Tensor, states0: Sequence[Tensor], w_ih:
         w_ih: [G, I]; w_hh: [G, H]; b_ih, b_hh: [G] or None.
         batch_sizes: running sequences per step (non-increasing, first == B), or None
             when every sequence has length T.
+        extra: the cell's extra parameters, in the order of ``spec.extra``.
+        masks: recurrent-dropout and zoneout masks, or None.
 
     Returns:
         y: [T, B, H] hidden state at every step (zero past a sequence's end),
@@ -139,23 +198,28 @@ def sequence_forward(spec: CellSpec, x: Tensor, states0: Sequence[Tensor], w_ih:
     """
     T, B, _ = x.shape
     H = w_hh.shape[1]
+    masks = masks or Masks()
+    extra = tuple(extra)
     if batch_sizes is not None:
         check_batch_sizes(batch_sizes, T, B)
-    xp = _project_input(spec, x, w_ih, b_ih, b_hh)  # [T, B, G]
+    xp, input_norm = _project_input(spec, x, w_ih, b_ih, b_hh, extra)  # [T, B, G]
     w_hh_t = w_hh.t().contiguous()  # [H, G]; MKL runs h @ W^T faster from a row-major copy
-    if spec.prepare is not None:
-        spec.prepare(xp, w_hh_t)
+    step_extra = extra if spec.prepare is None else spec.prepare(xp, w_hh_t, extra)
     b_step = None if spec.fold_hidden_bias else b_hh
     alloc = torch.empty if batch_sizes is None else torch.zeros
     opts = {"dtype": x.dtype, "device": x.device}
     states = tuple(alloc(T + 1, B, H, **opts) for _ in range(spec.num_states))
     for buf, s0 in zip(states, states0):
         buf[0].copy_(s0)
-    cache = (xp, *(alloc(T, B, w * H, **opts) for w in spec.cache_widths))
+    cache = (xp, *(alloc(T, B, w * H, **opts) for w in spec.cache_widths),
+             *(alloc(T, B, 1, **opts) for _ in range(2 * spec.norm_stats)))
+    h_in = alloc(T, B, H, **opts) if masks.recurrent is not None else None
     # Per-step views made once, outside the loop (each slice is a dispatch).
     xs = gate_blocks(xp, spec.gates)
     state_steps = [s.unbind(0) for s in states]
     cache_steps = [c.unbind(0) for c in cache[1:]]
+    h_in_steps = h_in.unbind(0) if h_in is not None else None
+    zoneout = [(k, m.unbind(0)) for k, m in enumerate(masks.zoneout) if m is not None]
     for t in range(T):
         prev = [s[t] for s in state_steps]
         out = [s[t + 1] for s in state_steps]
@@ -164,14 +228,21 @@ def sequence_forward(spec: CellSpec, x: Tensor, states0: Sequence[Tensor], w_ih:
         n = B if batch_sizes is None else batch_sizes[t]
         if n != B:
             x_t, prev, out, slots = x_t.rows(n), _rows(prev, n), _rows(out, n), _rows(slots, n)
-        spec.step_into(x_t, prev, w_hh_t, b_step, out, slots)
+        hin = prev[0]
+        if h_in_steps is not None:  # variational recurrent dropout
+            hin = h_in_steps[t][:n]
+            torch.mul(prev[0], masks.recurrent[:n], out=hin)
+        spec.step_into(x_t, prev, hin, w_hh_t, b_step, out, slots, step_extra)
+        for k, m in zoneout:  # s_t = s~_t + m (s_{t-1} - s~_t)
+            out[k].lerp_(prev[k], m[t][:n])
     if batch_sizes is None:
         final = tuple(s[T] for s in states)
     else:
         last = _last_step_index(batch_sizes, B, x.device)  # [B]: length of each sequence
         cols = torch.arange(B, device=x.device)
         final = tuple(s[last, cols] for s in states)
-    return states[0][1:], final, SequenceCache(x, states, cache, batch_sizes)
+    saved = SequenceCache(x, states, cache, batch_sizes, extra, masks, h_in, input_norm)
+    return states[0][1:], final, saved
 
 
 def _rows(tensors: Sequence[Tensor], n: int) -> list[Tensor]:
@@ -207,12 +278,13 @@ class SequenceGrads:
     w_hh: Tensor | None  # [G, H]
     b_ih: Tensor | None  # [G]
     b_hh: Tensor | None  # [G]
+    extra: tuple[Tensor | None, ...] = ()  # one per spec.extra
 
 
 def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: Tensor,
                       dy: Tensor | None, dfinal: Sequence[Tensor | None],
                       need_x: bool = True, need_weights: bool = True,
-                      need_bias: bool = True,
+                      need_bias: bool = True, need_extra: bool = True,
                       state_grad_norms: Tensor | None = None) -> SequenceGrads:
     """Hand-derived backpropagation through time.
 
@@ -222,19 +294,20 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
         w_ih, w_hh: the weights used in the forward.
         dy: [T, B, H] gradient of the loss w.r.t. the outputs, or None.
         dfinal: gradient w.r.t. each final state, [B, H] or None.
-        need_x, need_weights, need_bias: skip products nobody asked for.
+        need_x, need_weights, need_bias, need_extra: skip products nobody asked for.
         state_grad_norms: optional [T, B] buffer that receives ||dL/dh_t||, the norm of the
             total gradient reaching each step's hidden state (the vanishing-gradient picture).
 
     Returns:
         The gradients, see :class:`SequenceGrads`.
     """
-    x, states, batch_sizes = saved.x, saved.states, saved.batch_sizes
+    x, states, batch_sizes, extra, masks = (saved.x, saved.states, saved.batch_sizes,
+                                            saved.extra, saved.masks)
     T, B, I = x.shape
     H = w_hh.shape[1]
     G = spec.gates * H
     opts = {"dtype": x.dtype, "device": x.device}
-    derivs = spec.local_derivatives(saved.cache, states)  # each [T, B, *]
+    derivs = spec.local_derivatives(saved.cache, states, extra)  # each [T, B, *]
 
     # Running gradient w.r.t. each state; starts as the gradient of the final state.
     # With variable lengths, row b joins the loop at its own last step, still
@@ -247,10 +320,15 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
     alloc = torch.empty if batch_sizes is None else torch.zeros
     dgx = alloc(T, B, G, **opts)  # gradient w.r.t. the input-side pre-activations
     dgh = alloc(T, B, G, **opts) if spec.separate_hidden_grads else dgx
+    dr = alloc(T, B, G, **opts) if spec.recurrent_norm else dgh  # w.r.t. W_hh h_{t-1}
+    grad_bufs = tuple(alloc(T, B, w * H, **opts) for w in spec.grad_widths)
     deriv_steps = [d.unbind(0) for d in derivs]
     dgx_steps = gate_blocks(dgx, spec.gates)
     dgh_steps = gate_blocks(dgh, spec.gates) if spec.separate_hidden_grads else dgx_steps
+    dr_steps = dr.unbind(0)
+    grad_steps = [g.unbind(0) for g in grad_bufs]
     dy_steps = dy.unbind(0) if dy is not None else None
+    zoneout = [(k, m.unbind(0)) for k, m in enumerate(masks.zoneout) if m is not None]
     sizes = [B] * T if batch_sizes is None else list(batch_sizes)
     dh = drec[0]
     for t in range(T - 1, -1, -1):
@@ -263,22 +341,82 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
         if state_grad_norms is not None:  # dh now holds the total dL/dh_t of the running rows
             torch.linalg.vector_norm(dh[:n], dim=1, out=state_grad_norms[t, :n])
         d_t = [d[t] for d in deriv_steps]
-        gx, gh = dgx_steps[t], dgh_steps[t]
+        gx, gh, r_t = dgx_steps[t], dgh_steps[t], dr_steps[t]
+        g_t = [g[t] for g in grad_steps]
         rec = drec
         dy_prev = dy_steps[t - 1] if dy_steps is not None and t > 0 else None
+        mask = masks.recurrent
         if n != B:
-            d_t, gx, gh, rec = _rows(d_t, n), gx.rows(n), gh.rows(n), _rows(drec, n)
+            d_t, gx, gh, rec, g_t = (_rows(d_t, n), gx.rows(n), gh.rows(n), _rows(drec, n),
+                                     _rows(g_t, n))
+            r_t = r_t[:n]
             dy_prev = dy_prev[:n] if dy_prev is not None else None
+            mask = mask[:n] if mask is not None else None
+        # Zoneout: the kept share of each state's gradient skips the cell.
+        kept = []
+        for k, m in zoneout:
+            keep = rec[k] * m[t][:n]
+            rec[k].sub_(keep)
+            kept.append((k, keep))
         # The output gradient of step t-1 rides along with the product dgates @ W_hh.
-        spec.backward_step(rec, d_t, w_hh, gx, gh, dy_prev)
+        spec.backward_step(rec, d_t, w_hh, gx, gh, r_t, dy_prev, mask, g_t, extra)
+        for k, keep in kept:
+            rec[k].add_(keep)
     flat_gx = dgx.view(T * B, G)
     flat_gh = dgh.view(T * B, G)
-    gx = torch.mm(flat_gx, w_ih).view(T, B, I) if need_x else None
+    grad_extra: list[Tensor | None] = [None] * len(extra)
+    pre_norm = flat_gx  # gradient w.r.t. W_ih x (before the input layer norm, if any)
+    if spec.input_norm:
+        raw, mean, rstd = saved.input_norm
+        x_hat = (raw - mean) * rstd
+        if need_extra:
+            grad_extra[0] = (dgx * x_hat).sum((0, 1))
+        pre_norm = layer_norm_input_grad(dgx, x_hat, rstd, extra[0]).view(T * B, G)
+    gx = torch.mm(pre_norm, w_ih).view(T, B, I) if need_x else None
     gw_ih = gw_hh = gb_ih = gb_hh = None
     if need_weights:
-        gw_ih = torch.mm(flat_gx.t(), x.reshape(T * B, I))
-        gw_hh = torch.mm(flat_gh.t(), states[0][:T].reshape(T * B, H))
+        gw_ih = torch.mm(pre_norm.t(), x.reshape(T * B, I))
+        h_in = saved.h_in if saved.h_in is not None else states[0][:T]
+        gw_hh = torch.mm(dr.view(T * B, G).t(), h_in.reshape(T * B, H))
     if need_bias:
         gb_ih = flat_gx.sum(0)
         gb_hh = gb_ih.clone() if not spec.separate_hidden_grads else flat_gh.sum(0)
-    return SequenceGrads(gx, tuple(drec), gw_ih, gw_hh, gb_ih, gb_hh)
+    if need_extra and spec.extra_grads is not None:
+        first = 1 if spec.input_norm else 0
+        grad_extra[first:] = spec.extra_grads(saved, derivs, extra, dgx, dgh, grad_bufs)
+    return SequenceGrads(gx, tuple(drec), gw_ih, gw_hh, gb_ih, gb_hh, tuple(grad_extra))
+
+
+def layer_norm_input_grad(g: Tensor, x_hat: Tensor, rstd: Tensor, weight: Tensor) -> Tensor:
+    """Gradient w.r.t. ``x`` of ``y = x_hat * weight (+ bias)``, ``x_hat = (x - mean) * rstd``.
+
+    With ``u = g * weight`` and means over the normalised (last) dimension::
+
+        dx = rstd * (u - mean(u) - x_hat * mean(u * x_hat))
+
+    Args:
+        g: [..., W] gradient w.r.t. ``y``; x_hat: [..., W]; rstd: [..., 1]; weight: [W].
+    """
+    u = g * weight
+    return rstd * (u - u.mean(-1, keepdim=True) - x_hat * (u * x_hat).mean(-1, keepdim=True))
+
+
+def recurrent_grad(out: Tensor, dr: Tensor, w_hh: Tensor, addend: Tensor | None,
+                   mask: Tensor | None) -> None:
+    """``out = addend + (dr @ W_hh) * mask``: the gradient reaching ``h_{t-1}`` through the
+    recurrent product (``addend`` and ``mask`` may be None; ``addend`` may be ``out``)."""
+    if mask is None:
+        if addend is None:
+            torch.mm(dr, w_hh, out=out)
+        elif addend is out:
+            out.addmm_(dr, w_hh)
+        else:
+            torch.addmm(addend, dr, w_hh, out=out)
+        return
+    product = torch.mm(dr, w_hh)
+    if addend is None:
+        torch.mul(product, mask, out=out)
+    elif addend is out:
+        out.addcmul_(product, mask)
+    else:
+        torch.addcmul(addend, product, mask, out=out)

@@ -1,6 +1,8 @@
-"""Drop-in layers: same arguments, parameter names and outputs as torch.nn's."""
+"""Drop-in layers: same arguments, parameter names and outputs as torch.nn's; and the
+variants torch.nn lacks."""
 
 from rnnkit.nn.cells import GRUCell, LSTMCell, RNNCell, RNNCellBase
-from rnnkit.nn.rnn import GRU, LSTM, RNN, RNNBase
+from rnnkit.nn.rnn import GRU, LSTM, RNN, CarryLSTM, LayerNormGRU, LayerNormLSTM, RNNBase
 
-__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNBase", "RNNCell", "RNNCellBase"]
+__all__ = ["GRU", "LSTM", "RNN", "CarryLSTM", "GRUCell", "LSTMCell", "LayerNormGRU",
+           "LayerNormLSTM", "RNNBase", "RNNCell", "RNNCellBase"]

@@ -7,7 +7,10 @@ loads unchanged and outputs match. What is added:
 * ``backend=``: which engine runs the cells (see :mod:`rnnkit.backends`);
 * ``forward(..., lengths=...)``: per-sequence lengths for a padded tensor, as an
   alternative to packing (outputs past a sequence's end are zero, the final state is
-  taken at each sequence's own last step).
+  taken at each sequence's own last step);
+* ``zoneout=`` and ``recurrent_dropout=``: regularisers inside the recurrence;
+* the variants torch.nn lacks: :class:`LayerNormLSTM`, :class:`LayerNormGRU`,
+  :class:`CarryLSTM`.
 """
 
 from __future__ import annotations
@@ -22,23 +25,31 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.backends import available_backends, run_direction
+from rnnkit.functional import CELLS, Masks
 from rnnkit.nn.validation import check_input, check_lengths, check_state
-
-_GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 
 
 class RNNBase(nn.Module):
     """Shared machinery of :class:`RNN`, :class:`LSTM` and :class:`GRU`.
 
     Args:
-        cell: ``"rnn_tanh"``, ``"rnn_relu"``, ``"lstm"`` or ``"gru"``.
+        cell: a key of :data:`rnnkit.functional.CELLS` (``"rnn_tanh"``, ``"lstm"``,
+            ``"ln_gru"``...).
         Others as torch.nn.RNNBase; ``backend`` names an engine or None for automatic.
+        zoneout: probability that a state unit keeps its previous value at a step
+            (Krueger et al. 2017), in training; in evaluation every unit takes the
+            expectation ``p * s_{t-1} + (1 - p) * s~_t``. One number for every state, or
+            a pair ``(hidden, cell)`` for the LSTMs.
+        recurrent_dropout: probability of dropping a unit of ``h_{t-1}`` where it enters
+            the recurrent product, with one mask per sequence for all its steps
+            (variational dropout, Gal & Ghahramani 2016), in training only.
     """
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, proj_size: int = 0, device=None, dtype=None,
-                 *, backend: str | None = None) -> None:
+                 *, backend: str | None = None, zoneout: float | tuple[float, float] = 0.0,
+                 recurrent_dropout: float = 0.0) -> None:
         super().__init__()
         _check_positive_int(input_size, "input_size", allow_zero=False)
         _check_positive_int(hidden_size, "hidden_size", allow_zero=False)
@@ -56,6 +67,9 @@ class RNNBase(nn.Module):
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
                           f"non-zero dropout expects num_layers greater than 1, but got "
                           f"dropout={dropout} and num_layers={num_layers}", stacklevel=3)
+        spec = CELLS[cell]
+        self.zoneout = _check_zoneout(zoneout, spec.num_states)
+        self.recurrent_dropout = _check_probability(recurrent_dropout, "recurrent_dropout")
         self.mode = cell
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -67,9 +81,10 @@ class RNNBase(nn.Module):
         self.proj_size = 0
         self.backend = backend
         factory = {"device": device, "dtype": dtype}
-        gate_size = _GATES[cell] * hidden_size
+        gate_size = spec.gates * hidden_size
         directions = 2 if bidirectional else 1
         self._flat_weights_names: list[str] = []
+        self._extra_names: list[str] = []  # the variant's own parameters (layer-norm gains...)
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else hidden_size * directions
             for direction in range(directions):
@@ -81,13 +96,22 @@ class RNNBase(nn.Module):
                     name = kind + suffix
                     self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
                     self._flat_weights_names.append(name)
+                for extra in spec.extra:
+                    name = extra.name + suffix
+                    shape = (extra.width * hidden_size,)
+                    self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+                    self._extra_names.append(name)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """torch.nn's initialisation: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))."""
+        """torch.nn's initialisation: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H));
+        a variant's layer-norm gains start at 1 and its layer-norm biases at 0."""
         stdv = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
+        for name in self._flat_weights_names:
+            nn.init.uniform_(getattr(self, name), -stdv, stdv)
+        inits = {e.name: e.init for e in CELLS[self.mode].extra}
+        for name in self._extra_names:
+            nn.init.constant_(getattr(self, name), inits[name[: name.rindex("_l")]])
 
     def flatten_parameters(self) -> None:
         """Accepted for compatibility with torch.nn (a cuDNN detail); nothing to do here."""
@@ -101,7 +125,7 @@ class RNNBase(nn.Module):
 
     @property
     def _num_states(self) -> int:
-        return 2 if self.mode == "lstm" else 1
+        return CELLS[self.mode].num_states
 
     def _layer_weights(self, layer: int, direction: int):
         suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
@@ -110,6 +134,30 @@ class RNNBase(nn.Module):
         if not self.bias:
             return w_ih, w_hh, None, None
         return w_ih, w_hh, getattr(self, "bias_ih" + suffix), getattr(self, "bias_hh" + suffix)
+
+    def _extra_weights(self, layer: int, direction: int) -> tuple[Tensor, ...]:
+        suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+        return tuple(getattr(self, e.name + suffix) for e in CELLS[self.mode].extra)
+
+    def _masks(self, x: Tensor) -> Masks | None:
+        """Fresh recurrent-dropout and zoneout masks for one (layer, direction)."""
+        T, B = x.shape[:2]
+        shape = (B, self.hidden_size)
+        recurrent = None
+        if self.training and self.recurrent_dropout > 0:
+            keep = 1 - self.recurrent_dropout
+            recurrent = x.new_empty(shape).bernoulli_(keep).div_(keep)
+        zoneout: tuple[Tensor | None, ...] = ()
+        if any(self.zoneout):
+            if self.training:  # 1 = the unit keeps its previous value
+                zoneout = tuple(x.new_empty((T, *shape)).bernoulli_(p) if p > 0 else None
+                                for p in self.zoneout)
+            else:  # the expectation
+                zoneout = tuple(x.new_full((1, 1, 1), p).expand(T, *shape) if p > 0 else None
+                                for p in self.zoneout)
+        if recurrent is None and not zoneout:
+            return None
+        return Masks(recurrent, zoneout)
 
     def forward(self, input: Tensor | PackedSequence, hx=None, *, lengths=None):
         """Run the layer.
@@ -154,7 +202,7 @@ class RNNBase(nn.Module):
             finals = [f.squeeze(1) for f in finals]
         elif self.batch_first:
             output = output.transpose(0, 1)
-        if self.mode == "lstm":
+        if self._num_states == 2:
             return output, (finals[0], finals[1])
         return output, finals[0]
 
@@ -188,7 +236,8 @@ class RNNBase(nn.Module):
                 y, final = run_direction(
                     self.mode, layer_input, tuple(s[k] for s in states),
                     *self._layer_weights(layer, direction), lengths=lengths,
-                    reverse=direction == 1, backend=self.backend)
+                    reverse=direction == 1, backend=self.backend,
+                    extra=self._extra_weights(layer, direction), masks=self._masks(layer_input))
                 outputs.append(y)
                 for store, f in zip(finals, final):
                     store.append(f)
@@ -211,6 +260,10 @@ class RNNBase(nn.Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
+        if any(self.zoneout):
+            s += f", zoneout={self.zoneout if len(set(self.zoneout)) > 1 else self.zoneout[0]}"
+        if self.recurrent_dropout:
+            s += f", recurrent_dropout={self.recurrent_dropout}"
         if self.backend is not None:
             s += f", backend={self.backend!r}"
         return s
@@ -226,9 +279,30 @@ def _repack(output: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequ
     return like._replace(data=data)
 
 
+def _check_probability(value: object, name: str) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
+        raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _check_zoneout(value: object, num_states: int) -> tuple[float, ...]:
+    """One probability for every state, or one per state: (hidden, cell) for the LSTMs."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != num_states:
+            what = "(hidden, cell)" if num_states == 2 else "(hidden,)"
+            raise ValueError(f"zoneout: expected a probability or a pair {what} of "
+                             f"probabilities for this cell, got {value!r}")
+        return tuple(_check_probability(v, "zoneout") for v in value)
+    return (_check_probability(value, "zoneout"),) * num_states
+
+
 def _check_positive_int(value: object, name: str, *, allow_zero: bool) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+
+
+_REGULARISERS = """
+        zoneout, recurrent_dropout: regularisers inside the recurrence, see :class:`RNNBase`."""
 
 
 class RNN(RNNBase):
@@ -237,49 +311,104 @@ class RNN(RNNBase):
     Args:
         input_size, hidden_size, num_layers, nonlinearity (``'tanh'`` or ``'relu'``), bias,
         batch_first, dropout, bidirectional, device, dtype: as torch.nn.RNN.
-        backend: engine name, or None for automatic.
+        backend: engine name, or None for automatic.""" + _REGULARISERS + """
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
-                 *, backend: str | None = None) -> None:
+                 *, backend: str | None = None, zoneout: float = 0.0,
+                 recurrent_dropout: float = 0.0) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, 0, device, dtype, backend=backend)
+                         batch_first, dropout, bidirectional, 0, device, dtype, backend=backend,
+                         zoneout=zoneout, recurrent_dropout=recurrent_dropout)
 
 
-class LSTM(RNNBase):
+class _LSTMLike(RNNBase):
+    """The constructor of torch.nn.LSTM, for :class:`LSTM` and its variants."""
+
+    _cell = "lstm"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, proj_size: int = 0, device=None, dtype=None,
+                 *, backend: str | None = None, zoneout: float | tuple[float, float] = 0.0,
+                 recurrent_dropout: float = 0.0) -> None:
+        super().__init__(self._cell, input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, proj_size, device, dtype, backend=backend,
+                         zoneout=zoneout, recurrent_dropout=recurrent_dropout)
+
+
+class _GRULike(RNNBase):
+    """The constructor of torch.nn.GRU, for :class:`GRU` and its variants."""
+
+    _cell = "gru"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, device=None, dtype=None,
+                 *, backend: str | None = None, zoneout: float = 0.0,
+                 recurrent_dropout: float = 0.0) -> None:
+        super().__init__(self._cell, input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, 0, device, dtype, backend=backend,
+                         zoneout=zoneout, recurrent_dropout=recurrent_dropout)
+
+
+class LSTM(_LSTMLike):
     """Long short-term memory (gates i, f, g, o); drop-in for torch.nn.LSTM.
 
     Args:
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
         proj_size (only 0 is supported), device, dtype: as torch.nn.LSTM.
-        backend: engine name, or None for automatic.
+        backend: engine name, or None for automatic.""" + _REGULARISERS + """
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, proj_size: int = 0, device=None, dtype=None,
-                 *, backend: str | None = None) -> None:
-        super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, proj_size, device, dtype, backend=backend)
 
-
-class GRU(RNNBase):
+class GRU(_GRULike):
     """Gated recurrent unit (gates r, z, n as torch defines them); drop-in for torch.nn.GRU.
 
     Args:
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
         device, dtype: as torch.nn.GRU.
-        backend: engine name, or None for automatic.
+        backend: engine name, or None for automatic.""" + _REGULARISERS + """
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, device=None, dtype=None,
-                 *, backend: str | None = None) -> None:
-        super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, 0, device, dtype, backend=backend)
+
+class LayerNormLSTM(_LSTMLike):
+    """LSTM with layer normalisation (Ba et al. 2016, as haste defines it); torch.nn.LSTM's
+    arguments.
+
+    ``a_t = LN(W_ih x_t; w_x) + b_ih + LN(W_hh h_{t-1}; w_h) + b_hh``, gates as the LSTM's,
+    ``c_t = f c_{t-1} + i g``, ``h_t = o tanh(LN(c_t; w_c, b_c))``; equations and backward in
+    :mod:`rnnkit.functional.layer_norm`. Besides torch.nn.LSTM's parameters, each layer and
+    direction has ``ln_ih_weight`` [4H], ``ln_hh_weight`` [4H], ``ln_cell_weight`` [H]
+    (initialised to 1) and ``ln_cell_bias`` [H] (to 0), suffixed ``_l{k}[_reverse]``.
+    A torch.nn.LSTM state_dict loads with ``strict=False`` (the gains keep their values).""" \
+        + _REGULARISERS + """
+    """
+
+    _cell = "ln_lstm"
+
+
+class LayerNormGRU(_GRULike):
+    """GRU with layer normalisation (as haste defines it); torch.nn.GRU's arguments.
+
+    ``gx = LN(W_ih x_t; w_x) + b_ih``, ``gh = LN(W_hh h_{t-1}; w_h) + b_hh``, then the GRU's
+    gates (:mod:`rnnkit.functional.layer_norm`). Extra parameters per layer and direction:
+    ``ln_ih_weight`` and ``ln_hh_weight`` [3H], initialised to 1.""" + _REGULARISERS + """
+    """
+
+    _cell = "ln_gru"
+
+
+class CarryLSTM(_LSTMLike):
+    """LSTM with a carry gate: ``h_t = o tanh(c_t) + beta_t h_{t-1}``, where
+    ``beta_t = sigmoid(W_xb x_t + W_hb h_{t-1} + b_b)`` is a fifth gate block stacked after
+    i, f, g, o in ``weight_ih`` / ``weight_hh`` [5H, *] (see
+    :data:`rnnkit.functional.lstm.CARRY_LSTM`); torch.nn.LSTM's arguments.""" + _REGULARISERS + """
+    """
+
+    _cell = "carry_lstm"
