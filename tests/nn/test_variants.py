@@ -89,7 +89,7 @@ def test_carry_lstm_is_an_lstm_cell_plus_the_carried_state():
         h_lstm, c = cell(x[t], (h, c))
         h = h_lstm + beta * h
         outs.append(h)
-    y, (h_n, c_n) = layer(x)
+    y, (_h_n, c_n) = layer(x)
     torch.testing.assert_close(y, torch.stack(outs), **TOL)
     torch.testing.assert_close(c_n[0], c, **TOL)
 
@@ -104,8 +104,8 @@ def test_carry_lstm_with_a_closed_carry_gate_is_torch_lstm():
             if name.startswith("bias_ih"):
                 p[20:] = -1e4  # beta = sigmoid(-1e4) = 0 exactly in float64
     x = torch.randn(7, 3, 4, dtype=D)
-    y_ref, (h_ref, c_ref) = ref(x)
-    y, (h, c) = layer(x)
+    y_ref, (_h_ref, c_ref) = ref(x)
+    y, (_h, c) = layer(x)
     torch.testing.assert_close(y, y_ref, **TOL)
     torch.testing.assert_close(c, c_ref, **TOL)
 
@@ -175,7 +175,7 @@ def test_zoneout_in_evaluation_is_the_expectation():
         h_new, c_new = cell(x[t], (h, c))
         h, c = p_h * h + (1 - p_h) * h_new, p_c * c + (1 - p_c) * c_new
         outs.append(h)
-    y, (h_n, c_n) = layer(x)
+    y, (_h_n, c_n) = layer(x)
     torch.testing.assert_close(y, torch.stack(outs), **TOL)
     torch.testing.assert_close(c_n[0], c, **TOL)
     assert torch.equal(layer(x)[0], y)  # deterministic

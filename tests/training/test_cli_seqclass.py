@@ -170,3 +170,20 @@ def test_help_reads_well(capsys):
             main(argv)
     out = capsys.readouterr().out
     assert "seqclass" in out and "--max-time DD:HH:MM:SS" in out and "(default: lstm)" in out
+
+
+def test_variant_cells_and_regularisers_reach_the_layer(tmp_path):
+    from rnnkit.tasks import TASKS
+    from rnnkit.training.runner import load_trained
+
+    run = _train(tmp_path, "--epochs", "1", "--cell", "ln-lstm", "--zoneout", "0.1",
+                 "--recurrent-dropout", "0.2", "--layers", "2")
+    module, _, config = load_trained(TASKS["seqclass"], run)
+    encoder = module.model.encoder
+    assert type(encoder).__name__ == "LayerNormLSTM" and encoder.num_layers == 2
+    assert encoder.zoneout == (0.1, 0.1) and encoder.recurrent_dropout == 0.2
+    assert config["cell"] == "ln-lstm"
+    # The layer-norm gains are trained parameters and the forget bias applies to this LSTM.
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["parameters"] == sum(p.numel() for p in module.parameters())
+    assert main(["evaluate", str(run)]) == 0

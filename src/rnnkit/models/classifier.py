@@ -24,6 +24,8 @@ class SequenceClassifierConfig:
     init: str = "torch"
     forget_bias: float | None = 1.0  # LSTM only; Jozefowicz et al. 2015
     backend: str | None = None
+    zoneout: float = 0.0  # inside the recurrence (rnnkit.nn.RNNBase)
+    recurrent_dropout: float = 0.0
 
 
 class SequenceClassifier(nn.Module):

@@ -7,29 +7,34 @@ from torch import nn
 
 import rnnkit.nn as rnn
 
-# Names the CLI's --cell and --init accept.
-CELL_CHOICES = ("rnn", "rnn-relu", "lstm", "gru")
+# Names the CLI's --cell and --init accept, and the layer each cell name builds.
+_LAYERS = {"lstm": rnn.LSTM, "gru": rnn.GRU, "ln-lstm": rnn.LayerNormLSTM,
+           "ln-gru": rnn.LayerNormGRU, "carry-lstm": rnn.CarryLSTM}
+CELL_CHOICES = ("rnn", "rnn-relu", *_LAYERS)
 INIT_CHOICES = ("torch", "orthogonal", "identity")
+_LSTM_MODES = ("lstm", "LSTM", "ln_lstm", "carry_lstm")  # cells with a forget gate at block 1
 
 
 def build_recurrent(cell: str, input_size: int, hidden: int, layers: int = 1,
                     bidirectional: bool = False, dropout: float = 0.0,
-                    backend: str | None = None) -> rnn.RNNBase:
+                    backend: str | None = None, zoneout: float = 0.0,
+                    recurrent_dropout: float = 0.0) -> rnn.RNNBase:
     """An ``rnnkit.nn`` layer with ``batch_first=True``.
 
     Args:
-        cell: one of :data:`CELL_CHOICES` (``rnn`` is the tanh RNN).
+        cell: one of :data:`CELL_CHOICES` (``rnn`` is the tanh RNN; ``ln-lstm``,
+            ``ln-gru`` the layer-norm variants; ``carry-lstm`` the carry-gate LSTM).
         input_size, hidden, layers, bidirectional, dropout: as torch.nn's layers.
         backend: rnnkit engine, or None for automatic.
+        zoneout, recurrent_dropout: regularisers inside the recurrence (:class:`rnnkit.nn.RNNBase`).
     """
     if cell not in CELL_CHOICES:
         raise ValueError(f"cell: expected one of {', '.join(CELL_CHOICES)}, got {cell!r}")
     kwargs = {"num_layers": layers, "bidirectional": bidirectional, "batch_first": True,
-              "dropout": dropout if layers > 1 else 0.0, "backend": backend}
-    if cell == "lstm":
-        return rnn.LSTM(input_size, hidden, **kwargs)
-    if cell == "gru":
-        return rnn.GRU(input_size, hidden, **kwargs)
+              "dropout": dropout if layers > 1 else 0.0, "backend": backend,
+              "zoneout": zoneout, "recurrent_dropout": recurrent_dropout}
+    if cell in _LAYERS:
+        return _LAYERS[cell](input_size, hidden, **kwargs)
     return rnn.RNN(input_size, hidden, nonlinearity="relu" if cell == "rnn-relu" else "tanh", **kwargs)
 
 
@@ -45,7 +50,7 @@ def initialise_recurrent(layer: nn.Module, scheme: str = "torch",
             ``weight_ih`` Xavier-uniform, with zero biases; ``"identity"`` is the IRNN
             recipe (Le et al. 2015, meant for relu RNNs): each ``weight_hh`` block the
             identity, ``weight_ih`` ~ N(0, 0.001^2), zero biases.
-        forget_bias: for LSTM, the forget gate's total bias (``bias_ih`` + ``bias_hh``) is set
+        forget_bias: for the LSTMs (plain, layer-norm, carry-gate), the forget gate's total bias (``bias_ih`` + ``bias_hh``) is set
             to this value (Jozefowicz et al. 2015: 1.0 eases learning long memories);
             None leaves the biases as the scheme made them.
     """
@@ -68,7 +73,7 @@ def initialise_recurrent(layer: nn.Module, scheme: str = "torch",
                         nn.init.normal_(block, std=1e-3)
             elif name.startswith("bias"):
                 param.zero_()
-        if forget_bias is not None and getattr(layer, "mode", "") in ("lstm", "LSTM"):
+        if forget_bias is not None and getattr(layer, "mode", "") in _LSTM_MODES:
             if name.startswith("bias_ih"):
                 param[hidden: 2 * hidden] = forget_bias
             elif name.startswith("bias_hh"):
@@ -77,8 +82,11 @@ def initialise_recurrent(layer: nn.Module, scheme: str = "torch",
 
 def build_initialised_encoder(config, input_size: int) -> rnn.RNNBase:
     """:func:`build_recurrent` then :func:`initialise_recurrent`, from a model config with
-    ``cell, hidden, layers, bidirectional, dropout, backend, init, forget_bias``."""
+    ``cell, hidden, layers, bidirectional, dropout, backend, init, forget_bias`` (and
+    ``zoneout``, ``recurrent_dropout``, zero when absent)."""
     encoder = build_recurrent(config.cell, input_size, config.hidden, config.layers,
-                              config.bidirectional, config.dropout, config.backend)
+                              config.bidirectional, config.dropout, config.backend,
+                              getattr(config, "zoneout", 0.0),
+                              getattr(config, "recurrent_dropout", 0.0))
     initialise_recurrent(encoder, config.init, config.forget_bias)
     return encoder

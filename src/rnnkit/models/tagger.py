@@ -24,6 +24,8 @@ class SequenceTaggerConfig:
     init: str = "torch"
     forget_bias: float | None = 1.0
     backend: str | None = None
+    zoneout: float = 0.0  # inside the recurrence (rnnkit.nn.RNNBase)
+    recurrent_dropout: float = 0.0
 
 
 class SequenceTagger(nn.Module):

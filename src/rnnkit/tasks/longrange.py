@@ -137,7 +137,7 @@ _DEFAULTS = {"cell": "lstm", "hidden": 64, "epochs": 6, "lr": 5e-3, "batch_size"
 
 def _model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     return {k: config[k] for k in ("cell", "hidden", "layers", "bidirectional", "dropout", "init",
-                                   "forget_bias", "backend")}
+                                   "forget_bias", "backend", "zoneout", "recurrent_dropout")}
 
 
 class AddingTask:

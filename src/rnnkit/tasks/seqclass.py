@@ -175,7 +175,8 @@ class SequenceClassificationTask:
             input_size=data.input_size, num_classes=len(data.classes), cell=config["cell"],
             hidden=config["hidden"], layers=config["layers"], bidirectional=config["bidirectional"],
             dropout=config["dropout"], init=config["init"], forget_bias=config["forget_bias"],
-            backend=config["backend"])
+            backend=config["backend"], zoneout=config["zoneout"],
+            recurrent_dropout=config["recurrent_dropout"])
         return SequenceClassificationModule(config, model_config), data
 
     def after_test(self, run_dir: Path, module: SequenceClassificationModule,

@@ -69,11 +69,16 @@ class Option:
 
 
 COMMON_OPTIONS: list[Option] = [
-    Option("cell", str, "lstm", "recurrent cell", CELL_CHOICES),
+    Option("cell", str, "lstm", "recurrent cell (ln-: layer-normalised; carry-lstm: with a "
+           "carry gate)", CELL_CHOICES),
     Option("hidden", positive_int, 128, "hidden units per layer and direction"),
     Option("layers", positive_int, 1, "stacked recurrent layers"),
     Option("bidirectional", bool, False, "read sequences in both directions", flag=True),
     Option("dropout", probability, 0.0, "dropout between layers and before the output head"),
+    Option("zoneout", probability, 0.0, "zoneout: probability that a state unit keeps its "
+           "previous value at a step (Krueger et al. 2017)", metavar="P"),
+    Option("recurrent-dropout", probability, 0.0, "variational dropout on h_{t-1} in the "
+           "recurrent product, one mask per sequence (Gal & Ghahramani 2016)", metavar="P"),
     Option("init", str, "torch", "weight initialisation: torch's uniform, orthogonal "
            "recurrent weights, or identity (IRNN, with --cell rnn-relu)", INIT_CHOICES),
     Option("forget-bias", optional_float, 1.0, "LSTM forget-gate bias ('none' keeps the "
