@@ -1,22 +1,33 @@
 """Time rnnkit's engines against torch.nn on the same inputs, in the same run.
 
-For each cell (LSTM, GRU), batch size and hidden size, at T time steps with
-input size = hidden size, float32 on the CPU:
+For each cell, batch size and hidden size, at T time steps with input size = hidden
+size, float32 on the CPU:
 
 * ``forward``: the layer's forward under ``torch.no_grad()``;
 * ``fwd+bwd``: forward, then backward of a fixed random upstream gradient into the
   input and every parameter.
 
-The competitors are ``torch.nn.X`` (oneDNN for LSTM on the CPU), rnnkit's ``fused``
-engine and rnnkit's ``reference`` engine, all with the same weights. Before timing a
-case, each rnnkit engine's outputs and gradients are compared with torch.nn's; a
-mismatch stops the run (nothing wrong is ever timed).
+Plain cells (``lstm``, ``gru``): the competitors are ``torch.nn.X`` (oneDNN for LSTM on
+the CPU), rnnkit's ``fused`` engine and rnnkit's ``reference`` engine, all with the same
+weights; before timing, each rnnkit engine's outputs and gradients are compared with
+torch.nn's.
+
+Variants torch.nn lacks (``ln-lstm``, ``ln-gru``, ``carry-lstm``, and ``lstm-zoneout``:
+an LSTM with zoneout 0.1 and recurrent dropout 0.25, timed in training mode): the
+competitor is the ``loop`` a user writes today (torch.nn modules in a Python loop,
+``loops.py``), with the same weights, and the speed reference is the plain
+``torch.nn.LSTM`` (``torch.nn.GRU`` for ln-gru) of the same size. Before timing, the
+fused variant's outputs and gradients are compared with the loop's (in evaluation mode,
+where zoneout is deterministic).
+
+A mismatch stops the run: nothing wrong is ever timed.
 
 Usage::
 
-    python benchmarks/engine.py                   # the full grid (several minutes)
+    python benchmarks/engine.py                   # lstm and gru, the full grid (several minutes)
+    python benchmarks/engine.py --cells ln-lstm,ln-gru,carry-lstm,lstm-zoneout \
+        --json benchmarks/results/engine-variants-cpu.json
     python benchmarks/engine.py --quick           # a small grid, for a smoke run
-    python benchmarks/engine.py --cells lstm --batch 64 --hidden 256
     python benchmarks/engine.py --report benchmarks/results/engine-cpu.json   # markdown table
 """
 
@@ -32,8 +43,25 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import format_table, machine_record, time_interleaved, write_json
+from loops import CarryLSTMLoop, LayerNormGRULoop, LayerNormLSTMLoop, RegularisedLSTMLoop
 
 import rnnkit
+
+ZONEOUT, RECURRENT_DROPOUT = 0.1, 0.25
+PLAIN = {"lstm": (torch.nn.LSTM, rnnkit.nn.LSTM), "gru": (torch.nn.GRU, rnnkit.nn.GRU)}
+# variant: (the torch.nn layer that is the speed reference, rnnkit layer, user's loop)
+VARIANTS = {
+    "ln-lstm": (torch.nn.LSTM, lambda h: rnnkit.nn.LayerNormLSTM(h, h),
+                lambda h: LayerNormLSTMLoop(h, h)),
+    "ln-gru": (torch.nn.GRU, lambda h: rnnkit.nn.LayerNormGRU(h, h),
+               lambda h: LayerNormGRULoop(h, h)),
+    "carry-lstm": (torch.nn.LSTM, lambda h: rnnkit.nn.CarryLSTM(h, h),
+                   lambda h: CarryLSTMLoop(h, h)),
+    "lstm-zoneout": (torch.nn.LSTM,
+                     lambda h: rnnkit.nn.LSTM(h, h, zoneout=ZONEOUT,
+                                              recurrent_dropout=RECURRENT_DROPOUT),
+                     lambda h: RegularisedLSTMLoop(h, h, ZONEOUT, RECURRENT_DROPOUT)),
+}
 
 RTOL, ATOL = 1e-4, 1e-4  # float32; weight gradients are sums over T*B terms, so relative
 
@@ -45,7 +73,8 @@ def _ints(text: str) -> list[int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cells", default="lstm,gru", help="comma list of lstm,gru (default: %(default)s)")
+    p.add_argument("--cells", default="lstm,gru",
+                   help=f"comma list of {','.join([*PLAIN, *VARIANTS])} (default: %(default)s)")
     p.add_argument("--batch", type=_ints, default=[1, 16, 64], help="batch sizes (default: 1,16,64)")
     p.add_argument("--hidden", type=_ints, default=[128, 256, 512],
                    help="hidden sizes (default: 128,256,512)")
@@ -53,27 +82,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=7, help="timed repeats per case (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: %(default)s)")
     p.add_argument("--engines", default="fused,reference",
-                   help="rnnkit engines to time beside torch.nn (default: %(default)s)")
+                   help="rnnkit engines to time beside torch.nn, for the plain cells "
+                        "(default: %(default)s; the variants run fused and loop)")
     p.add_argument("--quick", action="store_true", help="batch 16, hidden 128, 3 repeats")
     p.add_argument("--report", type=Path, default=None, metavar="JSON",
                    help="print a saved result as a markdown table, and time nothing")
     p.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "engine-cpu.json",
                    help="where to write the results (default: benchmarks/results/engine-cpu.json)")
     args = p.parse_args(argv)
+    unknown = [c for c in args.cells.split(",") if c and c not in PLAIN and c not in VARIANTS]
+    if unknown:
+        p.error(f"--cells: unknown {', '.join(unknown)}; expected from "
+                f"{', '.join([*PLAIN, *VARIANTS])}")
     if args.quick:
         args.batch, args.hidden, args.repeats, args.warmup = [16], [128], 3, 1
     return args
 
 
-def _layers(cell: str, hidden: int, engines: list[str]) -> dict[str, torch.nn.Module]:
-    torch_cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
-    ours_cls = {"lstm": rnnkit.nn.LSTM, "gru": rnnkit.nn.GRU}[cell]
-    layers: dict[str, torch.nn.Module] = {"torch.nn": torch_cls(hidden, hidden)}
-    for engine in engines:
-        layer = ours_cls(hidden, hidden, backend=engine)
-        layer.load_state_dict(layers["torch.nn"].state_dict())
-        layers[engine] = layer
-    return layers
+def _layers(cell: str, hidden: int, engines: list[str]) -> tuple[dict[str, torch.nn.Module], str]:
+    """The competitors of one case, and the name of the one the others are checked against."""
+    if cell in PLAIN:
+        torch_cls, ours_cls = PLAIN[cell]
+        layers: dict[str, torch.nn.Module] = {"torch.nn": torch_cls(hidden, hidden)}
+        for engine in engines:
+            layer = ours_cls(hidden, hidden, backend=engine)
+            layer.load_state_dict(layers["torch.nn"].state_dict())
+            layers[engine] = layer
+        return layers, "torch.nn"
+    torch_cls, make_ours, make_loop = VARIANTS[cell]
+    ours = make_ours(hidden)
+    with torch.no_grad():  # off the initial values (layer-norm gains of 1 hide mistakes)
+        for p in ours.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    loop = make_loop(hidden)
+    loop.load_from(ours)
+    return {"torch.nn": torch_cls(hidden, hidden), "fused": ours, "loop": loop}, "loop"
+
+
+def _parameters(layer: torch.nn.Module) -> list[torch.Tensor]:
+    ordered = getattr(layer, "ordered_parameters", None)
+    return ordered() if ordered is not None else list(layer.parameters())
 
 
 def _forward(layer: torch.nn.Module, x: torch.Tensor) -> None:
@@ -86,38 +134,45 @@ def _fwd_bwd(layer: torch.nn.Module, x: torch.Tensor, dy: torch.Tensor) -> list[
     layer.zero_grad(set_to_none=True)
     y, _ = layer(x)
     y.backward(dy)
-    return [y.detach(), x.grad] + [p.grad for p in layer.parameters()]
+    return [y.detach(), x.grad] + [p.grad for p in _parameters(layer)]
 
 
-def check_case(layers: dict[str, torch.nn.Module], x: torch.Tensor, dy: torch.Tensor) -> float:
-    """Largest difference of outputs and gradients from torch.nn, relative to
-    ``ATOL + RTOL * |torch.nn's value|`` (<= 1 passes); stops the run if too large."""
-    expected = _fwd_bwd(layers["torch.nn"], x, dy)
+def check_case(layers: dict[str, torch.nn.Module], x: torch.Tensor, dy: torch.Tensor,
+               reference: str = "torch.nn") -> float:
+    """Largest difference of outputs and gradients from the ``reference`` competitor's,
+    relative to ``ATOL + RTOL * |its value|`` (<= 1 passes); stops the run if too large.
+    Runs in evaluation mode (zoneout is then deterministic); leaves the layers training."""
+    for layer in layers.values():
+        layer.eval()
+    expected = _fwd_bwd(layers[reference], x, dy)
     worst = 0.0
     for name, layer in layers.items():
-        if name == "torch.nn":
+        if name in (reference, "torch.nn"):
             continue
         got = _fwd_bwd(layer, x, dy)
         score = max(float(((a - b).abs() / (ATOL + RTOL * b.abs())).max())
                     for a, b in zip(got, expected))
         if score > 1:
-            raise SystemExit(f"refusing to time: {name} differs from torch.nn beyond "
+            raise SystemExit(f"refusing to time: {name} differs from {reference} beyond "
                              f"rtol={RTOL}, atol={ATOL} (score {score:.2f})")
         worst = max(worst, score)
+    for layer in layers.values():
+        layer.train()
     return worst
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    engines = [e for e in args.engines.split(",") if e]
+    plain_engines = [e for e in args.engines.split(",") if e]
     rows, results = [], []
     for cell in [c for c in args.cells.split(",") if c]:
+        engines = plain_engines if cell in PLAIN else ["fused", "loop"]
         for batch in args.batch:
             for hidden in args.hidden:
                 torch.manual_seed(0)
-                layers = _layers(cell, hidden, engines)
+                layers, reference = _layers(cell, hidden, engines)
                 x = torch.randn(args.steps, batch, hidden, requires_grad=True)
                 dy = torch.randn(args.steps, batch, hidden)
-                max_diff = check_case(layers, x, dy)
+                max_diff = check_case(layers, x, dy, reference)
 
                 fwd = time_interleaved({n: partial(_forward, m, x) for n, m in layers.items()},
                                        args.repeats, args.warmup)
@@ -150,11 +205,26 @@ def summary(results: list[dict]) -> str:
         ratio = worst["ms"]["fused"] / worst["ms"]["reference"]
         lines.append(f"fused vs reference: slowest case fused/reference = {ratio:.2f} "
                      f"({worst['cell']} B={worst['batch']} H={worst['hidden']} {worst['mode']})")
-    big = [r for r in results if r["batch"] == 64 and r["mode"] == "fwd+bwd" and "fused" in r["ms"]]
+    big = [r for r in results if r["batch"] == 64 and r["mode"] == "fwd+bwd" and "fused" in r["ms"]
+           and r["cell"] in PLAIN]
     if big:
         worst = max(big, key=lambda r: r["ratio_vs_torch"]["fused"])
         lines.append(f"batch 64 fwd+bwd: worst fused/torch.nn = "
                      f"{worst['ratio_vs_torch']['fused']:.2f} ({worst['cell']} H={worst['hidden']})")
+    for cell in VARIANTS:
+        both = [r for r in results if r["cell"] == cell and r["mode"] == "fwd+bwd"]
+        vs_torch = [r for r in both if r["batch"] in (16, 64)]
+        vs_loop = [r for r in both if r["batch"] in (1, 16)]
+        if vs_torch:
+            worst = max(vs_torch, key=lambda r: r["ratio_vs_torch"]["fused"])
+            lines.append(f"{cell} fwd+bwd, batch 16/64: worst fused/torch.nn = "
+                         f"{worst['ratio_vs_torch']['fused']:.2f} (B={worst['batch']} "
+                         f"H={worst['hidden']}; target <= 1.5)")
+        if vs_loop:
+            worst = min(vs_loop, key=lambda r: r["ms"]["loop"] / r["ms"]["fused"])
+            lines.append(f"{cell} fwd+bwd, batch 1/16: smallest speed-up over the loop = "
+                         f"{worst['ms']['loop'] / worst['ms']['fused']:.2f}x (B={worst['batch']} "
+                         f"H={worst['hidden']}; target >= 2)")
     return "\n".join(lines)
 
 
@@ -165,7 +235,7 @@ def _headers(engines: list[str]) -> list[str]:
 
 def markdown_table(payload: dict) -> str:
     """The saved results as a markdown table (fwd+bwd and forward side by side)."""
-    engines = list(payload["results"][0]["ratio_vs_torch"])
+    engines = list(dict.fromkeys(e for r in payload["results"] for e in r["ratio_vs_torch"]))
     cases: dict[tuple, dict] = {}
     for r in payload["results"]:
         cases.setdefault((r["cell"], r["batch"], r["hidden"]), {})[r["mode"]] = r
@@ -178,13 +248,18 @@ def markdown_table(payload: dict) -> str:
         for mode in ("fwd+bwd", "forward"):
             r = modes[mode]
             row.append(f"{r['ms']['torch.nn']:.1f}")
-            row += [f"{r['ms'][e]:.1f} ({r['ratio_vs_torch'][e]:.2f})" for e in engines]
+            row += [f"{r['ms'][e]:.1f} ({r['ratio_vs_torch'][e]:.2f})" if e in r["ms"] else "-"
+                    for e in engines]
         lines.append("| " + " | ".join(row) + " |")
     m = payload["machine"]
     lines.append("")
     lines.append(f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), "
                  f"torch {m['torch']}, Python {m['python']}, rnnkit {m['rnnkit']} at {m['commit']}, "
-                 f"{m['date']}. (x) = time / torch.nn's time in the same run.")
+                 f"{m['date']}. (x) = time / torch.nn's time in the same run (for the variants, "
+                 f"torch.nn's plain layer of the same size).")
+    summary_text = summary(payload["results"])
+    if summary_text:
+        lines += ["", summary_text]
     return "\n".join(lines)
 
 

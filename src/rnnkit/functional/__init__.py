@@ -32,7 +32,7 @@ from rnnkit.functional.sequence import (
     SequenceCache,
     SequenceGrads,
     gate_blocks,
-    layer_norm_input_grad,
+    layer_norm_backward,
     sequence_backward,
     sequence_forward,
 )
@@ -61,7 +61,7 @@ __all__ = [
     "gru_backward_step",
     "gru_local_derivatives",
     "gru_step",
-    "layer_norm_input_grad",
+    "layer_norm_backward",
     "ln_gru_step",
     "ln_lstm_step",
     "lstm_backward_step",

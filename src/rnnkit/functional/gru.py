@@ -127,7 +127,7 @@ def gru_local_derivatives(cache: Sequence[Tensor], states: Sequence[Tensor],
 
 def gru_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: Tensor,
                       dgx: GateBlock, dgh: GateBlock, dr: Tensor, dy_prev: Tensor | None = None,
-                      mask: Tensor | None = None, grads_t: Sequence[Tensor] = (),
+                      mask: Tensor | None = None, sums: Sequence[Tensor] = (),
                       extra: Sequence[Tensor] = ()) -> None:
     """One step of GRU BPTT, in place.
 

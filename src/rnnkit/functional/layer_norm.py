@@ -24,9 +24,9 @@ and ``u = dy * w``::
 
     dx = rstd * (u - mean(u) - x_hat * mean(u * x_hat)),   dw = sum dy * x_hat,   db = sum dy
 
-(:func:`rnnkit.functional.sequence.layer_norm_input_grad`; inside the time loop the same
-formula runs as ATen's ``native_layer_norm_backward`` kernel, one call instead of seven).
-With it, one LSTM step back is the plain LSTM's, with two layer norms on the way:
+(:func:`rnnkit.functional.sequence.layer_norm_backward`, ATen's kernel for this formula,
+which also gives the step's share of ``dw`` and ``db``). With it, one LSTM step back is the plain LSTM's,
+with two layer norms on the way:
 
     dc^_t     = dh_t * o * (1 - tanh(c^_t)^2)              # c^_t = LN(c_t; w_c, b_c)
     dc_t      = dc' + LN_backward(dc^_t)                    # dc' carried from step t+1
@@ -35,7 +35,9 @@ With it, one LSTM step back is the plain LSTM's, with two layer norms on the way
     dh_{t-1}  = dr @ W_hh;   dc_{t-1}' = dc_t * f
 
 and the GRU's is the plain GRU's with ``dr = LN_backward(dgh)`` in place of ``dgh`` in the
-recurrent product. The gains' and biases' gradients are sums over all steps after the loop.
+recurrent product. The gains' and biases' gradients are taken step by step as the loop
+goes (while each step's numbers are still in cache) and summed after it; the input
+norm's after the loop, at once for all steps.
 """
 
 from __future__ import annotations
@@ -53,19 +55,29 @@ from rnnkit.functional.sequence import (
     CellSpec,
     ExtraParam,
     GateBlock,
-    SequenceCache,
     recurrent_grad,
 )
 
-
-def _ln_backward(g: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor) -> Tensor:
-    """dx of ``LN(x) * weight`` (see the module docstring), ATen's kernel."""
-    return torch.ops.aten.native_layer_norm_backward(
-        g, x, [x.shape[-1]], mean, rstd, weight, None, [True, False, False])[0]
+# ATen's layer-norm backward, called below Python's operator wrapper (torch exposes no
+# function binding for it, and the wrapper costs more than the kernel at small sizes).
+_LN_BACKWARD = torch.ops.aten.native_layer_norm_backward.default._op
 
 
-def _normalised(x: Tensor, mean: Tensor, rstd: Tensor) -> Tensor:
-    return (x - mean) * rstd
+def _ln_backward(g: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor,
+                 bias: Tensor | None, sums: Sequence[Tensor]) -> Tensor:
+    """dx of ``LN(x) * weight (+ bias)`` for one step (:func:`layer_norm_backward`); the
+    step's dweight (and dbias, with a bias) are added into ``sums``."""
+    dx, dw, db = _LN_BACKWARD(g, x, [x.shape[1]], mean, rstd, weight, bias,
+                              [True, True, bias is not None])
+    sums[0].add_(dw)
+    if bias is not None:
+        sums[1].add_(db)
+    return dx
+
+
+def _sums(sums: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """The extra parameters' gradients: the accumulators, summed over the steps."""
+    return tuple(sums)
 
 
 # --- Layer-norm LSTM ------------------------------------------------------------------
@@ -110,8 +122,7 @@ def ln_lstm_step_into(x_t: GateBlock, prev: Sequence[Tensor], hin: Tensor, w_hh_
     """:func:`ln_lstm_step` into preallocated slots.
 
     Cache slots: ``tanh(c^_t)`` [n, H], ``r = W_hh h_{t-1}`` [n, 4H], ``c_t`` [n, H], then
-    mean and 1/std [n, 1] of ``r`` and of ``c_t``. ``x_t`` holds both biases (g doubled)
-    and is overwritten with (i, f, g, o).
+    mean and 1/std [n, 1] of ``r`` and of ``c_t``. ``x_t`` holds both biases (g doubled) and is overwritten with (i, f, g, o).
     """
     c = prev[1]
     h_out, c_out = out
@@ -147,37 +158,26 @@ def ln_lstm_local_derivatives(cache: Sequence[Tensor], states: Sequence[Tensor],
 def ln_lstm_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: Tensor,
                           dgx: GateBlock, dgh: GateBlock, dr: Tensor,
                           dy_prev: Tensor | None = None, mask: Tensor | None = None,
-                          grads_t: Sequence[Tensor] = (), extra: Sequence[Tensor] = ()) -> None:
+                          sums: Sequence[Tensor] = (), extra: Sequence[Tensor] = ()) -> None:
     """One step of layer-norm LSTM BPTT, in place (equations in the module docstring).
 
-    ``grads_t[0]`` [n, H] receives dL/dc^_t (for the cell norm's gain and bias); ``dgx``
-    the gate pre-activations' gradient; ``dr`` [n, 4H] the one of ``W_hh h_{t-1}``.
+    ``dgx`` receives the gate pre-activations' gradient; ``dr`` [n, 4H] the one of
+    ``W_hh h_{t-1}``; ``sums`` = the sums of dw_h [4H], dw_c [H], db_c [H] over the steps.
     """
     dh, dc = drec
     A, P_i, P_f, P_g, P_o, f, c_raw, mean_c, rstd_c, r, mean_r, rstd_r = derivs_t
-    (dc_hat,) = grads_t
-    _, w_h, w_c, _ = extra
+    _, w_h, w_c, b_c = extra
     d_i, d_f, d_g, d_o = dgx.gates
-    torch.mul(dh, A, out=dc_hat)
-    dc.add_(_ln_backward(dc_hat, c_raw, mean_c, rstd_c, w_c))
+    dc_hat = dh * A  # dL/dc^_t
+    dc.add_(_ln_backward(dc_hat, c_raw, mean_c, rstd_c, w_c, b_c, sums[1:3]))
     torch.mul(dc, P_i, out=d_i)
     torch.mul(dc, P_f, out=d_f)
     torch.mul(dc, P_g, out=d_g)
     torch.mul(dh, P_o, out=d_o)
     dc.mul_(f)  # carried to c_{t-1}
-    d_r = _ln_backward(dgx.flat, r, mean_r, rstd_r, w_h)
+    d_r = _ln_backward(dgx.flat, r, mean_r, rstd_r, w_h, None, sums[0:1])
     dr.copy_(d_r)
     recurrent_grad(dh, d_r, w_hh, dy_prev, mask)  # dh_{t-1} = dy_{t-1} + dr @ W_hh
-
-
-def ln_lstm_extra_grads(saved: SequenceCache, derivs: Sequence[Tensor], extra: Sequence[Tensor],
-                        dgx: Tensor, dgh: Tensor, grad_bufs: Sequence[Tensor]) -> tuple[Tensor, ...]:
-    """Gradients of ``w_h``, ``w_c``, ``b_c``: sums over all steps."""
-    c_raw, mean_c, rstd_c, r, mean_r, rstd_r = derivs[6:]
-    (dc_hat,) = grad_bufs
-    dw_h = (dgx * _normalised(r, mean_r, rstd_r)).sum((0, 1))
-    dw_c = (dc_hat * _normalised(c_raw, mean_c, rstd_c)).sum((0, 1))
-    return dw_h, dw_c, dc_hat.sum((0, 1))
 
 
 LN_LSTM = CellSpec(
@@ -187,8 +187,8 @@ LN_LSTM = CellSpec(
     prepare=ln_lstm_prepare,
     extra=(ExtraParam("ln_ih_weight", 4, 1.0), ExtraParam("ln_hh_weight", 4, 1.0),
            ExtraParam("ln_cell_weight", 1, 1.0), ExtraParam("ln_cell_bias", 1, 0.0)),
-    input_norm=True, recurrent_norm=True, norm_stats=2, grad_widths=(1,),
-    extra_grads=ln_lstm_extra_grads)
+    input_norm=True, recurrent_norm=True, norm_stats=2, accumulators=(4, 1, 1),
+    extra_grads=_sums)
 
 
 # --- Layer-norm GRU -------------------------------------------------------------------
@@ -232,23 +232,16 @@ def ln_gru_local_derivatives(cache: Sequence[Tensor], states: Sequence[Tensor],
 
 def ln_gru_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: Tensor,
                          dgx: GateBlock, dgh: GateBlock, dr: Tensor, dy_prev: Tensor | None = None,
-                         mask: Tensor | None = None, grads_t: Sequence[Tensor] = (),
+                         mask: Tensor | None = None, sums: Sequence[Tensor] = (),
                          extra: Sequence[Tensor] = ()) -> None:
     """One step of layer-norm GRU BPTT, in place: the plain GRU's step, with the recurrent
     product fed ``dr = LN_backward(dgh)`` (also kept in ``dr`` for ``dW_hh``)."""
     (dh,) = drec
     r, mean_r, rstd_r = derivs_t[3:]
     gru_gate_grads(dh, derivs_t, dgx, dgh, dy_prev)
-    d_r = _ln_backward(dgh.flat, r, mean_r, rstd_r, extra[1])
+    d_r = _ln_backward(dgh.flat, r, mean_r, rstd_r, extra[1], None, sums)
     dr.copy_(d_r)
     recurrent_grad(dh, d_r, w_hh, dh, mask)
-
-
-def ln_gru_extra_grads(saved: SequenceCache, derivs: Sequence[Tensor], extra: Sequence[Tensor],
-                       dgx: Tensor, dgh: Tensor, grad_bufs: Sequence[Tensor]) -> tuple[Tensor, ...]:
-    """Gradient of ``w_h``: a sum over all steps."""
-    r, mean_r, rstd_r = derivs[3:]
-    return ((dgh * _normalised(r, mean_r, rstd_r)).sum((0, 1)),)
 
 
 LN_GRU = CellSpec(
@@ -256,4 +249,4 @@ LN_GRU = CellSpec(
     cache_widths=(3, 3), step_into=ln_gru_step_into, local_derivatives=ln_gru_local_derivatives,
     backward_step=ln_gru_backward_step,
     extra=(ExtraParam("ln_ih_weight", 3, 1.0), ExtraParam("ln_hh_weight", 3, 1.0)),
-    input_norm=True, recurrent_norm=True, norm_stats=1, extra_grads=ln_gru_extra_grads)
+    input_norm=True, recurrent_norm=True, norm_stats=1, accumulators=(3,), extra_grads=_sums)

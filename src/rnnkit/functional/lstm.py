@@ -174,7 +174,7 @@ def lstm_gate_grads(dh: Tensor, dc: Tensor, A: Tensor, P: Sequence[Tensor], f: T
 
 def lstm_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: Tensor,
                        dgx: GateBlock, dgh: GateBlock, dr: Tensor, dy_prev: Tensor | None = None,
-                       mask: Tensor | None = None, grads_t: Sequence[Tensor] = (),
+                       mask: Tensor | None = None, sums: Sequence[Tensor] = (),
                        extra: Sequence[Tensor] = ()) -> None:
     """One step of LSTM BPTT, in place.
 
@@ -244,7 +244,7 @@ def carry_lstm_local_derivatives(cache: Sequence[Tensor], states: Sequence[Tenso
 def carry_lstm_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: Tensor,
                              dgx: GateBlock, dgh: GateBlock, dr: Tensor,
                              dy_prev: Tensor | None = None, mask: Tensor | None = None,
-                             grads_t: Sequence[Tensor] = (), extra: Sequence[Tensor] = ()) -> None:
+                             sums: Sequence[Tensor] = (), extra: Sequence[Tensor] = ()) -> None:
     """One step of carry-gate LSTM BPTT, in place; arguments as :func:`lstm_backward_step`
     with ``derivs_t`` from :func:`carry_lstm_local_derivatives`."""
     dh, dc = drec

@@ -79,7 +79,7 @@ def rnn_relu_local_derivatives(cache: Sequence[Tensor], states: Sequence[Tensor]
 
 def rnn_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: Tensor,
                       dgx: GateBlock, dgh: GateBlock, dr: Tensor, dy_prev: Tensor | None = None,
-                      mask: Tensor | None = None, grads_t: Sequence[Tensor] = (),
+                      mask: Tensor | None = None, sums: Sequence[Tensor] = (),
                       extra: Sequence[Tensor] = ()) -> None:
     """One step of BPTT, in place.
 
@@ -91,7 +91,7 @@ def rnn_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: 
         dgx: receives ``da_t`` [n, H]; dgh and dr are the same buffer for this cell.
         dy_prev: [n, H] gradient of the output at step t-1, added to ``dh_{t-1}``, or None.
         mask: [n, H] recurrent-dropout mask, or None.
-        grads_t, extra: unused by this cell (the loop's common signature).
+        sums, extra: unused by this cell (the loop's common signature).
     """
     (dh,) = drec
     torch.mul(dh, derivs_t[0], out=dgx.flat)  # da_t

@@ -118,10 +118,10 @@ class CellSpec:
             ``dW_hh`` is made) differs from the one reaching the pre-activation.
         norm_stats: how many layer norms the step applies; each gets two [T, B, 1]
             cache buffers (mean, 1/std) after the ``cache_widths`` ones.
-        grad_widths: width (units of H) of per-step gradient buffers the backward step
-            fills, for :attr:`extra_grads`.
-        extra_grads: ``(saved, derivs, extra, dgx, dgh, grad_bufs) -> grads`` of the
-            extra parameters (all but the input-norm gain, which the loop handles).
+        accumulators: width (units of H) of zeroed vectors handed to every backward step,
+            in which it sums the extra parameters' gradients over the steps.
+        extra_grads: ``(accumulators) -> grads`` of the extra parameters (all but the
+            input-norm gain, which the loop handles).
     """
 
     name: str
@@ -138,7 +138,7 @@ class CellSpec:
     input_norm: bool = False
     recurrent_norm: bool = False
     norm_stats: int = 0
-    grad_widths: tuple[int, ...] = ()
+    accumulators: tuple[int, ...] = ()
     extra_grads: Callable[..., tuple[Tensor, ...]] | None = None
 
 
@@ -321,12 +321,11 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
     dgx = alloc(T, B, G, **opts)  # gradient w.r.t. the input-side pre-activations
     dgh = alloc(T, B, G, **opts) if spec.separate_hidden_grads else dgx
     dr = alloc(T, B, G, **opts) if spec.recurrent_norm else dgh  # w.r.t. W_hh h_{t-1}
-    grad_bufs = tuple(alloc(T, B, w * H, **opts) for w in spec.grad_widths)
+    sums = [torch.zeros(w * H, **opts) for w in spec.accumulators]
     deriv_steps = [d.unbind(0) for d in derivs]
     dgx_steps = gate_blocks(dgx, spec.gates)
     dgh_steps = gate_blocks(dgh, spec.gates) if spec.separate_hidden_grads else dgx_steps
     dr_steps = dr.unbind(0)
-    grad_steps = [g.unbind(0) for g in grad_bufs]
     dy_steps = dy.unbind(0) if dy is not None else None
     zoneout = [(k, m.unbind(0)) for k, m in enumerate(masks.zoneout) if m is not None]
     sizes = [B] * T if batch_sizes is None else list(batch_sizes)
@@ -342,13 +341,11 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
             torch.linalg.vector_norm(dh[:n], dim=1, out=state_grad_norms[t, :n])
         d_t = [d[t] for d in deriv_steps]
         gx, gh, r_t = dgx_steps[t], dgh_steps[t], dr_steps[t]
-        g_t = [g[t] for g in grad_steps]
         rec = drec
         dy_prev = dy_steps[t - 1] if dy_steps is not None and t > 0 else None
         mask = masks.recurrent
         if n != B:
-            d_t, gx, gh, rec, g_t = (_rows(d_t, n), gx.rows(n), gh.rows(n), _rows(drec, n),
-                                     _rows(g_t, n))
+            d_t, gx, gh, rec = _rows(d_t, n), gx.rows(n), gh.rows(n), _rows(drec, n)
             r_t = r_t[:n]
             dy_prev = dy_prev[:n] if dy_prev is not None else None
             mask = mask[:n] if mask is not None else None
@@ -359,7 +356,7 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
             rec[k].sub_(keep)
             kept.append((k, keep))
         # The output gradient of step t-1 rides along with the product dgates @ W_hh.
-        spec.backward_step(rec, d_t, w_hh, gx, gh, r_t, dy_prev, mask, g_t, extra)
+        spec.backward_step(rec, d_t, w_hh, gx, gh, r_t, dy_prev, mask, sums, extra)
         for k, keep in kept:
             rec[k].add_(keep)
     flat_gx = dgx.view(T * B, G)
@@ -368,10 +365,9 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
     pre_norm = flat_gx  # gradient w.r.t. W_ih x (before the input layer norm, if any)
     if spec.input_norm:
         raw, mean, rstd = saved.input_norm
-        x_hat = (raw - mean) * rstd
-        if need_extra:
-            grad_extra[0] = (dgx * x_hat).sum((0, 1))
-        pre_norm = layer_norm_input_grad(dgx, x_hat, rstd, extra[0]).view(T * B, G)
+        pre_norm, grad_extra[0] = layer_norm_backward(flat_gx, raw.view(T * B, G),
+                                                      mean.view(T * B, 1), rstd.view(T * B, 1),
+                                                      extra[0], need_weight=need_extra)
     gx = torch.mm(pre_norm, w_ih).view(T, B, I) if need_x else None
     gw_ih = gw_hh = gb_ih = gb_hh = None
     if need_weights:
@@ -383,22 +379,28 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
         gb_hh = gb_ih.clone() if not spec.separate_hidden_grads else flat_gh.sum(0)
     if need_extra and spec.extra_grads is not None:
         first = 1 if spec.input_norm else 0
-        grad_extra[first:] = spec.extra_grads(saved, derivs, extra, dgx, dgh, grad_bufs)
+        grad_extra[first:] = spec.extra_grads(sums)
     return SequenceGrads(gx, tuple(drec), gw_ih, gw_hh, gb_ih, gb_hh, tuple(grad_extra))
 
 
-def layer_norm_input_grad(g: Tensor, x_hat: Tensor, rstd: Tensor, weight: Tensor) -> Tensor:
-    """Gradient w.r.t. ``x`` of ``y = x_hat * weight (+ bias)``, ``x_hat = (x - mean) * rstd``.
+def layer_norm_backward(g: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor,
+                        need_weight: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Gradients of ``y = x_hat * weight (+ bias)``, ``x_hat = (x - mean) * rstd``, normalised
+    over the last dimension. With ``u = g * weight`` and means over that dimension::
 
-    With ``u = g * weight`` and means over the normalised (last) dimension::
+        dx = rstd * (u - mean(u) - x_hat * mean(u * x_hat)),     dweight = sum(g * x_hat)
 
-        dx = rstd * (u - mean(u) - x_hat * mean(u * x_hat))
+    (summed over all rows). This is ATen's kernel, one pass over the data instead of the
+    seven tensor operations the formula reads as; ``mean`` and ``rstd`` [rows, 1] must be
+    contiguous.
 
     Args:
-        g: [..., W] gradient w.r.t. ``y``; x_hat: [..., W]; rstd: [..., 1]; weight: [W].
+        g: [rows, W] gradient w.r.t. ``y``; x: [rows, W] the norm's input.
+        need_weight: also return ``dweight`` [W] (else None).
     """
-    u = g * weight
-    return rstd * (u - u.mean(-1, keepdim=True) - x_hat * (u * x_hat).mean(-1, keepdim=True))
+    dx, dw, _ = torch.ops.aten.native_layer_norm_backward(
+        g, x, [x.shape[-1]], mean, rstd, weight, None, [True, need_weight, False])
+    return dx, dw
 
 
 def recurrent_grad(out: Tensor, dr: Tensor, w_hh: Tensor, addend: Tensor | None,
