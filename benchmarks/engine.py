@@ -18,7 +18,8 @@ competitor is the ``loop`` a user writes today (torch.nn modules in a Python loo
 ``loops.py``), with the same weights, and the speed reference is the plain
 ``torch.nn.LSTM`` (``torch.nn.GRU`` for ln-gru) of the same size. Before timing, the
 fused variant's outputs and gradients are compared with the loop's (in evaluation mode,
-where zoneout is deterministic).
+where zoneout is deterministic). Checks run in float64, on copies of the layers; the
+timing in float32, with the layers in training mode.
 
 A mismatch stops the run: nothing wrong is ever timed.
 
@@ -34,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from functools import partial
@@ -63,7 +65,10 @@ VARIANTS = {
                      lambda h: RegularisedLSTMLoop(h, h, ZONEOUT, RECURRENT_DROPOUT)),
 }
 
-RTOL, ATOL = 1e-4, 1e-4  # float32; weight gradients are sums over T*B terms, so relative
+# The check runs in float64 on copies of the layers: float32 rounding over 100 steps can
+# reach 1e-4 relative in both rnnkit and its competitors (layer norm amplifies it), which
+# would hide a real mistake of that size; in float64 a correct engine agrees to ~1e-12.
+RTOL, ATOL = 1e-7, 1e-7
 
 
 def _ints(text: str) -> list[int]:
@@ -140,24 +145,24 @@ def _fwd_bwd(layer: torch.nn.Module, x: torch.Tensor, dy: torch.Tensor) -> list[
 def check_case(layers: dict[str, torch.nn.Module], x: torch.Tensor, dy: torch.Tensor,
                reference: str = "torch.nn") -> float:
     """Largest difference of outputs and gradients from the ``reference`` competitor's,
-    relative to ``ATOL + RTOL * |its value|`` (<= 1 passes); stops the run if too large.
-    Runs in evaluation mode (zoneout is then deterministic); leaves the layers training."""
-    for layer in layers.values():
-        layer.eval()
-    expected = _fwd_bwd(layers[reference], x, dy)
+    relative to ``ATOL + RTOL * |its value|`` (<= 1 passes), computed in float64 on copies
+    of the layers and in evaluation mode (zoneout is then deterministic); stops the run if
+    too large."""
+    checked = {name: copy.deepcopy(layer).double().eval() for name, layer in layers.items()}
+    x64 = x.detach().double().requires_grad_()
+    dy64 = dy.double()
+    expected = _fwd_bwd(checked[reference], x64, dy64)
     worst = 0.0
-    for name, layer in layers.items():
-        if name in (reference, "torch.nn"):
+    for name, layer in checked.items():
+        if name in (reference, "torch.nn"):  # torch.nn is only the speed reference for variants
             continue
-        got = _fwd_bwd(layer, x, dy)
+        got = _fwd_bwd(layer, x64, dy64)
         score = max(float(((a - b).abs() / (ATOL + RTOL * b.abs())).max())
                     for a, b in zip(got, expected))
         if score > 1:
             raise SystemExit(f"refusing to time: {name} differs from {reference} beyond "
                              f"rtol={RTOL}, atol={ATOL} (score {score:.2f})")
         worst = max(worst, score)
-    for layer in layers.values():
-        layer.train()
     return worst
 
 
@@ -215,16 +220,18 @@ def summary(results: list[dict]) -> str:
         both = [r for r in results if r["cell"] == cell and r["mode"] == "fwd+bwd"]
         vs_torch = [r for r in both if r["batch"] in (16, 64)]
         vs_loop = [r for r in both if r["batch"] in (1, 16)]
+        # The targets set for the layer-norm LSTM (the variants issue); the others for reference.
+        target = cell == "ln-lstm"
         if vs_torch:
             worst = max(vs_torch, key=lambda r: r["ratio_vs_torch"]["fused"])
             lines.append(f"{cell} fwd+bwd, batch 16/64: worst fused/torch.nn = "
                          f"{worst['ratio_vs_torch']['fused']:.2f} (B={worst['batch']} "
-                         f"H={worst['hidden']}; target <= 1.5)")
+                         f"H={worst['hidden']}{'; target <= 1.5' if target else ''})")
         if vs_loop:
             worst = min(vs_loop, key=lambda r: r["ms"]["loop"] / r["ms"]["fused"])
             lines.append(f"{cell} fwd+bwd, batch 1/16: smallest speed-up over the loop = "
                          f"{worst['ms']['loop'] / worst['ms']['fused']:.2f}x (B={worst['batch']} "
-                         f"H={worst['hidden']}; target >= 2)")
+                         f"H={worst['hidden']}{'; target >= 2' if target else ''})")
     return "\n".join(lines)
 
 
