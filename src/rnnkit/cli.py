@@ -13,6 +13,8 @@ EPILOG = """examples:
   rnnkit train seqclass --resume runs/seqclass/20261123-101500
   rnnkit evaluate runs/seqclass/20261123-101500
   rnnkit predict runs/seqclass/20261123-101500 digit.png
+  rnnkit train lm                                character-level LSTM on Shakespeare
+  rnnkit generate runs/lm/20261123-120000 --prompt "ROMEO." --length 400 --seed 1
 """
 
 
@@ -93,7 +95,64 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
                          help="which checkpoint (default: best)")
     predict.add_argument("--top", type=int, default=3, help="classes to show (default: 3)")
+
+    generate = commands.add_parser(
+        "generate", help="sample text from a language-model run",
+        description="Continue a prompt with a trained language model (rnnkit train lm), "
+                    "printing each token as it is sampled. Prompt characters (or words) "
+                    "missing from the run's vocabulary are read as <unk>, with a notice on "
+                    "stderr; an empty prompt starts at the beginning of a line.")
+    generate.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by rnnkit train lm")
+    generate.add_argument("--prompt", default="", help="text to continue (default: empty)")
+    generate.add_argument("--length", type=_count, default=500, metavar="N",
+                          help="tokens to generate (default: 500)")
+    generate.add_argument("--temperature", type=_non_negative, default=0.8, metavar="T",
+                          help="softmax temperature; 0 is greedy (default: 0.8)")
+    generate.add_argument("--top-k", type=_positive, default=None, metavar="K",
+                          help="sample among the K most likely tokens only (default: all)")
+    generate.add_argument("--seed", type=int, default=None, metavar="S",
+                          help="random seed, for a reproducible sample (default: none)")
+    generate.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
+                          help="which checkpoint (default: best)")
     return parser
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _generate(args: argparse.Namespace) -> None:
+    """Stream a sample to stdout; notices about the prompt go to stderr."""
+    from rnnkit.tasks.lm import TextGenerator
+
+    generator = TextGenerator.from_run(args.run_dir, args.checkpoint)
+    ids, unknown = generator.encode_prompt(args.prompt)
+    if unknown:
+        shown = ", ".join(repr(t) for t in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        print(f"rnnkit: note: not in the run's vocabulary, read as <unk>: {shown}",
+              file=sys.stderr)
+    sys.stdout.write(args.prompt)
+    for piece in generator.stream(ids, args.length, args.temperature, args.top_k, args.seed):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -117,7 +176,12 @@ def _run(args: argparse.Namespace) -> None:
     task = tasks.get(saved.get("task"))
     if task is None:
         raise ValueError(f"{args.run_dir}: unknown task {saved.get('task')!r} in config.json")
-    if args.command == "evaluate":
+    if args.command == "generate":
+        if task.name != "lm":
+            raise ValueError(f"{args.run_dir} is a {task.name!r} run; rnnkit generate samples "
+                             "from language-model runs (rnnkit train lm)")
+        _generate(args)
+    elif args.command == "evaluate":
         runner.evaluate(task, args.run_dir, args.checkpoint, args.split)
     elif args.command == "predict":
         module, data, _ = runner.load_trained(task, args.run_dir, args.checkpoint)

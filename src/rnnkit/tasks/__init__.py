@@ -1,7 +1,8 @@
 """One module per application; each exposes task objects the runner and the CLI drive."""
 
-from rnnkit.tasks import longrange, seqclass
+from rnnkit.tasks import lm, longrange, seqclass
 
-TASKS = {task.name: task for task in (seqclass.TASK, longrange.ADDING, longrange.COPY)}
+TASKS = {task.name: task for task in (seqclass.TASK, lm.TASK, longrange.ADDING,
+                                      longrange.COPY)}
 
 __all__ = ["TASKS"]

@@ -157,7 +157,8 @@ class AddingTask:
     def baselines(self, config: dict[str, Any]) -> dict[str, tuple[float, str]]:
         return {"loss": (adding_baseline_mse(), "always predict 1 (MSE 0.167)")}
 
-    def build(self, config: dict[str, Any]) -> tuple[AddingModule, SyntheticData]:
+    def build(self, config: dict[str, Any],
+              run_dir: Path | None = None) -> tuple[AddingModule, SyntheticData]:
         length = config["length"]
         data = SyntheticData(lambda n, seed: adding_problem(n, length, seed), config["train_size"],
                              config["batch_size"])
@@ -210,7 +211,8 @@ class CopyTask:
         return {"loss": (value, f"memoryless baseline ({value:.4f})"),
                 "copy_accuracy": (1 / 8, "guessing (1/8)")}
 
-    def build(self, config: dict[str, Any]) -> tuple[CopyModule, SyntheticData]:
+    def build(self, config: dict[str, Any],
+              run_dir: Path | None = None) -> tuple[CopyModule, SyntheticData]:
         delay = config["delay"]
         data = SyntheticData(lambda n, seed: copy_memory(n, delay, seed), config["train_size"],
                              config["batch_size"])

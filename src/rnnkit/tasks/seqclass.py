@@ -168,7 +168,8 @@ class SequenceClassificationTask:
     mode = "max"
     curves = [("loss", "cross-entropy loss"), ("accuracy", "accuracy")]
 
-    def build(self, config: dict[str, Any]) -> tuple[SequenceClassificationModule, ImageSequenceData]:
+    def build(self, config: dict[str, Any],
+              run_dir: Path | None = None) -> tuple[SequenceClassificationModule, ImageSequenceData]:
         data = ImageSequenceData(config["data"], config["pixels"], config["permute"],
                                  config["batch_size"], config["shift"])
         model_config = SequenceClassifierConfig(

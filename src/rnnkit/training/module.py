@@ -18,6 +18,9 @@ class TrainingModule(L.LightningModule):
 
     monitor = "val_loss"
     mode = "min"
+    # "epoch": the cosine schedule spans the epochs; "step": it spans every optimizer step
+    # (for tasks that train for few, long epochs, such as language models).
+    schedule_interval = "epoch"
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
@@ -38,8 +41,12 @@ class TrainingModule(L.LightningModule):
         else:
             optimizer = torch.optim.Adam(params, lr=c["lr"], weight_decay=c["weight_decay"])
         if c["schedule"] == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c["epochs"])
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+            span = c["epochs"]
+            if self.schedule_interval == "step":
+                span = max(1, int(self.trainer.estimated_stepping_batches))
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=span)
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": scheduler, "interval": self.schedule_interval}}
         if c["schedule"] == "plateau":
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, mode=self.mode, factor=0.5, patience=max(1, c["patience"] // 2))

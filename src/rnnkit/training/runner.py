@@ -40,8 +40,10 @@ class Task(Protocol):
     mode: str  # "max" or "min"
     curves: list[tuple[str, str]]  # (metric, label) learning curves to plot
 
-    def build(self, config: dict[str, Any]) -> tuple[TrainingModule, L.LightningDataModule]:
-        """The LightningModule (fresh weights) and data for ``config``."""
+    def build(self, config: dict[str, Any],
+              run_dir: Path | None = None) -> tuple[TrainingModule, L.LightningDataModule]:
+        """The LightningModule (fresh weights) and data for ``config``; ``run_dir`` is the
+        run folder, where a task keeps files its data depends on (a vocabulary)."""
 
     def after_test(self, run_dir: Path, module: TrainingModule,
                    data: L.LightningDataModule) -> dict[str, Any]:
@@ -75,7 +77,7 @@ def train(task: Task, config: dict[str, Any], resume: str | Path | None = None) 
         last = None
     write_json(run_dir / "config.json", config)
     L.seed_everything(config["seed"], workers=True, verbose=False)
-    module, data = task.build(config)
+    module, data = task.build(config, run_dir)
     trainer = build_trainer(config, run_dir, task.monitor, task.mode)
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if last else None)
@@ -171,7 +173,7 @@ def load_trained(task: Task, run_dir: str | Path,
         raise ValueError(f"{run_dir} is a {config.get('task')!r} run, not {task.name!r}")
     path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint_file(path)
-    module, data = task.build(config)
+    module, data = task.build(config, Path(run_dir))
     try:
         module.load_state_dict(state["state_dict"])
     except RuntimeError as exc:
