@@ -35,6 +35,7 @@ from rnnkit.models.language_model import LanguageModel, LanguageModelConfig, det
 from rnnkit.training.checkpoint_io import load_checkpoint_file
 from rnnkit.training.module import TrainingModule
 from rnnkit.training.options import Option, positive_int
+from rnnkit.training.plots import plot_step_curves
 from rnnkit.training.run_folder import checkpoint_path
 
 VOCAB_FILE = "vocab.json"
@@ -270,10 +271,13 @@ class LanguageModelTask:
                "(needs --embedding equal to --hidden)", flag=True),
         Option("eval-streams", positive_int, 16, "parallel streams for validation and test"),
     ]
-    # The default recipe (README): about 1.5 epochs of the Shakespeare training block
-    # within the 28-minute budget on two cores. --batch-size is the number of parallel
-    # training streams.
-    defaults = {"cell": "lstm", "hidden": 512, "layers": 1, "dropout": 0.0, "epochs": 2,
+    # The default recipe (README): a 512-unit GRU reads the Shakespeare training block
+    # twice in about 20 minutes on two cores and reaches a test loss of 1.47 nats per
+    # character; a 512-unit LSTM under the same options needs about 28 minutes for 1.59
+    # (the GRU's three gates cost less per character and it learned faster per step).
+    # --batch-size is the number of parallel training streams; --max-time guards the
+    # 30-minute budget on a slower machine.
+    defaults = {"cell": "gru", "hidden": 512, "layers": 1, "dropout": 0.0, "epochs": 2,
                 "batch_size": 128, "lr": 2e-3, "optimizer": "adam", "schedule": "cosine",
                 "clip": 1.0, "patience": 2, "max_time": "00:00:28:00"}
     monitor = "val_loss"
@@ -296,7 +300,9 @@ class LanguageModelTask:
 
     def after_test(self, run_dir: Path, module: LanguageModelModule,
                    data: TextData) -> dict[str, Any]:
-        """Corpus facts, and a sample from the best checkpoint in ``sample.txt``."""
+        """Corpus facts, the step-by-step learning curve (``plots/loss_steps.png``), and a
+        sample from the best checkpoint in ``sample.txt``."""
+        plot_step_curves(run_dir, "loss", "cross-entropy (nats per token)")
         generator = TextGenerator(module.model, data.vocab)
         sample = generator.generate("", 600 if data.level == "char" else 150,
                                     temperature=0.8, seed=0)

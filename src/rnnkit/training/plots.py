@@ -73,6 +73,50 @@ def plot_learning_curves(run_dir: Path, metrics: list[tuple[str, str]],
     return out
 
 
+def logged_steps(run_dir: Path, key: str) -> dict[int, float]:
+    """One logged column by optimizer step, ``{step: value}``, across all resumes."""
+    points: dict[int, float] = {}
+    versions = sorted((run_dir / "logs").glob("version_*/metrics.csv"),
+                      key=lambda p: int(p.parent.name.split("_")[1]))
+    for path in versions:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get(key) not in ("", None) and row.get("step") not in ("", None):
+                    points[int(float(row["step"]))] = float(row[key])
+    return points
+
+
+def plot_step_curves(run_dir: Path, name: str, label: str, smooth: int = 5) -> Path | None:
+    """Training ``name`` at every logged step (a running mean over ``smooth`` points, the
+    raw values faint behind it) and validation ``name`` where it was measured, against the
+    optimizer step; written to ``plots/<name>_steps.png``. None when nothing was logged."""
+    train = logged_steps(run_dir, f"train_{name}_step")
+    val = logged_steps(run_dir, f"val_{name}")
+    if not train:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    steps = sorted(train)
+    values = np.array([train[k] for k in steps])
+    ax.plot(steps, values, color="tab:blue", alpha=0.25, linewidth=0.8)
+    if len(values) >= smooth:
+        mean = np.convolve(values, np.ones(smooth) / smooth, mode="valid")
+        ax.plot(steps[smooth - 1:], mean, color="tab:blue", label=f"training (mean of {smooth} logs)")
+    if val:
+        at = sorted(val)
+        ax.plot(at, [val[k] for k in at], "s-", color="tab:orange", markersize=4, label="validation")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} during training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = run_dir / "plots" / f"{name}_steps.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path,
                           title: str = "confusion matrix (test)") -> Path:
     """Counts with true classes as rows and predicted classes as columns."""
