@@ -32,7 +32,7 @@ def _task_registry() -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rnnkit.training.options import COMMON_OPTIONS, add_options
+    from rnnkit.training.options import COMMON_OPTIONS, add_options, non_negative, positive_int
 
     parser = _Parser(
         prog="rnnkit", description="Train, evaluate and use recurrent neural networks.",
@@ -106,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--prompt", default="", help="text to continue (default: empty)")
     generate.add_argument("--length", type=_count, default=500, metavar="N",
                           help="tokens to generate (default: 500)")
-    generate.add_argument("--temperature", type=_non_negative, default=0.8, metavar="T",
+    generate.add_argument("--temperature", type=non_negative, default=0.8, metavar="T",
                           help="softmax temperature; 0 is greedy (default: 0.8)")
-    generate.add_argument("--top-k", type=_positive, default=None, metavar="K",
+    generate.add_argument("--top-k", type=positive_int, default=None, metavar="K",
                           help="sample among the K most likely tokens only (default: all)")
     generate.add_argument("--seed", type=int, default=None, metavar="S",
                           help="random seed, for a reproducible sample (default: none)")
@@ -121,20 +121,6 @@ def _count(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
     return value
 
 

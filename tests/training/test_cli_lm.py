@@ -58,7 +58,8 @@ def test_run_folder_holds_vocabulary_metrics_curves_and_sample(char_run, corpus)
     sizes = metrics["data"]["tokens"]
     assert sum(sizes.values()) == len(text)
     assert sizes["test"] == pytest.approx(0.05 * len(text), abs=2)
-    assert (char_run / "plots" / "loss.png").read_bytes()[:8] == PNG_MAGIC
+    for plot in ("loss.png", "loss_steps.png"):
+        assert (char_run / "plots" / plot).read_bytes()[:8] == PNG_MAGIC
     assert len((char_run / "sample.txt").read_text()) > 500
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
@@ -12,22 +13,26 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
+def _log_rows(run_dir: Path) -> Iterator[dict[str, str]]:
+    """The rows of a run's CSV logs, oldest version first (a later one is a resume)."""
+    versions = sorted((run_dir / "logs").glob("version_*/metrics.csv"),
+                      key=lambda p: int(p.parent.name.split("_")[1]))
+    for path in versions:
+        with open(path, newline="") as f:
+            yield from csv.DictReader(f)
+
+
 def logged_epochs(run_dir: Path) -> dict[str, dict[int, float]]:
     """Every metric logged per epoch, ``{name: {epoch: value}}``, across all resumes."""
     series: dict[str, dict[int, float]] = {}
-    versions = sorted((run_dir / "logs").glob("version_*/metrics.csv"),
-                      key=lambda p: int(p.parent.name.split("_")[1]))
-    for path in versions:  # a later version (a resume) overrides the same epoch
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                if not row.get("epoch"):
-                    continue
-                epoch = int(float(row["epoch"]))
-                for key, value in row.items():
-                    if key in ("epoch", "step") or value in ("", None) or key.endswith("_step"):
-                        continue
-                    name = key.removesuffix("_epoch")
-                    series.setdefault(name, {})[epoch] = float(value)
+    for row in _log_rows(run_dir):  # a later version (a resume) overrides the same epoch
+        if not row.get("epoch"):
+            continue
+        epoch = int(float(row["epoch"]))
+        for key, value in row.items():
+            if key in ("epoch", "step") or value in ("", None) or key.endswith("_step"):
+                continue
+            series.setdefault(key.removesuffix("_epoch"), {})[epoch] = float(value)
     return series
 
 
@@ -75,15 +80,8 @@ def plot_learning_curves(run_dir: Path, metrics: list[tuple[str, str]],
 
 def logged_steps(run_dir: Path, key: str) -> dict[int, float]:
     """One logged column by optimizer step, ``{step: value}``, across all resumes."""
-    points: dict[int, float] = {}
-    versions = sorted((run_dir / "logs").glob("version_*/metrics.csv"),
-                      key=lambda p: int(p.parent.name.split("_")[1]))
-    for path in versions:
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                if row.get(key) not in ("", None) and row.get("step") not in ("", None):
-                    points[int(float(row["step"]))] = float(row[key])
-    return points
+    return {int(float(row["step"])): float(row[key]) for row in _log_rows(run_dir)
+            if row.get(key) not in ("", None) and row.get("step") not in ("", None)}
 
 
 def plot_step_curves(run_dir: Path, name: str, label: str, smooth: int = 5) -> Path | None:
