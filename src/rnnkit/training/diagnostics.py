@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from rnnkit.backends import record_state_gradients
-from rnnkit.training.plots import plt
+from rnnkit.training.plots import finish_plot, plt
 from rnnkit.training.run_folder import write_json
 
 PROBE_SIZE = 32
@@ -139,7 +139,7 @@ def plot_diagnostics(run_dir: Path, state_norms: list[dict[str, Any]],
         for i in picks:
             norms = state_norms[i]["norms"]
             ax.semilogy(range(1, len(norms) + 1), norms, label=f"training step {state_norms[i]['step']}")
-        paths.append(_finish(fig, ax, out_dir / "grad_over_time.png", "time step t",
+        paths.append(finish_plot(fig, ax, out_dir / "grad_over_time.png", "time step t",
                              "||dLoss/dh_t||", "gradient reaching each time step"))
     if global_norms:
         fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
@@ -148,19 +148,6 @@ def plot_diagnostics(run_dir: Path, state_norms: list[dict[str, Any]],
         ax.semilogy(steps, [r["after_clip"] for r in global_norms], lw=0.8, label="after clipping")
         if clip:
             ax.axhline(clip, color="grey", linestyle="--", linewidth=1, label=f"clip threshold {clip}")
-        paths.append(_finish(fig, ax, out_dir / "grad_norm.png", "training step",
+        paths.append(finish_plot(fig, ax, out_dir / "grad_norm.png", "training step",
                              "global gradient norm", "gradient norm before and after clipping"))
     return paths
-
-
-def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
-    """Label a log-scale line plot, save it as ``path`` and close it."""
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path

@@ -65,16 +65,8 @@ def plot_learning_curves(run_dir: Path, metrics: list[tuple[str, str]],
         if baselines and name in baselines:
             value, text = baselines[name]
             ax.axhline(value, color="grey", linestyle="--", linewidth=1, label=text)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.set_title(f"{label} per epoch")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        path = run_dir / "plots" / f"{name}.png"
-        fig.savefig(path)
-        plt.close(fig)
-        out.append(path)
+        out.append(finish_plot(fig, ax, run_dir / "plots" / f"{name}.png", "epoch", label,
+                               f"{label} per epoch"))
     return out
 
 
@@ -102,13 +94,18 @@ def plot_step_curves(run_dir: Path, name: str, label: str, smooth: int = 5) -> P
     if val:
         at = sorted(val)
         ax.plot(at, [val[k] for k in at], "s-", color="tab:orange", markersize=4, label="validation")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel(label)
-    ax.set_title(f"{label} during training")
-    ax.grid(alpha=0.3)
+    return finish_plot(fig, ax, run_dir / "plots" / f"{name}_steps.png", "optimizer step", label,
+                       f"{label} during training")
+
+
+def finish_plot(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label a line plot, add its grid and legend, save it as ``path`` and close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
-    path = run_dir / "plots" / f"{name}_steps.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
