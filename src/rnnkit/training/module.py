@@ -30,9 +30,14 @@ class TrainingModule(L.LightningModule):
         """The task's loss on a batch, without logging (used by gradient diagnostics)."""
         raise NotImplementedError(f"{type(self).__name__} does not define loss_on(batch)")
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups; a group may set its own ``lr`` (tasks
+        override this, e.g. for a lower learning rate on pretrained layers)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
     def configure_optimizers(self):
         c = self.config
-        params = [p for p in self.parameters() if p.requires_grad]
+        params = self.parameter_groups()
         if c["optimizer"] == "sgd":
             optimizer = torch.optim.SGD(params, lr=c["lr"], momentum=c["momentum"],
                                         weight_decay=c["weight_decay"])

