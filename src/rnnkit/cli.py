@@ -160,7 +160,7 @@ def _run(args: argparse.Namespace) -> None:
                  if k not in ("command", "task", "config", "resume")}
         from_file = load_config_file(args.config) if args.config else {}
         config = resolve([*task.options, *COMMON_OPTIONS], task.defaults, given, from_file)
-        if config.get("folds") and args.resume is None:
+        if task.name == "textclass" and config["folds"] and args.resume is None:
             from rnnkit.tasks.textclass import cross_validate
 
             cross_validate(config)

