@@ -161,9 +161,9 @@ def _run(args: argparse.Namespace) -> None:
         from_file = load_config_file(args.config) if args.config else {}
         config = resolve([*task.options, *COMMON_OPTIONS], task.defaults, given, from_file)
         if task.name == "textclass" and config["folds"] and args.resume is None:
-            from rnnkit.tasks.textclass import cross_validate
+            from rnnkit.training.crossval import cross_validate
 
-            cross_validate(config)
+            cross_validate(task, config)
             return
         runner.train(task, config, resume=args.resume)
         return

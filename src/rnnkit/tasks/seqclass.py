@@ -23,6 +23,7 @@ from rnnkit.models.classifier import SequenceClassifier, SequenceClassifierConfi
 from rnnkit.training.module import TrainingModule
 from rnnkit.training.options import Option
 from rnnkit.training.plots import plot_confusion_matrix
+from rnnkit.training.predictions import ranked_predictions
 
 PERMUTATION_SEED = 0
 
@@ -195,14 +196,7 @@ class SequenceClassificationTask:
         images = load_images(input_path, data.splits.image_shape)
         with torch.no_grad():
             probs = torch.softmax(module(data.as_sequences(images)), dim=-1)
-        results = []
-        for i, p in enumerate(probs):
-            values, idx = p.topk(min(top, len(p)))
-            ranked = [(data.classes[j], float(v)) for v, j in zip(values, idx)]
-            shown = ", ".join(f"{name} {prob:.1%}" for name, prob in ranked)
-            results.append({"index": i, "label": ranked[0][0], "probabilities": dict(ranked),
-                            "summary": f"{ranked[0][0]}  ({shown})"})
-        return results
+        return ranked_predictions(probs, data.classes, top)
 
 
 def load_images(path: str, shape: tuple[int, int]) -> torch.Tensor:

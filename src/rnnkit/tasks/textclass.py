@@ -16,14 +16,13 @@ the embedding last. ``--vectors FILE`` initialises the embedding from word vecto
 instead.
 
 Metrics per split: accuracy and macro-F1; the test confusion matrix is plotted. With
-``--folds K`` the CLI runs K-fold cross-validation (:func:`cross_validate`).
+``--folds K`` the CLI runs K-fold cross-validation (:mod:`rnnkit.training.crossval`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from rnnkit.training.checkpoint_io import load_checkpoint_file
 from rnnkit.training.module import TrainingModule
 from rnnkit.training.options import Option, non_negative, positive_int
 from rnnkit.training.plots import plot_confusion_matrix
+from rnnkit.training.predictions import ranked_predictions
 from rnnkit.training.run_folder import checkpoint_path, read_run_config, write_json
 
 VOCAB_FILE = "vocab.json"
@@ -441,14 +441,9 @@ class TextClassificationTask:
         tokens, lengths, _ = pad_batch([(ids, 0) for ids in encoded])
         with torch.no_grad():
             probs = torch.softmax(module(tokens, lengths), dim=-1)
-        results = []
-        for i, p in enumerate(probs):
-            order = p.argsort(descending=True)[:min(top, len(p))]
-            ranked = [(data.classes[j], float(p[j])) for j in order]
-            shown = ", ".join(f"{name} {prob:.1%}" for name, prob in ranked)
-            results.append({"index": i, "text": texts[i], "label": ranked[0][0],
-                            "probabilities": dict(ranked),
-                            "summary": f"{ranked[0][0]}  ({shown})"})
+        results = ranked_predictions(probs, data.classes, top)
+        for result, sentence in zip(results, texts):
+            result["text"] = sentence
         return results
 
 
@@ -472,43 +467,6 @@ def _language_model_config(lm_dir: str) -> dict[str, Any]:
     from rnnkit.training.runner import run_config
 
     return run_config(LM, path)
-
-
-def cross_validate(config: dict[str, Any], out: str | Path | None = None) -> Path:
-    """Train one run per fold (``--folds K``) into ``out/fold-01`` ..., and write
-    ``out/crossval.json`` with each fold's test metrics and their mean and spread."""
-    import time
-
-    from rnnkit.training.runner import train
-
-    folds = config["folds"]
-    out = Path(out or config.get("out") or
-               Path("runs") / "textclass" / f"cv-{time.strftime('%Y%m%d-%H%M%S')}")
-    which = [config["fold"]] if config["fold"] else list(range(1, folds + 1))
-    results = {}
-    for fold in which:
-        run_dir = train(TASK, {**config, "fold": fold, "out": str(out / f"fold-{fold:02d}")})
-        results[fold] = json.loads((run_dir / "metrics.json").read_text())["test"]
-    summary = summarise_folds(results)
-    write_json(out / "crossval.json", {"folds": folds, "split_seed": config["split_seed"],
-                                       "seed": config["seed"], "per_fold": results, **summary})
-    for name, stats in summary["summary"].items():
-        _say(f"{len(results)} folds: test {name} {stats['mean']:.4f} ± {stats['std']:.4f} "
-             f"(min {stats['min']:.4f}, max {stats['max']:.4f})")
-    _say(f"cross-validation: {out / 'crossval.json'}")
-    return out
-
-
-def summarise_folds(results: dict[int, dict[str, float]]) -> dict[str, Any]:
-    """Mean, sample standard deviation, min and max of each metric over folds."""
-    names = sorted(set.intersection(*(set(r) for r in results.values())))
-    summary = {}
-    for name in names:
-        values = [r[name] for r in results.values()]
-        summary[name] = {"mean": statistics.fmean(values),
-                         "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                         "min": min(values), "max": max(values)}
-    return {"summary": summary}
 
 
 TASK = TextClassificationTask()
