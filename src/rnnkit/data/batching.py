@@ -1,0 +1,52 @@
+"""Batches of variable-length token sequences: grouped by length, padded, with true lengths."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+POOL = 50  # batches per pool of similar lengths (see LengthBuckets)
+
+
+class LengthBuckets(Sampler[list[int]]):
+    """Batches of sentences of similar lengths, so padding costs little.
+
+    Training: shuffle, cut into pools of ``POOL`` batches, sort each pool by length, cut
+    it into batches and shuffle the batches (draws from torch's seeded global generator).
+    Evaluation: one pass sorted by length.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool) -> None:
+        self.lengths, self.batch_size, self.shuffle = np.asarray(lengths), batch_size, shuffle
+
+    def _pools(self, order: np.ndarray) -> list[np.ndarray]:
+        size = self.batch_size * POOL if self.shuffle else len(order)
+        return [order[i:i + size] for i in range(0, len(order), size)]
+
+    def __iter__(self):
+        n = len(self.lengths)
+        order = torch.randperm(n).numpy() if self.shuffle else np.arange(n)
+        batches = []
+        for pool in self._pools(order):
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches += [pool[i:i + self.batch_size].tolist()
+                        for i in range(0, len(pool), self.batch_size)]
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches)).tolist()]
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return sum(math.ceil(len(p) / self.batch_size)
+                   for p in self._pools(np.arange(len(self.lengths))))
+
+
+def pad_batch(items: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(token ids, label) pairs -> tokens [B, T] padded with 0, lengths [B], labels [B]."""
+    lengths = torch.tensor([len(ids) for ids, _ in items])
+    tokens = torch.zeros(len(items), int(lengths.max()), dtype=torch.long)
+    for row, (ids, _) in enumerate(items):
+        tokens[row, :len(ids)] = torch.from_numpy(ids)
+    return tokens, lengths, torch.tensor([label for _, label in items])
