@@ -17,6 +17,9 @@ EPILOG = """examples:
   rnnkit predict runs/textclass/20261123-130000 "a gorgeous, witty film"
   rnnkit train lm                                character-level GRU on Shakespeare
   rnnkit generate runs/lm/20261123-120000 --prompt "ROMEO." --length 400 --seed 1
+  rnnkit train forecast                          GRU on AirPassengers, beside ETS and ARIMA
+  rnnkit train forecast --data msft --horizon 5  Microsoft's closing price, 5 days ahead
+  rnnkit forecast runs/forecast/20261123-160000 --horizon 24 --plot next.png
 """
 
 
@@ -50,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         own = sub.add_argument_group(f"{task.name} options")
         add_options(own, task.options, task.defaults)
         common = sub.add_argument_group("model and training options")
-        add_options(common, COMMON_OPTIONS, task.defaults)
+        add_options(common, COMMON_OPTIONS, task.defaults,
+                    getattr(task, "shown_defaults", None))
         run = sub.add_argument_group("run options")
         run.add_argument("--config", metavar="FILE", help="YAML or JSON file with any of the options "
                          "above (keys with - or _); command-line options override it")
@@ -118,7 +122,41 @@ def build_parser() -> argparse.ArgumentParser:
                           help="random seed, for a reproducible sample (default: none)")
     generate.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
                           help="which checkpoint (default: best)")
+    fc = commands.add_parser(
+        "forecast", help="forecast with a trained forecast run",
+        description="Forecast past the end of a forecast run's series (or, with --test, from "
+                    "the start of its test part), print the table, and optionally plot it "
+                    "or write it as CSV.")
+    fc.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by rnnkit train forecast")
+    fc.add_argument("--horizon", type=positive_int, default=None, metavar="H",
+                    help="steps to forecast (default: the run's horizon; with --test, the "
+                         "test part's length)")
+    fc.add_argument("--test", action="store_true",
+                    help="forecast from the first test step, beside the actual values")
+    fc.add_argument("--plot", metavar="PNG", help="draw history, forecast and intervals")
+    fc.add_argument("--csv", metavar="FILE", help="write the forecast table as CSV")
+    fc.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
+                    help="which checkpoint (default: best)")
     return parser
+
+
+def _forecast(args: argparse.Namespace, task: Any) -> None:
+    from rnnkit.tasks.forecast import forecast_frame, plot_frame
+    from rnnkit.training import runner
+
+    module, data, config = runner.load_trained(task, args.run_dir, args.checkpoint)
+    start = data.pipeline.test_start if args.test else None
+    horizon = args.horizon or (len(data.series) - data.pipeline.test_start if args.test
+                               else config["horizon"])
+    frame = forecast_frame(module, data, horizon, start, seed=config["seed"])
+    with __import__("pandas").option_context("display.max_rows", 200, "display.width", 120):
+        print(frame.to_string(float_format=lambda v: f"{v:.4g}"))
+    if args.csv:
+        frame.to_csv(args.csv, index_label="time" if data.series.index is not None else "step")
+        print(f"wrote {args.csv}")
+    if args.plot:
+        plot_frame(args.plot, data, frame, len(data.series) if start is None else start)
+        print(f"wrote {args.plot}")
 
 
 def _count(text: str) -> int:
@@ -171,7 +209,12 @@ def _run(args: argparse.Namespace) -> None:
     task = tasks.get(saved.get("task"))
     if task is None:
         raise ValueError(f"{args.run_dir}: unknown task {saved.get('task')!r} in config.json")
-    if args.command == "generate":
+    if args.command == "forecast":
+        if task.name != "forecast":
+            raise ValueError(f"{args.run_dir} is a {task.name!r} run; rnnkit forecast uses "
+                             "forecast runs (rnnkit train forecast)")
+        _forecast(args, task)
+    elif args.command == "generate":
         if task.name != "lm":
             raise ValueError(f"{args.run_dir} is a {task.name!r} run; rnnkit generate samples "
                              "from language-model runs (rnnkit train lm)")

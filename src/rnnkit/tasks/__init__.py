@@ -1,8 +1,8 @@
 """One module per application; each exposes task objects the runner and the CLI drive."""
 
-from rnnkit.tasks import lm, longrange, seqclass, textclass
+from rnnkit.tasks import forecast, lm, longrange, seqclass, textclass
 
-TASKS = {task.name: task for task in (seqclass.TASK, textclass.TASK, lm.TASK, longrange.ADDING,
-                                      longrange.COPY)}
+TASKS = {task.name: task for task in (seqclass.TASK, textclass.TASK, lm.TASK, forecast.TASK,
+                                      longrange.ADDING, longrange.COPY)}
 
 __all__ = ["TASKS"]

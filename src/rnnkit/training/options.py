@@ -119,13 +119,18 @@ _METAVARS = {positive_int: "N", int: "N", float: "X", probability: "P", non_nega
 
 
 def add_options(parser: argparse.ArgumentParser, options: Iterable[Option],
-                defaults: dict[str, Any]) -> None:
+                defaults: dict[str, Any], shown_defaults: dict[str, str] | None = None) -> None:
     """Add ``options`` to ``parser``; only options given on the command line land in the
-    namespace (the rest are filled by :func:`resolve`), so a config file can sit between."""
+    namespace (the rest are filled by :func:`resolve`), so a config file can sit between.
+    ``shown_defaults`` replaces the default shown in the help (a task whose defaults
+    depend on the data says so)."""
+    shown_defaults = shown_defaults or {}
     for opt in options:
         default = defaults.get(opt.key, opt.default)
         shown = "off" if opt.flag and default is False else ("on" if opt.flag else default)
-        if default is None:
+        if opt.key in shown_defaults:
+            help_text = f"{opt.help} (default: {shown_defaults[opt.key]})"
+        elif default is None:
             help_text = opt.help if "default" in opt.help else f"{opt.help} (default: none)"
         else:
             help_text = f"{opt.help} (default: {shown})"

@@ -1,0 +1,1 @@
+"""Forecasting: windows and scaling, baselines, metrics, plots, and the :class:`Forecaster` facade."""

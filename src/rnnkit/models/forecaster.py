@@ -1,0 +1,86 @@
+"""Sequence forecaster: a recurrent encoder over a window, then a direct multi-step head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.models.recurrent import build_initialised_encoder
+
+WINDOW_NORMS = ("last", "none")
+MIN_STD = 1e-3  # floor of the Gaussian head's standard deviation (standardised units)
+
+
+@dataclass
+class ForecasterConfig:
+    """Everything needed to rebuild a :class:`SequenceForecaster`."""
+
+    input_size: int  # columns per step: the target, then covariates
+    output_length: int  # target steps forecast at once
+    cell: str = "gru"
+    hidden: int = 32
+    layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    init: str = "torch"
+    forget_bias: float | None = 1.0
+    backend: str | None = None
+    zoneout: float = 0.0
+    recurrent_dropout: float = 0.0
+    window_norm: str = "last"  # subtract the window's last target value (and add it back)
+    probabilistic: bool = False  # Gaussian head: a mean and a standard deviation per step
+
+
+class SequenceForecaster(nn.Module):
+    """``[B, L, input_size]`` window -> the next ``output_length`` target values.
+
+    With ``window_norm="last"`` the target column of each window is shifted so that its
+    last value is 0, and the forecast shifted back: the network learns changes from the
+    last observation, which carries it past the range of levels seen in training.
+    With ``probabilistic`` it also returns a standard deviation per step
+    (``softplus`` of a second head, floored at :data:`MIN_STD`).
+    """
+
+    def __init__(self, config: ForecasterConfig) -> None:
+        super().__init__()
+        if config.window_norm not in WINDOW_NORMS:
+            raise ValueError(f"--window-norm: expected one of {', '.join(WINDOW_NORMS)}, "
+                             f"got {config.window_norm!r}")
+        self.config = config
+        self.encoder = build_initialised_encoder(config, config.input_size)
+        directions = 2 if config.bidirectional else 1
+        self.dropout = nn.Dropout(config.dropout)
+        outputs = config.output_length * (2 if config.probabilistic else 1)
+        self.head = nn.Linear(config.hidden * directions, outputs)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Returns the mean ``[B, K]`` and the standard deviation ``[B, K]`` (or None)."""
+        if x.dim() != 3 or x.shape[-1] != self.config.input_size:
+            raise ValueError(f"expected windows [batch, steps, {self.config.input_size}], "
+                             f"got {tuple(x.shape)}")
+        shift = None
+        if self.config.window_norm == "last":
+            shift = x[:, -1:, 0]  # [B, 1]
+            x = torch.cat([x[:, :, :1] - shift.unsqueeze(-1), x[:, :, 1:]], dim=-1)
+        _, state = self.encoder(x)
+        h_n = state[0] if isinstance(state, tuple) else state
+        directions = 2 if self.config.bidirectional else 1
+        last = torch.cat(list(h_n[-directions:]), dim=-1)
+        out = self.head(self.dropout(last))
+        k = self.config.output_length
+        mean, std = out[:, :k], None
+        if self.config.probabilistic:
+            std = F.softplus(out[:, k:]) + MIN_STD
+        if shift is not None:
+            mean = mean + shift
+        return mean, std
+
+    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """Mean squared error, or the Gaussian negative log-likelihood when probabilistic."""
+        mean, std = self(x)
+        if std is None:
+            return F.mse_loss(mean, y)
+        return F.gaussian_nll_loss(mean, y, std.pow(2), full=True)

@@ -1,0 +1,109 @@
+"""The forecast task end to end: the Forecaster facade, the CLI, and what training sees."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rnnkit import Forecaster
+from rnnkit.cli import main
+
+QUICK = {"hidden": 16, "epochs": 40, "batch_size": 16, "lr": 1e-2, "baselines": "naive"}
+
+
+def sine(n=240, period=24):
+    t = np.arange(n)
+    index = pd.date_range("2001-01-01", periods=n, freq="h")
+    return pd.Series(np.sin(2 * np.pi * t / period), index=index, name="signal")
+
+
+def test_a_small_model_forecasts_a_sine_nearly_exactly(tmp_path):
+    series = sine()
+    model = Forecaster(horizon=12, input_length=24, output_length=12, test_size=24,
+                       val_size=24, out=tmp_path, hidden=16, epochs=40, lr=1e-2,
+                       batch_size=16, window_norm="none", seed=0).fit(series)
+    test_mae = model.metrics["forecast"]["model"]["mae"]
+    assert test_mae < 0.05, test_mae  # amplitude 1; naive scores about 0.6 here
+    assert model.metrics["forecast"]["baselines"]["naive"]["mae"] > 0.4
+    ahead = model.predict(30)  # past the end: two and a half rollouts of 12
+    assert list(ahead.index[:2]) == list(pd.date_range("2001-01-11", periods=2, freq="h"))
+    truth = np.sin(2 * np.pi * np.arange(240, 270) / 24)
+    assert np.max(np.abs(ahead["forecast"].to_numpy() - truth)) < 0.15
+    again = Forecaster.from_run(model.run_dir).predict(30)
+    np.testing.assert_allclose(again["forecast"], ahead["forecast"])
+
+
+def test_training_never_sees_the_validation_or_test_targets(tmp_path):
+    """Two runs on series that differ only after the training part end with the same
+    weights: no statistic or window of training reaches past it."""
+    base = sine(200).to_numpy() + np.random.default_rng(0).normal(0, 0.1, 200) + 3
+    other = base.copy()
+    other[150:] = np.random.default_rng(1).permutation(other[150:]) * 5
+    options = {**QUICK, "horizon": 6, "input_length": 12, "test_size": 25, "val_size": 25,
+               "epochs": 3, "seed": 3}
+    a = Forecaster(out=tmp_path / "a", **options).fit(base)
+    b = Forecaster(out=tmp_path / "b", **options).fit(other)
+    last_a = torch.load(a.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    last_b = torch.load(b.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    for key, value in last_a["state_dict"].items():
+        torch.testing.assert_close(value, last_b["state_dict"][key], rtol=0, atol=0)
+    pa, pb = (json.loads((r.run_dir / "pipeline.json").read_text()) for r in (a, b))
+    assert pa["mean"] == pb["mean"] and pa["std"] == pb["std"]
+
+
+def test_probabilistic_intervals_cover_gaussian_noise(tmp_path):
+    rng = np.random.default_rng(0)
+    values = 10 + np.sin(np.arange(400) * 2 * np.pi / 20) + rng.normal(0, 0.3, 400)
+    model = Forecaster(horizon=1, input_length=20, test_size=100, val_size=60,
+                       probabilistic=True, out=tmp_path, **QUICK, seed=0).fit(values)
+    report = model.metrics["forecast"]
+    assert list(report["baselines"]) == ["naive"]
+    coverage = report["intervals"]["80%"]["coverage"]
+    assert 0.65 <= coverage <= 0.95, coverage
+    assert report["intervals"]["95%"]["coverage"] >= coverage
+    ahead = model.predict(3)
+    assert (ahead["lower_95"] <= ahead["lower_80"]).all()
+    assert (ahead["lower_80"] <= ahead["forecast"]).all()
+    assert (ahead["forecast"] <= ahead["upper_80"]).all()
+
+
+def test_cli_trains_on_a_csv_and_forecasts(tmp_path, capsys):
+    series = sine(160, period=12)
+    csv = tmp_path / "s.csv"
+    series.rename_axis("when").to_csv(csv)
+    run = tmp_path / "run"
+    code = main(["train", "forecast", "--data", f"csv:{csv}", "--time-col", "when",
+                 "--target", "signal", "--horizon", "4", "--test-size", "20", "--val-size",
+                 "20", "--hidden", "8", "--epochs", "2", "--baselines", "naive,seasonal_naive",
+                 "--season", "12", "--out", str(run)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "test: 17 origin(s), 4 step(s) ahead" in out and "seasonal_naive" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["forecast"]["origins"] == 17 and len(metrics["forecast"]["mae_by_step"]) == 4
+    assert (run / "plots" / "test_forecast.png").is_file()
+    code = main(["forecast", str(run), "--horizon", "5", "--csv", str(tmp_path / "f.csv"),
+                 "--plot", str(tmp_path / "f.png")])
+    assert code == 0
+    table = pd.read_csv(tmp_path / "f.csv")
+    assert list(table.columns) == ["time", "forecast"] and len(table) == 5
+    assert table["time"][0] == "2001-01-07 16:00:00"
+    assert (tmp_path / "f.png").is_file()
+    assert main(["forecast", str(run), "--test"]) == 0
+    assert "actual" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    csv = tmp_path / "s.csv"
+    csv.write_text("t,y\n" + "\n".join(f"{i},{i % 7}" for i in range(40)) + "\n")
+    assert main(["train", "forecast", "--data", f"csv:{csv}", "--target", "z"]) == 2
+    assert "--target: no column 'z'" in capsys.readouterr().err
+    assert main(["train", "forecast", "--data", f"csv:{csv}", "--target", "y",
+                 "--horizon", "50", "--test-size", "10"]) == 2
+    assert "--horizon: 50 steps do not fit in the test part (--test-size 10)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown option"):
+        Forecaster(hiden=3)
+    with pytest.raises(ValueError, match="baselines"):
+        Forecaster(baselines=["naive", "prophet"]).fit(np.arange(100.0))
