@@ -20,6 +20,7 @@ EPILOG = """examples:
   rnnkit train forecast                          GRU on AirPassengers, beside ETS and ARIMA
   rnnkit train forecast --data msft --horizon 5  Microsoft's closing price, 5 days ahead
   rnnkit forecast runs/forecast/20261123-160000 --horizon 24 --plot next.png
+  rnnkit export runs/seqclass/20261123-101500 --format onnx --output digits.onnx
 """
 
 
@@ -137,7 +138,37 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--csv", metavar="FILE", help="write the forecast table as CSV")
     fc.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
                     help="which checkpoint (default: best)")
+    export = commands.add_parser(
+        "export", help="write a trained network as ONNX, TorchScript or safetensors",
+        description="Export a run's network. ONNX and TorchScript keep batch and sequence "
+                    "length dynamic and are checked against PyTorch on inputs of other "
+                    "shapes; safetensors holds the weights and a JSON config that "
+                    "rnnkit.export.load_safetensors reads without pickle.")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by rnnkit train")
+    export.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"),
+                        help="the file format")
+    export.add_argument("--output", required=True, metavar="PATH", help="the file to write")
+    export.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
+                        help="which checkpoint (default: best)")
     return parser
+
+
+def _export(args: argparse.Namespace) -> None:
+    from rnnkit.export import export_run
+
+    report = export_run(args.run_dir, args.format, args.output, args.checkpoint)
+    print(f"wrote {report['output']} ({report['format']})")
+    if report.get("inputs"):
+        print(f"inputs: {', '.join(report['inputs'])}; outputs: {', '.join(report['outputs'])} "
+              "(batch and steps dynamic)")
+    if report.get("max_abs_diff") is None:
+        print(report.get("note", "not checked"))
+    elif report.get("checked_shapes"):
+        shapes = ", ".join(f"{b}x{t}" for b, t in report["checked_shapes"])
+        print(f"checked against PyTorch on batch x steps {shapes}: max |difference| "
+              f"{report['max_abs_diff']:.2e}")
+    else:
+        print(f"reloaded without pickle: max |weight difference| {report['max_abs_diff']:.2e}")
 
 
 def _forecast(args: argparse.Namespace, task: Any) -> None:
@@ -204,6 +235,9 @@ def _run(args: argparse.Namespace) -> None:
             cross_validate(task, config)
             return
         runner.train(task, config, resume=args.resume)
+        return
+    if args.command == "export":
+        _export(args)
         return
     saved = read_run_config(args.run_dir)
     task = tasks.get(saved.get("task"))
