@@ -229,6 +229,8 @@ def _run(args: argparse.Namespace) -> None:
                  if k not in ("command", "task", "config", "resume")}
         from_file = load_config_file(args.config) if args.config else {}
         config = resolve([*task.options, *COMMON_OPTIONS], task.defaults, given, from_file)
+        if args.resume is not None:  # only what was asked for may change the saved run
+            config = {k: v for k, v in config.items() if k in given or k in from_file}
         if task.name == "textclass" and config["folds"] and args.resume is None:
             from rnnkit.training.crossval import cross_validate
 

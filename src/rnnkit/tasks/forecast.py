@@ -30,6 +30,7 @@ from rnnkit.models.forecaster import WINDOW_NORMS, ForecasterConfig, SequenceFor
 from rnnkit.training.module import TrainingModule
 from rnnkit.training.options import Option, positive_int
 from rnnkit.training.run_folder import write_json
+from rnnkit.training.sampling import epoch_shuffled
 
 log = logging.getLogger("rnnkit")
 
@@ -163,7 +164,9 @@ class ForecastData(L.LightningDataModule):
                 **{f"{s}_windows": len(p.origins(s)) for s in ("train", "validation", "test")}}
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset("train"), batch_size=self.config["batch_size"], shuffle=True)
+        dataset = self.dataset("train")
+        return DataLoader(dataset, batch_size=self.config["batch_size"],
+                          sampler=epoch_shuffled(dataset, self.config["seed"]))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset("validation"), batch_size=1024)

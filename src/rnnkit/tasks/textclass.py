@@ -129,8 +129,8 @@ class TextClassData(L.LightningDataModule):
         items = [(self.encoded[i], int(self.targets[i])) for i in idx]
         lengths = np.array([len(ids) for ids, _ in items])
         size = self.batch_size if split == "train" else 256
-        return DataLoader(items, batch_sampler=LengthBuckets(lengths, size, split == "train"),
-                          collate_fn=pad_batch)
+        buckets = LengthBuckets(lengths, size, split == "train", self.config["seed"])
+        return DataLoader(items, batch_sampler=buckets, collate_fn=pad_batch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -19,11 +19,16 @@ from pathlib import Path
 from typing import Any
 
 
-def new_run_dir(task: str, out: str | None) -> Path:
-    """``out`` if given (created; must be empty or new), else ``runs/<task>/<timestamp>``."""
+def new_run_dir(task: str, out: str | None, shared: bool = False) -> Path:
+    """``out`` if given (created; must be empty or new), else ``runs/<task>/<timestamp>``.
+    With ``shared`` (a run whose processes start together, under torchrun), ``out`` may
+    already hold what the other processes wrote, as long as it is not a run yet (no
+    ``config.json``)."""
     if out is not None:
         path = Path(out)
-        if path.exists() and any(path.iterdir()):
+        busy = path.exists() and ((path / "config.json").exists() if shared
+                                  else any(path.iterdir()))
+        if busy:
             raise ValueError(f"--out: {path} exists and is not empty; choose a new folder, or "
                              f"continue that run with --resume {path}")
     else:
@@ -40,7 +45,7 @@ def new_run_dir(task: str, out: str | None) -> Path:
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON atomically: a temporary file, then a rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process (DDP)
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
 

@@ -9,6 +9,7 @@ testing the best checkpoint, ``metrics.json``, learning curves.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -55,14 +56,42 @@ class Task(Protocol):
     # weights into a new run (never on resume, where the checkpoint holds the weights).
 
 
+RUN_DIR_ENV = "RNNKIT_RUN_DIR"
+
+
+def process_rank() -> int:
+    """This process's global rank in a distributed run (0 when there is none). Lightning's
+    DDP launcher sets ``LOCAL_RANK`` and ``NODE_RANK`` for the processes it starts;
+    torchrun sets ``RANK``."""
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+        value = os.environ.get(name)
+        if value and int(value) > 0:
+            return int(value)
+    return 0
+
+
+def _shared_run_dir(config: dict[str, Any]) -> Path:
+    """The run folder of a process other than rank 0: the one rank 0 made (when rank 0
+    started this process) or ``--out`` (every machine of a multi-machine run)."""
+    where = os.environ.get(RUN_DIR_ENV) or config.get("out")
+    if not where:
+        raise ValueError("--out: a distributed run started by torchrun needs --out with the "
+                         "same folder on every machine, so that all processes agree on it")
+    path = Path(where)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _say(message: str) -> None:
     """Report to the user through logging (the CLI shows the ``rnnkit`` logger on stdout)."""
     log.info(message)
 
 
 def train(task: Task, config: dict[str, Any], resume: str | Path | None = None) -> Path:
-    """Train (or resume) a run; returns its folder. ``config`` is fully resolved."""
+    """Train (or resume) a run; returns its folder. ``config`` is fully resolved for a new
+    run; on resume it holds only the options given again (``RESUMABLE`` ones take effect)."""
     quiet_lightning()
+    secondary = process_rank() > 0
     if resume is not None:
         run_dir = Path(resume)
         saved = run_config(task, run_dir)
@@ -79,17 +108,24 @@ def train(task: Task, config: dict[str, Any], resume: str | Path | None = None) 
     else:
         if hasattr(task, "prepare"):
             config = task.prepare(config)
-        run_dir = new_run_dir(task.name, config.get("out"))
+        if secondary:
+            run_dir = _shared_run_dir(config)
+        else:
+            started_together = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun
+            run_dir = new_run_dir(task.name, config.get("out"), shared=started_together)
         config = {**config, "task": task.name}
         last = None
-    write_json(run_dir / "config.json", config)
+    if not secondary:
+        write_json(run_dir / "config.json", config)
+    # the processes Lightning starts for DDP inherit the environment: the same folder
+    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     L.seed_everything(config["seed"], workers=True, verbose=False)
     try:
         module, data = task.build(config, run_dir)
         if last is None and hasattr(task, "initialise"):
             task.initialise(module, data, config, run_dir)
     except Exception:
-        if last is None:  # nothing trained yet: leave no half-made run folder behind
+        if last is None and not secondary:  # nothing trained yet: leave no half-made folder
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     trainer = build_trainer(config, run_dir, task.monitor, task.mode)

@@ -112,6 +112,10 @@ def build_trainer(config: dict[str, Any], run_dir: Path, monitor: str, mode: str
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress,
         enable_model_summary=False,
+        # the tasks shard their own training data (rnnkit.training.sampling, LengthBuckets)
+        # so that N processes follow one process's global batches; every process
+        # evaluates the whole validation and test sets, which keeps their metrics exact
+        use_distributed_sampler=False,
         log_every_n_steps=10,
         default_root_dir=run_dir,
     )
