@@ -21,6 +21,7 @@ EPILOG = """examples:
   rnnkit train forecast --data msft --horizon 5  Microsoft's closing price, 5 days ahead
   rnnkit forecast runs/forecast/20261123-160000 --horizon 24 --plot next.png
   rnnkit export runs/seqclass/20261123-101500 --format onnx --output digits.onnx
+  rnnkit serve runs/textclass/20261123-130000 --port 8000
 """
 
 
@@ -150,6 +151,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, metavar="PATH", help="the file to write")
     export.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
                         help="which checkpoint (default: best)")
+    serve = commands.add_parser(
+        "serve", help="serve a trained run over HTTP (JSON)",
+        description="Serve a run: POST /predict (textclass, seqclass), /generate (lm, "
+                    "streaming with \"stream\": true), /forecast (forecast); GET /health. "
+                    "Needs pip install 'rnnkit[serve]'.")
+    serve.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by rnnkit train")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=positive_int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--max-batch", type=positive_int, default=64, metavar="N",
+                       help="most inputs of concurrent requests run together (default: 64)")
+    serve.add_argument("--max-wait-ms", type=non_negative, default=5.0, metavar="MS",
+                       help="how long a batch waits for more requests (default: 5)")
+    serve.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
+                       help="which checkpoint (default: best)")
     return parser
 
 
@@ -240,6 +256,18 @@ def _run(args: argparse.Namespace) -> None:
         return
     if args.command == "export":
         _export(args)
+        return
+    if args.command == "serve":
+        try:
+            import fastapi  # noqa: F401
+            import uvicorn  # noqa: F401
+
+            from rnnkit.serving import serve
+        except ImportError:
+            raise ValueError("rnnkit serve needs FastAPI and uvicorn: pip install "
+                             "'rnnkit[serve]'") from None
+        serve(args.run_dir, args.host, args.port, args.checkpoint, args.max_batch,
+              args.max_wait_ms)
         return
     saved = read_run_config(args.run_dir)
     task = tasks.get(saved.get("task"))

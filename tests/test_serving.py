@@ -1,0 +1,149 @@
+"""The HTTP server on localhost: concurrent requests answered correctly and batched, bad
+requests refused with a 4xx and a message while the server keeps serving."""
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from rnnkit.cli import main
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+
+WORDS = {"pos": ["wonderful", "brilliant", "funny"], "neg": ["dull", "awful", "boring"]}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    import random
+
+    rng = random.Random(0)
+    rows = ["text,label"]
+    for _ in range(300):
+        label = rng.choice(["pos", "neg"])
+        words = [rng.choice(["the", "film", "is", "a", "plot"]) for _ in range(rng.randint(2, 8))]
+        words.insert(rng.randint(0, len(words)), rng.choice(WORDS[label]))
+        rows.append(f"{' '.join(words)},{label}")
+    data = tmp_path_factory.mktemp("data") / "t.csv"
+    data.write_text("\n".join(rows) + "\n")
+    out = tmp_path_factory.mktemp("run") / "tc"
+    assert main(["train", "textclass", "--data", f"csv:{data}", "--text-col", "text",
+                 "--label-col", "label", "--hidden", "8", "--embedding", "8", "--epochs", "4",
+                 "--lr", "0.02", "--min-freq", "1", "--no-progress", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(run):
+    from rnnkit.serving import build_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = build_app(run, max_batch=32, max_wait_ms=20)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    instance = uvicorn.Server(config)
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not instance.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert instance.started
+    yield f"http://127.0.0.1:{port}", app
+    instance.should_exit = True
+    thread.join(timeout=15)
+    assert not thread.is_alive()  # graceful shutdown finished
+
+
+def _post(url, body, raw=False):
+    data = body if raw else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _direct(run, texts):
+    from rnnkit.tasks import TASKS
+    from rnnkit.training import runner
+
+    task = TASKS["textclass"]
+    module, data, _ = runner.load_trained(task, run)
+    return [task.predict(module, data, t)[0]["label"] for t in texts]
+
+
+def test_concurrent_requests_are_answered_correctly_and_batched(server, run):
+    url, app = server
+    texts = [f"the film is {w}" for w in ("wonderful", "dull", "funny", "awful")] * 15
+    expected = _direct(run, texts)
+    before = app.state.batcher.batches
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(lambda t: _post(f"{url}/predict", {"texts": [t]}), texts))
+    elapsed = time.perf_counter() - started
+    assert elapsed < 30
+    assert all(status == 200 for status, _ in answers)
+    assert [body["predictions"][0]["label"] for _, body in answers] == expected
+    assert app.state.batcher.batches - before < len(texts)  # some requests shared a pass
+    status, body = _post(f"{url}/predict", {"texts": texts[:3], "top": 1})
+    assert status == 200 and len(body["predictions"]) == 3
+    assert len(body["predictions"][0]["probabilities"]) == 1
+    with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
+        assert json.loads(response.read())["task"] == "textclass"
+
+
+@pytest.mark.parametrize("body,status,message", [
+    (b"{not json", 422, "JSON decode error"),
+    (json.dumps({"texts": "a string"}).encode(), 422, "valid list"),
+    (json.dumps({"texts": [3]}).encode(), 422, "valid string"),
+    (json.dumps({"texts": []}).encode(), 422, "at least 1"),
+    (json.dumps({"texts": ["   "]}).encode(), 422, "empty text"),
+    (json.dumps({"texts": ["x" * 10_001]}).encode(), 413, "over the limit"),
+    (json.dumps({"texts": ["a"] * 257}).encode(), 413, "texts: 257"),
+], ids=["malformed-json", "string-not-list", "number-not-string", "empty-list", "blank-text",
+        "text-too-long", "too-many-texts"])
+def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(server, body, status,
+                                                                           message):
+    url, _ = server
+    got, answer = _post(f"{url}/predict", body, raw=True)
+    assert got == status
+    assert message in json.dumps(answer)
+    ok, _ = _post(f"{url}/predict", {"texts": ["a wonderful film"]})
+    assert ok == 200
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(server):
+    """Only the headers are sent: the server answers 413 from the declared length."""
+    url, _ = server
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 5000000\r\n\r\n")
+        reply = b""
+        while b"}" not in reply:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413")
+    assert "over the limit" in json.loads(body)["detail"]
+    assert _post(f"{url}/predict", {"texts": ["a dull film"]})[0] == 200
+
+
+def test_serve_refuses_tasks_without_an_endpoint(tmp_path):
+    from rnnkit.serving import build_app
+
+    (tmp_path / "config.json").write_text(json.dumps({"task": "adding"}))
+    with pytest.raises(ValueError, match="no serving endpoint"):
+        build_app(tmp_path)
+    torch.set_grad_enabled(True)
