@@ -13,12 +13,13 @@ from rnnkit.models.language_model import LanguageModel, LanguageModelConfig
 ort = pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture(scope="module")
-def trained_lstm(tmp_path_factory):
-    """A stacked bidirectional LSTM classifier trained for an epoch on the digits."""
-    run = tmp_path_factory.mktemp("runs") / "lstm"
+@pytest.fixture(scope="module", params=["lstm", "gru"])
+def trained(request, tmp_path_factory):
+    """A stacked bidirectional classifier trained for an epoch on the digits."""
+    run = tmp_path_factory.mktemp("runs") / request.param
     assert main(["train", "seqclass", "--data", "digits", "--epochs", "1", "--layers", "2",
-                 "--bidirectional", "--hidden", "16", "--out", str(run)]) == 0
+                 "--bidirectional", "--hidden", "16", "--cell", request.param, "--no-progress",
+                 "--out", str(run)]) == 0
     return run
 
 
@@ -27,16 +28,16 @@ def _onnx_outputs(path, name, x):
     return session.run(None, {name: x.numpy()})
 
 
-def test_onnx_of_a_trained_lstm_matches_on_other_batches_and_lengths(trained_lstm, tmp_path,
-                                                                      capsys):
+def test_onnx_of_a_trained_network_matches_on_other_batches_and_lengths(trained, tmp_path,
+                                                                        capsys):
     from rnnkit.tasks import TASKS
     from rnnkit.training import runner
 
     out = tmp_path / "digits.onnx"
-    assert main(["export", str(trained_lstm), "--format", "onnx", "--output", str(out)]) == 0
+    assert main(["export", str(trained), "--format", "onnx", "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "max |difference|" in printed
-    module, _, _ = runner.load_trained(TASKS["seqclass"], trained_lstm)
+    module, _, _ = runner.load_trained(TASKS["seqclass"], trained)
     for batch, steps in ((1, 3), (5, 8), (4, 31)):  # exported at 2 x 9
         x = torch.rand(batch, steps, 8)
         with torch.no_grad():

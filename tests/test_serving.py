@@ -140,6 +140,76 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(server):
     assert _post(f"{url}/predict", {"texts": ["a dull film"]})[0] == 200
 
 
+def _start(app):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                             log_level="warning"))
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not instance.started and time.time() < deadline:
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port}", instance, thread
+
+
+def test_generate_streams_the_same_text_it_returns_whole(tmp_path):
+    from rnnkit.serving import build_app
+    from rnnkit.tasks.lm import TextGenerator
+
+    corpus = tmp_path / "play.txt"
+    corpus.write_text("ROMEO.\nSweet love, fair night.\n\nJULIET.\nThou light of heaven!\n\n" * 80)
+    run = tmp_path / "lm"
+    assert main(["train", "lm", "--data", f"text:{corpus}", "--hidden", "16", "--embedding", "8",
+                 "--batch-size", "4", "--bptt", "20", "--epochs", "1", "--eval-streams", "2",
+                 "--no-progress", "--out", str(run)]) == 0
+    url, instance, thread = _start(build_app(run))
+    try:
+        body = {"prompt": "ROMEO.", "length": 60, "temperature": 0.8, "seed": 3}
+        status, whole = _post(f"{url}/generate", body)
+        assert status == 200
+        request = urllib.request.Request(f"{url}/generate",
+                                         data=json.dumps({**body, "stream": True}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.headers.get("transfer-encoding") == "chunked"
+            chunks = []
+            while chunk := response.read1(64):
+                chunks.append(chunk.decode())
+        streamed = "".join(chunks)
+        expected = "".join(TextGenerator.from_run(run).stream("ROMEO.", 60, 0.8, None, 3))
+        assert whole["text"] == streamed == expected and len(expected) == 60
+        assert _post(f"{url}/generate", {"length": 10**6})[0] == 413
+        assert _post(f"{url}/generate", {"temperature": "hot"})[0] == 422
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=15)
+
+
+def test_forecast_endpoint_matches_the_command(tmp_path):
+    from rnnkit.serving import build_app
+
+    csv = tmp_path / "s.csv"
+    csv.write_text("y\n" + "\n".join(f"{3 + (i % 12) / 10:.2f}" for i in range(120)) + "\n")
+    run = tmp_path / "fc"
+    assert main(["train", "forecast", "--data", f"csv:{csv}", "--target", "y", "--horizon", "3",
+                 "--hidden", "8", "--epochs", "2", "--baselines", "naive", "--no-progress",
+                 "--out", str(run)]) == 0
+    from rnnkit import Forecaster
+
+    expected = Forecaster.from_run(run).predict(5)["forecast"].tolist()
+    url, instance, thread = _start(build_app(run))
+    try:
+        status, body = _post(f"{url}/forecast", {"horizon": 5})
+        assert status == 200
+        assert [row["forecast"] for row in body["forecast"]] == pytest.approx(expected)
+        assert _post(f"{url}/forecast", {"horizon": 0})[0] == 422
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=15)
+
+
 def test_serve_refuses_tasks_without_an_endpoint(tmp_path):
     from rnnkit.serving import build_app
 
