@@ -40,23 +40,28 @@ def run(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def server(run):
-    from rnnkit.serving import build_app
-
+def _start(app):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = build_app(run, max_batch=32, max_wait_ms=20)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    instance = uvicorn.Server(config)
+    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                             log_level="warning"))
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not instance.started and time.time() < deadline:
         time.sleep(0.05)
+    return f"http://127.0.0.1:{port}", instance, thread
+
+
+@pytest.fixture(scope="module")
+def server(run):
+    from rnnkit.serving import build_app
+
+    app = build_app(run, max_batch=32, max_wait_ms=20)
+    url, instance, thread = _start(app)
     assert instance.started
-    yield f"http://127.0.0.1:{port}", app
+    yield url, app
     instance.should_exit = True
     thread.join(timeout=15)
     assert not thread.is_alive()  # graceful shutdown finished
@@ -138,20 +143,6 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(server):
     assert head.startswith(b"HTTP/1.1 413")
     assert "over the limit" in json.loads(body)["detail"]
     assert _post(f"{url}/predict", {"texts": ["a dull film"]})[0] == 200
-
-
-def _start(app):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                             log_level="warning"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not instance.started and time.time() < deadline:
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", instance, thread
 
 
 def test_generate_streams_the_same_text_it_returns_whole(tmp_path):
