@@ -89,9 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained run",
                                    description="Evaluate a trained run on its test (or validation) split.")
-    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by rnnkit train")
-    evaluate.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
-                          help="which checkpoint (default: best)")
+    _run_dir_argument(evaluate, "rnnkit train")
+    _checkpoint_option(evaluate)
     evaluate.add_argument("--split", default="test", choices=("test", "validation"),
                           help="which split (default: test)")
 
@@ -100,10 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                                               "image file (PNG/JPEG), a .npy array or an IDX file; "
                                               "for textclass, a sentence in quotes, or - to read "
                                               "one sentence per line from stdin.")
-    predict.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by rnnkit train")
+    _run_dir_argument(predict, "rnnkit train")
     predict.add_argument("input", metavar="INPUT", help="what to predict on")
-    predict.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
-                         help="which checkpoint (default: best)")
+    _checkpoint_option(predict)
     predict.add_argument("--top", type=int, default=3, help="classes to show (default: 3)")
 
     generate = commands.add_parser(
@@ -112,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "printing each token as it is sampled. Prompt characters (or words) "
                     "missing from the run's vocabulary are read as <unk>, with a notice on "
                     "stderr; an empty prompt starts at the beginning of a line.")
-    generate.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by rnnkit train lm")
+    _run_dir_argument(generate, "rnnkit train lm")
     generate.add_argument("--prompt", default="", help="text to continue (default: empty)")
     generate.add_argument("--length", type=_count, default=500, metavar="N",
                           help="tokens to generate (default: 500)")
@@ -122,14 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="sample among the K most likely tokens only (default: all)")
     generate.add_argument("--seed", type=int, default=None, metavar="S",
                           help="random seed, for a reproducible sample (default: none)")
-    generate.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
-                          help="which checkpoint (default: best)")
+    _checkpoint_option(generate)
     fc = commands.add_parser(
         "forecast", help="forecast with a trained forecast run",
         description="Forecast past the end of a forecast run's series (or, with --test, from "
                     "the start of its test part), print the table, and optionally plot it "
                     "or write it as CSV.")
-    fc.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by rnnkit train forecast")
+    _run_dir_argument(fc, "rnnkit train forecast")
     fc.add_argument("--horizon", type=positive_int, default=None, metavar="H",
                     help="steps to forecast (default: the run's horizon; with --test, the "
                          "test part's length)")
@@ -137,26 +134,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="forecast from the first test step, beside the actual values")
     fc.add_argument("--plot", metavar="PNG", help="draw history, forecast and intervals")
     fc.add_argument("--csv", metavar="FILE", help="write the forecast table as CSV")
-    fc.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
-                    help="which checkpoint (default: best)")
+    _checkpoint_option(fc)
     export = commands.add_parser(
         "export", help="write a trained network as ONNX, TorchScript or safetensors",
         description="Export a run's network. ONNX and TorchScript keep batch and sequence "
                     "length dynamic and are checked against PyTorch on inputs of other "
                     "shapes; safetensors holds the weights and a JSON config that "
                     "rnnkit.export.load_safetensors reads without pickle.")
-    export.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by rnnkit train")
+    _run_dir_argument(export, "rnnkit train")
     export.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"),
                         help="the file format")
     export.add_argument("--output", required=True, metavar="PATH", help="the file to write")
-    export.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
-                        help="which checkpoint (default: best)")
+    _checkpoint_option(export)
     serve = commands.add_parser(
         "serve", help="serve a trained run over HTTP (JSON)",
         description="Serve a run: POST /predict (textclass, seqclass), /generate (lm, "
                     "streaming with \"stream\": true), /forecast (forecast); GET /health. "
                     "Needs pip install 'rnnkit[serve]'.")
-    serve.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by rnnkit train")
+    _run_dir_argument(serve, "rnnkit train")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=positive_int, default=8000, help="port (default: 8000)")
@@ -164,8 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="most inputs of concurrent requests run together (default: 64)")
     serve.add_argument("--max-wait-ms", type=non_negative, default=5.0, metavar="MS",
                        help="how long a batch waits for more requests (default: 5)")
-    serve.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
-                       help="which checkpoint (default: best)")
+    _checkpoint_option(serve)
     return parser
 
 
@@ -204,6 +198,15 @@ def _forecast(args: argparse.Namespace, task: Any) -> None:
     if args.plot:
         plot_frame(args.plot, data, frame, len(data.series) if start is None else start)
         print(f"wrote {args.plot}")
+
+
+def _run_dir_argument(parser: argparse.ArgumentParser, written_by: str) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help=f"a run folder written by {written_by}")
+
+
+def _checkpoint_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
+                        help="which checkpoint (default: best)")
 
 
 def _count(text: str) -> int:
