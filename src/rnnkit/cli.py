@@ -20,6 +20,8 @@ EPILOG = """examples:
   rnnkit train forecast                          GRU on AirPassengers, beside ETS and ARIMA
   rnnkit train forecast --data msft --horizon 5  Microsoft's closing price, 5 days ahead
   rnnkit forecast runs/forecast/20261123-160000 --horizon 24 --plot next.png
+  rnnkit train translate --data de-en           German to English with attention, BLEU
+  rnnkit translate runs/translate/20261123-170000 "Wo ist der Bahnhof?" --show-attention a.png
   rnnkit export runs/seqclass/20261123-101500 --format onnx --output digits.onnx
   rnnkit serve runs/textclass/20261123-130000 --port 8000
 """
@@ -135,6 +137,23 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--plot", metavar="PNG", help="draw history, forecast and intervals")
     fc.add_argument("--csv", metavar="FILE", help="write the forecast table as CSV")
     _checkpoint_option(fc)
+    tr = commands.add_parser(
+        "translate", help="translate sentences with a trained translate run",
+        description="Translate sentences with a run of rnnkit train translate, one output line "
+                    "per input sentence. An empty sentence gives an empty line; a sentence "
+                    "longer than the run's --max-tokens is cut to its first --max-tokens "
+                    "tokens, with a note on stderr, as are words the run never saw (read as "
+                    "<unk>).")
+    _run_dir_argument(tr, "rnnkit train translate")
+    tr.add_argument("sentences", nargs="*", metavar="SENTENCE",
+                    help="sentences to translate (quote each); - reads one per line from stdin")
+    tr.add_argument("--file", metavar="PATH", help="translate every line of a UTF-8 text file")
+    tr.add_argument("--beam", type=positive_int, default=None, metavar="K",
+                    help="beam size; 1 is greedy (default: the run's --beam, 5)")
+    tr.add_argument("--show-attention", metavar="PNG",
+                    help="draw the attention matrix of the translation (several sentences: "
+                         "PNG-1.png, PNG-2.png, ...)")
+    _checkpoint_option(tr)
     export = commands.add_parser(
         "export", help="write a trained network as ONNX, TorchScript or safetensors",
         description="Export a run's network. ONNX and TorchScript keep batch and sequence "
@@ -198,6 +217,49 @@ def _forecast(args: argparse.Namespace, task: Any) -> None:
     if args.plot:
         plot_frame(args.plot, data, frame, len(data.series) if start is None else start)
         print(f"wrote {args.plot}")
+
+
+def _translate(args: argparse.Namespace) -> None:
+    """Translations to stdout, one line each; notes about the input to stderr."""
+    from pathlib import Path
+
+    from rnnkit.tasks.translate import SentenceTranslator, plot_attention
+
+    sentences = list(args.sentences)
+    if sentences == ["-"]:
+        sentences = [line.rstrip("\n") for line in sys.stdin]
+    elif "-" in sentences:
+        raise ValueError("SENTENCE: - (read stdin) must be the only sentence")
+    if args.file:
+        try:
+            sentences += Path(args.file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--file: cannot read {args.file} as UTF-8 text ({exc})") from None
+    if not sentences:
+        raise ValueError("SENTENCE: expected a sentence to translate, - for stdin, or --file")
+    translator = SentenceTranslator.from_run(args.run_dir, args.checkpoint)
+    results = translator.translate(sentences, args.beam)
+    known = translator.data.source_vocab.index
+    for number, item in enumerate(results, 1):
+        where = f"sentence {number}: " if len(results) > 1 else ""
+        if item.truncated:
+            print(f"rnnkit: note: {where}{item.truncated} tokens past the run's --max-tokens "
+                  f"{translator.config['max_tokens']} were cut off", file=sys.stderr)
+        unknown = list(dict.fromkeys(t for t in item.source_tokens if t not in known))
+        if unknown:
+            print(f"rnnkit: note: {where}not in the run's vocabulary, read as <unk>: "
+                  f"{', '.join(repr(t) for t in unknown[:10])}", file=sys.stderr)
+        print(item.text)
+    if args.show_attention:
+        base = Path(args.show_attention)
+        for number, item in enumerate(results, 1):
+            path = base if len(results) == 1 else base.with_name(
+                f"{base.stem}-{number}{base.suffix or '.png'}")
+            if item.tokens:
+                plot_attention(path, item)
+                print(f"wrote {path}", file=sys.stderr)
+            elif len(results) == 1:
+                plot_attention(path, item)  # explains why there is nothing to draw
 
 
 def _run_dir_argument(parser: argparse.ArgumentParser, written_by: str) -> None:
@@ -276,7 +338,12 @@ def _run(args: argparse.Namespace) -> None:
     task = tasks.get(saved.get("task"))
     if task is None:
         raise ValueError(f"{args.run_dir}: unknown task {saved.get('task')!r} in config.json")
-    if args.command == "forecast":
+    if args.command == "translate":
+        if task.name != "translate":
+            raise ValueError(f"{args.run_dir} is a {task.name!r} run; rnnkit translate uses "
+                             "translate runs (rnnkit train translate)")
+        _translate(args)
+    elif args.command == "forecast":
         if task.name != "forecast":
             raise ValueError(f"{args.run_dir} is a {task.name!r} run; rnnkit forecast uses "
                              "forecast runs (rnnkit train forecast)")

@@ -11,12 +11,17 @@ Endpoints, by the run's task:
   is sampled (``text/plain``, chunked).
 - ``POST /forecast`` (forecast): ``{"horizon": 12}`` -> the forecast past the end of the
   run's series, by date.
+- ``POST /translate`` (translate): ``{"sentences": ["...", ...], "beam": null}`` -> one
+  translation per sentence (``beam`` null: the run's beam size), with the source tokens
+  cut off past the run's ``--max-tokens`` and those read as ``<unk>``. An empty sentence
+  translates to an empty string, as in ``rnnkit translate``.
 
 Bad requests get a 4xx with a message and never stop the server: malformed JSON or
 wrong types (422, FastAPI's validation), too many or too long inputs (413), bodies over
 :data:`MAX_BODY` bytes (413). Concurrent classification requests are batched: requests
 arriving within ``max_wait_ms`` of each other run as one forward pass of at most
-``max_batch`` inputs. The server binds to 127.0.0.1 unless told otherwise and shuts
+``max_batch`` inputs, and so do concurrent translation requests (one decoding per beam
+size). The server binds to 127.0.0.1 unless told otherwise and shuts
 down gracefully on SIGINT/SIGTERM (uvicorn lets in-flight requests finish).
 """
 
@@ -115,9 +120,9 @@ def build_app(run_dir: str | Path, checkpoint: str = "best", max_batch: int = 64
     task = TASKS.get(saved.get("task"))
     if task is None:
         raise ValueError(f"{run_dir}: unknown task {saved.get('task')!r} in config.json")
-    if task.name not in ("textclass", "seqclass", "lm", "forecast"):
+    if task.name not in ("textclass", "seqclass", "lm", "forecast", "translate"):
         raise ValueError(f"rnnkit serve: {task.name!r} runs have no serving endpoint; serve a "
-                         "textclass, seqclass, lm or forecast run")
+                         "textclass, seqclass, lm, forecast or translate run")
     torch.set_grad_enabled(False)
     state: dict[str, Any] = {"task": task.name, "run": str(run_dir)}
     batcher: MicroBatcher | None = None
@@ -126,6 +131,11 @@ def build_app(run_dir: str | Path, checkpoint: str = "best", max_batch: int = 64
 
         generator = TextGenerator.from_run(run_dir, checkpoint)
         generate_lock = threading.Lock()
+    elif task.name == "translate":
+        from rnnkit.tasks.translate import SentenceTranslator
+
+        translator = SentenceTranslator.from_run(run_dir, checkpoint)
+        batcher = MicroBatcher(_translate_batch(translator), max_batch, max_wait_ms / 1000)
     else:
         module, data, _ = runner.load_trained(task, run_dir, checkpoint)
         if task.name in ("textclass", "seqclass"):
@@ -242,7 +252,38 @@ def build_app(run_dir: str | Path, checkpoint: str = "best", max_batch: int = 64
                     for index, row in frame.iterrows()]
             return {"target": data.series.columns[0], "forecast": rows}
 
+    if task.name == "translate":
+        class TranslateRequest(BaseModel):
+            sentences: list[str] = Field(min_length=1)
+            beam: int | None = Field(None, ge=1, le=64)
+
+        @app.post("/translate")
+        async def translate(body: TranslateRequest):
+            too_many("sentences", len(body.sentences), MAX_TEXTS)
+            for i, text in enumerate(body.sentences):
+                too_many(f"sentences[{i}] characters", len(text), MAX_TEXT_CHARS)
+            beam = body.beam or translator.config["beam"]
+            results = await batcher.submit([(text, beam) for text in body.sentences])
+            return {"beam": beam, "translations": results}
+
     return app
+
+
+def _translate_batch(translator) -> Callable[[list[Any]], list[Any]]:
+    """Translate (sentence, beam) items together, one decoding per beam size."""
+    known = translator.data.source_vocab.index
+
+    def run(items: list[tuple[str, int]]) -> list[dict[str, Any]]:
+        results: list[dict[str, Any] | None] = [None] * len(items)
+        for beam in sorted({b for _, b in items}):
+            where = [i for i, (_, b) in enumerate(items) if b == beam]
+            for i, item in zip(where, translator.translate([items[i][0] for i in where], beam)):
+                results[i] = {"text": item.text, "truncated": item.truncated,
+                              "unknown": list(dict.fromkeys(
+                                  t for t in item.source_tokens if t not in known))}
+        return results
+
+    return run
 
 
 def _top(result: dict[str, Any], top: int) -> dict[str, Any]:

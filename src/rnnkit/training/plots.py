@@ -136,3 +136,60 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path,
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+_FONT_FAMILIES: dict[frozenset[str], str | None] = {}
+
+
+def font_for(text: str) -> str | None:
+    """The family of an installed font that has a glyph for every character of ``text``
+    (checked in the fonts' own character maps), or None when matplotlib's default has them
+    or no installed font does. Used for Chinese tokens, which matplotlib's default font
+    lacks."""
+    from matplotlib import font_manager
+
+    chars = frozenset(ch for ch in text if not ch.isspace())
+    if chars not in _FONT_FAMILIES:
+        _FONT_FAMILIES[chars] = None
+        if not all(ord(ch) < 0x2E80 for ch in chars):  # CJK and later blocks only
+            from fontTools.ttLib import TTFont
+
+            for entry in sorted(font_manager.fontManager.ttflist, key=lambda f: f.name):
+                try:
+                    cmap = TTFont(entry.fname, fontNumber=0, lazy=True).getBestCmap() or {}
+                except (OSError, ValueError, KeyError, AssertionError, EOFError):
+                    # an unreadable font file is skipped
+                    continue
+                if all(ord(ch) in cmap for ch in chars):
+                    _FONT_FAMILIES[chars] = entry.name
+                    break
+    return _FONT_FAMILIES[chars]
+
+
+def plot_matrix(matrix: np.ndarray, columns: list[str], rows: list[str], path: Path,
+                xlabel: str, ylabel: str, title: str) -> Path:
+    """A heat map of ``matrix`` [rows, columns] with token labels on both axes (in a font
+    that has their characters, when one is installed; else a one-line warning)."""
+    import logging
+
+    family = font_for("".join(columns + rows) + title)
+    if family is None and any(ord(ch) >= 0x2E80 for ch in "".join(columns + rows)):
+        logging.getLogger("rnnkit").warning(
+            "no installed font has these characters, so they are drawn as boxes; install "
+            "one, e.g. apt-get install fonts-wqy-microhei (or fonts-noto-cjk)")
+    text = {"fontfamily": family} if family else {}
+    width = max(4.0, 0.42 * len(columns) + 2.2)
+    height = max(3.0, 0.36 * len(rows) + 1.8)
+    fig, ax = plt.subplots(figsize=(width, height), dpi=120)
+    im = ax.imshow(matrix, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(columns)), columns, rotation=60, ha="right", **text)
+    ax.set_yticks(range(len(rows)), rows, **text)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9, **text)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,60 @@
+"""The translation results in the README: English to Chinese (HSK sentences) and German to
+English (dictionary sentences), each trained with the default recipe with attention and
+without it (--attention none), scored on the test split greedily and with beam 5.
+
+    python experiments/translation.py [--runs DIR] [--only NAME ...]
+
+Writes ``experiments/results/translation.json`` and copies the attention plots to
+``docs/translate/``; runs go to ``runs/experiments/translation``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _runs import train_once
+
+SETTINGS = {
+    "en-zh": ["translate", "--data", "en-zh"],
+    "en-zh-no-attention": ["translate", "--data", "en-zh", "--attention", "none"],
+    "de-en": ["translate", "--data", "de-en"],
+    "de-en-no-attention": ["translate", "--data", "de-en", "--attention", "none"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="runs/experiments/translation", type=Path)
+    parser.add_argument("--only", nargs="*", choices=list(SETTINGS), default=list(SETTINGS))
+    args = parser.parse_args()
+    out = Path(__file__).parent / "results" / "translation.json"
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    docs = Path(__file__).parent.parent / "docs" / "translate"
+    for name in args.only:
+        command = SETTINGS[name]
+        run = args.runs / name
+        metrics = train_once(command, run)
+        results[name] = {
+            "command": "rnnkit train " + " ".join(command),
+            "greedy": {k: metrics["test"][k] for k in ("bleu", "chrf", "loss")},
+            "beam": metrics["beam"],
+            "validation_bleu": metrics["validation"]["bleu"],
+            "epochs": metrics["epochs"], "stopped_early": metrics["stopped_early"],
+            "wall_time_s": metrics["wall_time_s"], "parameters": metrics["parameters"],
+            "data": metrics["data"], "examples": metrics["examples"]}
+        if (run / "plots" / "attention.png").is_file():
+            docs.mkdir(parents=True, exist_ok=True)
+            shutil.copy(run / "plots" / "attention.png", docs / f"{name}-attention.png")
+        print(name, json.dumps({k: results[name][k] for k in ("greedy", "beam", "epochs")}))
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,538 @@
+"""Translation: an attention encoder-decoder trained on sentence pairs, scored with BLEU.
+
+``rnnkit train translate`` reads sentence pairs (:mod:`rnnkit.data.parallel`: English to
+Chinese, German to English, or your TSV file), tokenises each side (words, or characters
+for Chinese), builds one vocabulary per side from the training split (saved in the run
+folder as ``source_vocab.json`` and ``target_vocab.json``, the tokenisers in
+``translation.json``), and trains a :class:`~rnnkit.models.translator.Translator` with
+teacher forcing (optionally scheduled sampling) on batches of similar source lengths.
+
+Validation greedily translates the validation split after every epoch; its BLEU picks
+the best checkpoint and drives early stopping. The test split is scored greedily (BLEU,
+chrF, loss) and with beam search (``--beam``, default 5); every test
+translation is written to ``translations.tsv`` and five of them, drawn with a fixed
+seed, go into ``metrics.json``. BLEU and chrF are sacrebleu's corpus scores against the
+untokenised references, with sacrebleu's ``zh`` tokenizer when the target is Chinese
+and ``13a`` otherwise.
+
+Input handling (documented behaviour, also for ``rnnkit translate``): an empty or blank
+sentence translates to an empty string without running the model; a sentence longer
+than ``--max-tokens`` source tokens is cut to its first ``--max-tokens`` tokens (the
+result says so); words missing from the source vocabulary are read as ``<unk>``.
+Each translation stops at the end token or at ``--max-length-ratio`` x source tokens +
+``--max-length-extra`` tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from rnnkit.data.batching import LengthBuckets
+from rnnkit.data.parallel import (
+    Pairs,
+    detokenize,
+    load_pairs,
+    resolve_tokenizer,
+    split_pairs,
+    tokenize,
+)
+from rnnkit.data.vocab import EOS, UNK, Vocabulary
+from rnnkit.models.translator import ATTENTIONS, Translator, TranslatorConfig, cross_entropy
+from rnnkit.training.module import TrainingModule
+from rnnkit.training.options import Option, non_negative, positive_int, probability
+from rnnkit.training.run_folder import write_json
+
+PAD, BOS = "<pad>", "<s>"
+SPECIALS = [UNK, EOS, PAD, BOS]  # ids 0..3: the Translator's eos=1, pad=2, bos=3
+SOURCE_VOCAB, TARGET_VOCAB, SPEC_FILE = "source_vocab.json", "target_vocab.json", "translation.json"
+TRANSLATIONS_FILE = "translations.tsv"
+EVAL_BATCH = 128
+
+
+def _sacrebleu():
+    try:
+        import sacrebleu
+    except ImportError:
+        raise ValueError("the translate task scores with sacrebleu: pip install "
+                         "'rnnkit[translate]' (or pip install sacrebleu)") from None
+    return sacrebleu
+
+
+def corpus_scores(hypotheses: list[str], references: list[str], tokenize_as: str) -> dict:
+    """sacrebleu's corpus BLEU (with ``tokenize_as``) and chrF of ``hypotheses``."""
+    sacrebleu = _sacrebleu()
+    if not hypotheses:
+        return {"bleu": 0.0, "chrf": 0.0}
+    bleu = sacrebleu.corpus_bleu(hypotheses, [references], tokenize=tokenize_as)
+    chrf = sacrebleu.corpus_chrf(hypotheses, [references])
+    return {"bleu": float(bleu.score), "chrf": float(chrf.score)}
+
+
+def build_vocabulary(sentences: list[list[str]], min_freq: int, level: str) -> Vocabulary:
+    """Tokens seen at least ``min_freq`` times, most frequent first, after the specials."""
+    from collections import Counter
+
+    counts = Counter(t for s in sentences for t in s)
+    kept = sorted((t for t, c in counts.items() if c >= min_freq and t not in SPECIALS),
+                  key=lambda t: (-counts[t], t))
+    return Vocabulary(SPECIALS + kept, level, min_freq)
+
+
+@dataclass
+class Spec:
+    """How a run turns text into tokens and scores its output."""
+
+    source_tokenizer: str
+    target_tokenizer: str
+    lowercase_source: bool
+
+    @property
+    def bleu_tokenize(self) -> str:
+        return "zh" if self.target_tokenizer in ("char", "jieba") else "13a"
+
+    def source_tokens(self, text: str) -> list[str]:
+        return tokenize(text, self.source_tokenizer, self.lowercase_source)
+
+    def target_tokens(self, text: str) -> list[str]:
+        return tokenize(text, self.target_tokenizer)
+
+
+def _ids(tokens: list[str], vocab: Vocabulary) -> np.ndarray:
+    return np.fromiter((vocab.index.get(t, 0) for t in tokens), dtype=np.int64, count=len(tokens))
+
+
+def collate(items: list[tuple[np.ndarray, np.ndarray, int]]):
+    """(source ids, target ids, index) -> source [B, S] (padded), lengths [B], decoder
+    inputs [B, T+1] (start token first), decoder targets [B, T+1] (end token last),
+    indices [B]; padding is the pad id."""
+    pad, bos, eos = SPECIALS.index(PAD), SPECIALS.index(BOS), SPECIALS.index(EOS)
+    lengths = torch.tensor([len(s) for s, _, _ in items])
+    steps = max(len(t) for _, t, _ in items) + 1
+    source = torch.full((len(items), int(lengths.max())), pad, dtype=torch.long)
+    target_in = torch.full((len(items), steps), pad, dtype=torch.long)
+    target_out = torch.full((len(items), steps), pad, dtype=torch.long)
+    for row, (src, tgt, _) in enumerate(items):
+        source[row, :len(src)] = torch.from_numpy(src)
+        target_in[row, 0] = bos
+        target_in[row, 1:len(tgt) + 1] = torch.from_numpy(tgt)
+        target_out[row, :len(tgt)] = torch.from_numpy(tgt)
+        target_out[row, len(tgt)] = eos
+    return source, lengths, target_in, target_out, torch.tensor([i for _, _, i in items])
+
+
+class TranslationData(L.LightningDataModule):
+    """Sentence pairs encoded with the run's vocabularies, in fixed seeded splits. With
+    saved vocabularies (a trained run) nothing is read until :meth:`setup`."""
+
+    def __init__(self, config: dict[str, Any], spec: Spec | None = None,
+                 vocabs: tuple[Vocabulary, Vocabulary] | None = None) -> None:
+        super().__init__()
+        self.config, self.batch_size = config, config["batch_size"]
+        self.max_tokens = config["max_tokens"]
+        self.pairs: Pairs | None = None
+        self.splits: dict[str, np.ndarray] = {}
+        if spec is None or vocabs is None:
+            self._load()
+            spec = Spec(resolve_tokenizer(config["source_tokenizer"], self.pairs.source,
+                                          "--source-tokenizer"),
+                        resolve_tokenizer(config["target_tokenizer"], self.pairs.target,
+                                          "--target-tokenizer"),
+                        config["lowercase_source"])
+            train = self.splits["train"]
+            level = {"char": "char"}
+            vocabs = (build_vocabulary([spec.source_tokens(self.pairs.source[i]) for i in train],
+                                       config["min_freq"], level.get(spec.source_tokenizer, "word")),
+                      build_vocabulary([spec.target_tokens(self.pairs.target[i]) for i in train],
+                                       config["min_freq"], level.get(spec.target_tokenizer, "word")))
+        self.spec = spec
+        self.source_vocab, self.target_vocab = vocabs
+
+    def _load(self) -> None:
+        self.pairs = load_pairs(self.config["data"])
+        train, val, test = split_pairs(len(self.pairs), self.config["split_seed"])
+        self.splits = {"train": train, "validation": val, "test": test}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.pairs is None:
+            self._load()
+        if not hasattr(self, "encoded"):
+            self.encoded = [(_ids(self.spec.source_tokens(s), self.source_vocab),
+                             _ids(self.spec.target_tokens(t), self.target_vocab))
+                            for s, t in zip(self.pairs.source, self.pairs.target)]
+
+    def encode_source(self, text: str) -> tuple[np.ndarray, list[str], int]:
+        """Source ids (at most ``--max-tokens``), the tokens read, and how many were cut."""
+        tokens = self.spec.source_tokens(text)
+        kept = tokens[: self.max_tokens]
+        return _ids(kept, self.source_vocab), kept, len(tokens) - len(kept)
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(idx) for name, idx in self.splits.items()}
+
+    def references(self, split: str) -> list[str]:
+        return [self.pairs.target[i] for i in self.splits[split]]
+
+    def unknown_rates(self, split: str) -> dict[str, float]:
+        self.setup()
+        rates = {}
+        for side, name in ((0, "source"), (1, "target")):
+            ids = np.concatenate([self.encoded[i][side] for i in self.splits[split]])
+            rates[f"unknown_{name}_{split}"] = float((ids == 0).mean())
+        return rates
+
+    def _items(self, split: str) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        self.setup()
+        items = []
+        for position, i in enumerate(self.splits[split]):
+            src, tgt = self.encoded[i]
+            if split == "train" and max(len(src), len(tgt)) > self.max_tokens:
+                continue  # over-long pairs are left out of training only
+            items.append((src[: self.max_tokens], tgt, position))
+        return items
+
+    def dropped_long(self) -> int:
+        return len(self.splits["train"]) - len(self._items("train"))
+
+    def _loader(self, split: str) -> DataLoader:
+        items = self._items(split)
+        lengths = np.array([len(s) for s, _, _ in items])
+        size = self.batch_size if split == "train" else EVAL_BATCH
+        buckets = LengthBuckets(lengths, size, split == "train", self.config["seed"])
+        return DataLoader(items, batch_sampler=buckets, collate_fn=collate)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+def max_lengths(lengths: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
+    """Each sentence's output limit: ratio x source tokens + extra."""
+    return (lengths.float() * config["max_length_ratio"]).ceil().long() + config["max_length_extra"]
+
+
+def decode(model: Translator, source: torch.Tensor, lengths: torch.Tensor,
+           config: dict[str, Any], beam: int) -> tuple[list[list[int]], list]:
+    """Greedy (``beam`` 1) or beam-search output ids and attention for one padded batch."""
+    limits = max_lengths(lengths, config)
+    if beam == 1:
+        return model.greedy(source, lengths, limits)
+    return model.beam_search(source, lengths, limits, beam, config["length_penalty"])
+
+
+class TranslationModule(TrainingModule):
+    """Cross-entropy with teacher forcing; validation and test translate and score BLEU."""
+
+    monitor = "val_bleu"
+    mode = "max"
+
+    def __init__(self, config: dict[str, Any], model_config: TranslatorConfig,
+                 target_vocab: Vocabulary, spec: Spec) -> None:
+        super().__init__(config)
+        self.model = Translator(model_config)
+        self.target_vocab, self.spec = target_vocab, spec
+        self.outputs: dict[str, dict[int, str]] = {}
+
+    def text(self, ids: list[int]) -> str:
+        return detokenize([self.target_vocab.tokens[i] for i in ids], self.spec.target_tokenizer)
+
+    def sampling_ratio(self) -> float:
+        """Scheduled sampling: from 0 at the first epoch up to ``--sampling-ratio`` at the
+        last, linearly."""
+        ratio, epochs = self.config["sampling_ratio"], self.config["epochs"]
+        if not ratio:
+            return 0.0
+        return ratio * min(1.0, self.current_epoch / max(1, epochs - 1))
+
+    def loss_on(self, batch) -> torch.Tensor:
+        source, lengths, target_in, target_out, _ = batch
+        return cross_entropy(self.model(source, lengths, target_in), target_out,
+                             self.model.config.pad)
+
+    def training_step(self, batch, batch_idx):
+        source, lengths, target_in, target_out, _ = batch
+        logits = self.model(source, lengths, target_in, self.sampling_ratio())
+        loss = cross_entropy(logits, target_out, self.model.config.pad)
+        tokens = int((target_out != self.model.config.pad).sum())
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=tokens)
+        return loss
+
+    def _evaluate(self, batch, split: str) -> None:
+        source, lengths, _, target_out, index = batch
+        loss = self.loss_on(batch)
+        tokens = int((target_out != self.model.config.pad).sum())
+        self.log(f"{split}_loss", loss, on_epoch=True, prog_bar=split == "val", batch_size=tokens)
+        ids, _ = decode(self.model, source, lengths, self.config, 1)
+        store = self.outputs.setdefault(split, {})
+        for i, out in zip(index.tolist(), ids):
+            store[i] = self.text(out)
+
+    def _score(self, split: str, data_split: str) -> None:
+        store = self.outputs.get(split, {})
+        references = self.trainer.datamodule.references(data_split)
+        order = sorted(store)
+        scores = corpus_scores([store[i] for i in order], [references[i] for i in order],
+                               self.spec.bleu_tokenize)
+        self.log(f"{split}_bleu", scores["bleu"], prog_bar=split == "val")
+        self.log(f"{split}_chrf", scores["chrf"])
+
+    def on_validation_epoch_start(self) -> None:
+        self.outputs["val"] = {}
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._score("val", "validation")
+
+    def on_test_epoch_start(self) -> None:
+        self.outputs["test"] = {}
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._score("test", "test")
+
+
+def model_config(config: dict[str, Any], source_vocab: int, target_vocab: int) -> TranslatorConfig:
+    return TranslatorConfig(
+        source_vocab=source_vocab, target_vocab=target_vocab, embedding=config["embedding"],
+        cell=config["cell"], hidden=config["hidden"], layers=config["layers"],
+        bidirectional=config["bidirectional"], dropout=config["dropout"],
+        attention=config["attention"], input_feeding=config["input_feeding"],
+        tie_embeddings=config["tie_embeddings"], init=config["init"],
+        forget_bias=config["forget_bias"], backend=config["backend"],
+        pad=SPECIALS.index(PAD), bos=SPECIALS.index(BOS), eos=SPECIALS.index(EOS))
+
+
+def _say(message: str) -> None:
+    import logging
+
+    logging.getLogger("rnnkit").info(message)
+
+
+@dataclass
+class Translation:
+    """One translated sentence: the text, its tokens, the source tokens read, attention
+    weights [target tokens, source tokens] (None without attention) and how many source
+    tokens were cut off (over ``--max-tokens``)."""
+
+    source: str
+    text: str
+    tokens: list[str]
+    source_tokens: list[str]
+    attention: torch.Tensor | None
+    truncated: int = 0
+
+
+class SentenceTranslator:
+    """Translate sentences with a trained run (used by ``rnnkit translate`` and the server)."""
+
+    def __init__(self, module: TranslationModule, data: TranslationData,
+                 config: dict[str, Any]) -> None:
+        self.module, self.data, self.config = module.eval(), data, config
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, checkpoint: str = "best") -> SentenceTranslator:
+        from rnnkit.training.runner import load_trained
+
+        module, data, config = load_trained(TASK, run_dir, checkpoint)
+        return cls(module, data, config)
+
+    def translate(self, sentences: list[str], beam: int | None = None,
+                  batch_size: int = 64) -> list[Translation]:
+        """Translations of ``sentences`` in order (see the module docstring for empty and
+        over-long input)."""
+        beam = self.config["beam"] if beam is None else beam
+        if beam < 1:
+            raise ValueError(f"--beam: expected a positive integer, got {beam}")
+        results: list[Translation | None] = [None] * len(sentences)
+        work = []
+        for i, sentence in enumerate(sentences):
+            if not isinstance(sentence, str):
+                raise ValueError(f"sentences[{i}]: expected text, got {type(sentence).__name__}")
+            ids, tokens, cut = self.data.encode_source(sentence)
+            if not tokens:
+                results[i] = Translation(sentence, "", [], [], None)
+            else:
+                work.append((i, ids, tokens, cut))
+        work.sort(key=lambda w: len(w[1]))
+        model = self.module.model
+        for start in range(0, len(work), batch_size):
+            chunk = work[start:start + batch_size]
+            lengths = torch.tensor([len(ids) for _, ids, _, _ in chunk])
+            source = torch.full((len(chunk), int(lengths.max())), model.config.pad,
+                                dtype=torch.long)
+            for row, (_, ids, _, _) in enumerate(chunk):
+                source[row, :len(ids)] = torch.from_numpy(ids)
+            outputs, attention = decode(model, source, lengths, self.config, beam)
+            for (i, _, tokens, cut), out, weights in zip(chunk, outputs, attention):
+                words = [self.data.target_vocab.tokens[t] for t in out]
+                results[i] = Translation(sentences[i], self.module.text(out), words, tokens,
+                                         weights, cut)
+        return results
+
+
+def plot_attention(path: str | Path, item: Translation) -> Path:
+    """The attention matrix of one translation: target tokens down, source tokens across."""
+    from rnnkit.training.plots import plot_matrix
+
+    if not item.tokens:
+        raise ValueError("--show-attention: the translation is empty; there is nothing to draw")
+    if item.attention is None:
+        raise ValueError("--show-attention: this run was trained with --attention none, so "
+                         "it has no attention weights to draw")
+    return plot_matrix(item.attention.numpy(), item.source_tokens, item.tokens, Path(path),
+                       "source", "translation", f"attention: {item.source[:60]}")
+
+
+# The small HSK set needs more, smaller steps; the dictionary sentences fewer passes.
+PRESETS = {"en-zh": {"epochs": 30, "batch_size": 32}, "zh-en": {"epochs": 30, "batch_size": 32},
+           "de-en": {"epochs": 15, "batch_size": 64}, "en-de": {"epochs": 15, "batch_size": 64},
+           "tsv": {"epochs": 20, "batch_size": 64}}
+
+
+class TranslationTask:
+    """``rnnkit train translate``."""
+
+    name = "translate"
+    description = ("translate sentences with an attention encoder-decoder (English to "
+                   "Chinese, German to English, your TSV of pairs), scored with BLEU")
+    options = [
+        Option("data", str, "en-zh", "sentence pairs: en-zh (4,246 HSK example sentences, "
+               "pip), de-en (17,382 dictionary sentences, Debian dict-de-en; both fetched on "
+               "first use), zh-en and en-de (the same, reversed), or tsv:PATH (source<TAB>"
+               "target per line)", metavar="SOURCE"),
+        Option("source-tokenizer", str, "auto", "how the source is split: auto (char for "
+               "Chinese, word otherwise), word, char, or jieba (Chinese words; pip install "
+               "jieba)", ("auto", "word", "char", "jieba")),
+        Option("target-tokenizer", str, "auto", "how the target is split (as above)",
+               ("auto", "word", "char", "jieba")),
+        Option("lowercase-source", bool, True, "lowercase the source before tokenising",
+               flag=True),
+        Option("min-freq", positive_int, 2, "tokens seen fewer times in the training split "
+               "become <unk>"),
+        Option("max-tokens", positive_int, 50, "pairs with a longer side are left out of "
+               "training; longer sources are cut to this when translating"),
+        Option("embedding", positive_int, 256, "token embedding size (both sides)"),
+        Option("attention", str, "general", "attention score: general or dot (Luong), "
+               "additive (Bahdanau), or none (the encoder-decoder without attention)",
+               ATTENTIONS),
+        Option("input-feeding", bool, True, "feed each step's attentional vector into the "
+               "next decoder step (Luong et al. 2015)", flag=True),
+        Option("sampling-ratio", probability, 0.0, "scheduled sampling: the chance that a "
+               "decoder input is the model's own previous prediction instead of the true "
+               "token, rising linearly from 0 to this over the epochs", metavar="P"),
+        Option("tie-embeddings", bool, False, "share the target embedding with the output "
+               "layer (needs --embedding equal to --hidden)", flag=True),
+        Option("beam", positive_int, 5, "beam size for the test translations (and "
+               "rnnkit translate's default); 1 is greedy", metavar="K"),
+        Option("length-penalty", non_negative, 1.0, "beam search ranks finished hypotheses "
+               "by log-probability / length ** this (0: raw log-probability)", metavar="A"),
+        Option("max-length-ratio", non_negative, 2.0, "a translation stops after this many "
+               "tokens per source token ...", metavar="X"),
+        Option("max-length-extra", int, 10, "... plus this many", metavar="N"),
+        Option("split-seed", int, 0, "seed of the train/validation/test split (80/10/10); "
+               "fixed apart from --seed", metavar="S"),
+    ]
+    defaults = {"cell": "gru", "hidden": 256, "layers": 1, "bidirectional": True,
+                "dropout": 0.3, "epochs": None, "batch_size": None, "lr": 2e-3,
+                "optimizer": "adam", "schedule": "none", "clip": 1.0, "patience": 5}
+    shown_defaults = {"epochs": "per source; en-zh 30, de-en 15, tsv 20",
+                      "batch_size": "per source; en-zh 32, de-en 64, tsv 64"}
+    monitor = "val_bleu"
+    mode = "max"
+    curves = [("loss", "cross-entropy loss per token"), ("bleu", "BLEU (greedy)")]
+
+    def prepare(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Fill epochs and batch size from the source's preset; check the sizes early."""
+        _sacrebleu()
+        config = dict(config)
+        preset = PRESETS.get(config["data"], PRESETS["tsv"])
+        for key in ("epochs", "batch_size"):
+            if config.get(key) is None:
+                config[key] = preset[key]
+        TranslatorConfig(1, 1, embedding=config["embedding"], hidden=config["hidden"],
+                         bidirectional=config["bidirectional"], attention=config["attention"],
+                         tie_embeddings=config["tie_embeddings"])  # checks the sizes early
+        return config
+
+    def build(self, config: dict[str, Any],
+              run_dir: Path | None = None) -> tuple[TranslationModule, TranslationData]:
+        spec = vocabs = None
+        if run_dir is not None and (run_dir / SPEC_FILE).is_file():
+            spec = Spec(**json.loads((run_dir / SPEC_FILE).read_text()))
+            vocabs = (Vocabulary.load(run_dir / SOURCE_VOCAB),
+                      Vocabulary.load(run_dir / TARGET_VOCAB))
+        data = TranslationData(config, spec, vocabs)
+        if run_dir is not None and spec is None:
+            data.source_vocab.save(run_dir / SOURCE_VOCAB)
+            data.target_vocab.save(run_dir / TARGET_VOCAB)
+            write_json(run_dir / SPEC_FILE, data.spec.__dict__)
+            _say(f"{config['data']}: {len(data.pairs):,} pairs "
+                 f"({', '.join(f'{k} {v:,}' for k, v in data.sizes().items())}); tokens: "
+                 f"source {data.spec.source_tokenizer}, target {data.spec.target_tokenizer}; "
+                 f"vocabularies {len(data.source_vocab):,} and {len(data.target_vocab):,}")
+        module = TranslationModule(config, model_config(config, len(data.source_vocab),
+                                                        len(data.target_vocab)),
+                                   data.target_vocab, data.spec)
+        return module, data
+
+    def after_test(self, run_dir: Path, module: TranslationModule,
+                   data: TranslationData) -> dict[str, Any]:
+        """Beam-search the test split, write every translation, keep five examples."""
+        config = module.config
+        test = data.splits["test"]
+        translator = SentenceTranslator(module, data, config)
+        sources = [data.pairs.source[i] for i in test]
+        references = data.references("test")
+        beam = translator.translate(sources, config["beam"])
+        beam_text = [b.text for b in beam]
+        greedy = module.outputs.get("test", {})
+        greedy_text = [greedy.get(i, "") for i in range(len(test))]
+        scores = corpus_scores(beam_text, references, data.spec.bleu_tokenize)
+        path = run_dir / TRANSLATIONS_FILE
+        with path.open("w", encoding="utf-8") as f:
+            f.write(f"source\treference\tgreedy\tbeam{config['beam']}\n")
+            for row in zip(sources, references, greedy_text, beam_text):
+                f.write("\t".join(" ".join(x.split()) for x in row) + "\n")
+        picks = sorted(random.Random(config["split_seed"]).sample(range(len(test)),
+                                                                    min(5, len(test))))
+        examples = [{"source": sources[i], "reference": references[i], "greedy": greedy_text[i],
+                     f"beam{config['beam']}": beam_text[i]} for i in picks]
+        if module.model.attention is not None and beam[picks[0]].tokens:
+            plot_attention(run_dir / "plots" / "attention.png", beam[picks[0]])
+        _say(f"test, beam {config['beam']}: bleu {scores['bleu']:.2f}, chrf "
+             f"{scores['chrf']:.2f} (greedy above); every test translation is in {path}")
+        return {"data": {"source": config["data"], **data.pairs.notes, **data.sizes(),
+                         "dropped_long_train": data.dropped_long(),
+                         "source_vocabulary": len(data.source_vocab),
+                         "target_vocabulary": len(data.target_vocab),
+                         **data.unknown_rates("test"), **data.spec.__dict__,
+                         "bleu_tokenize": data.spec.bleu_tokenize},
+                "beam": {"beam": config["beam"], "length_penalty": config["length_penalty"],
+                         **scores},
+                "examples": examples}
+
+    def predict(self, module: TranslationModule, data: TranslationData, text: str,
+                top: int = 3) -> list[dict[str, Any]]:
+        """``rnnkit predict`` on a translate run: the beam translation of ``text``."""
+        item = SentenceTranslator(module, data, module.config).translate([text])[0]
+        return [{"text": text, "summary": item.text}]
+
+
+TASK = TranslationTask()

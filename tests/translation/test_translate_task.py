@@ -1,0 +1,115 @@
+"""rnnkit train translate and rnnkit translate, end to end on a toy language made here."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from rnnkit.cli import main
+from rnnkit.tasks.translate import SentenceTranslator, corpus_scores
+
+WORDS = ["ka", "lo", "mi", "nu", "pe", "ru", "sa", "ti"]
+
+
+def _toy_pairs(path, n=500, seed=0):
+    """Sentences of 3-6 words; the translation is the reverse, in capitals, with a full stop."""
+    rng = random.Random(seed)
+    seen, lines = set(), []
+    while len(lines) < n:
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 6))]
+        if tuple(words) in seen:
+            continue
+        seen.add(tuple(words))
+        lines.append(f"{' '.join(words)}\t{' '.join(w.upper() for w in reversed(words))} .")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("translate")
+    data = folder / "toy.tsv"
+    _toy_pairs(data)
+    run = folder / "run"
+    code = main(["train", "translate", "--data", f"tsv:{data}", "--hidden", "32",
+                 "--embedding", "16", "--epochs", "3", "--batch-size", "32", "--lr", "1e-2",
+                 "--max-tokens", "8", "--beam", "3", "--out", str(run)])
+    assert code == 0
+    return run
+
+
+def test_a_run_holds_its_vocabularies_scores_and_translations(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    data = metrics["data"]
+    assert (data["train"], data["validation"], data["test"]) == (400, 50, 50)
+    assert data["source_tokenizer"] == data["target_tokenizer"] == "word"
+    assert data["bleu_tokenize"] == "13a"
+    assert data["source_vocabulary"] == 4 + len(WORDS) and data["target_vocabulary"] == 5 + 8
+    for scores in (metrics["test"], metrics["beam"]):
+        assert 0 <= scores["bleu"] <= 100 and 0 <= scores["chrf"] <= 100
+    assert metrics["beam"]["beam"] == 3
+    assert len(metrics["examples"]) == 5 and set(metrics["examples"][0]) == {
+        "source", "reference", "greedy", "beam3"}
+    rows = (trained / "translations.tsv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 51 and rows[0] == "source\treference\tgreedy\tbeam3"
+    # the greedy column is what the test metrics scored
+    columns = list(zip(*(r.split("\t") for r in rows[1:])))
+    assert corpus_scores(list(columns[2]), list(columns[1]), "13a")["bleu"] == pytest.approx(
+        metrics["test"]["bleu"], abs=1e-6)
+    for name in ("source_vocab.json", "target_vocab.json", "translation.json",
+                 "plots/attention.png", "plots/bleu.png", "checkpoints/best.ckpt"):
+        assert (trained / name).is_file(), name
+
+
+def test_translate_command_prints_one_line_per_sentence(trained, tmp_path, capsys, monkeypatch):
+    long = " ".join(WORDS * 3)
+    code = main(["translate", str(trained), "ka lo mi", "", long, "ka zz mi", "--beam", "1",
+                 "--show-attention", str(tmp_path / "att.png")])
+    assert code == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 4 and lines[1] == ""
+    assert "sentence 3: 16 tokens past the run's --max-tokens 8 were cut off" in captured.err
+    assert "sentence 4: not in the run's vocabulary, read as <unk>: 'zz'" in captured.err
+    assert (tmp_path / "att-1.png").is_file() and not (tmp_path / "att-2.png").exists()
+    # the same through stdin and a file, with greedy = beam 1
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("ka lo mi\n\n"))
+    assert main(["translate", str(trained), "-", "--beam", "1"]) == 0
+    assert capsys.readouterr().out.splitlines() == [lines[0], ""]
+    source = tmp_path / "in.txt"
+    source.write_text("ka lo mi\n", encoding="utf-8")
+    assert main(["translate", str(trained), "--file", str(source), "--beam", "1"]) == 0
+    assert capsys.readouterr().out.splitlines() == [lines[0]]
+
+
+def test_empty_and_over_long_input_as_documented(trained):
+    translator = SentenceTranslator.from_run(trained)
+    limit = translator.config["max_tokens"]
+    empty, blank, long = translator.translate(["", "   ", " ".join(WORDS * 5)])
+    assert empty.text == blank.text == "" and empty.tokens == [] and empty.attention is None
+    assert long.truncated == 5 * len(WORDS) - limit and len(long.source_tokens) == limit
+    ratio, extra = translator.config["max_length_ratio"], translator.config["max_length_extra"]
+    assert len(long.tokens) <= ratio * limit + extra
+    assert long.attention.shape == (len(long.tokens), limit)
+    with pytest.raises(ValueError, match="sentences\\[0\\]: expected text"):
+        translator.translate([3])
+
+
+def test_translate_errors_are_one_line(trained, tmp_path, capsys):
+    assert main(["translate", str(trained)]) == 2
+    assert "SENTENCE: expected a sentence" in capsys.readouterr().err
+    assert main(["translate", str(trained), "", "--show-attention", str(tmp_path / "a.png")]) == 2
+    assert "the translation is empty" in capsys.readouterr().err
+    assert main(["train", "translate", "--data", "tsv:/no/such.tsv"]) == 2
+    assert "no such file /no/such.tsv" in capsys.readouterr().err
+    assert main(["train", "translate", "--tie-embeddings", "--embedding", "64"]) == 2
+    assert "--embedding must equal --hidden" in capsys.readouterr().err
+
+
+def test_bleu_and_chrf_come_from_sacrebleu():
+    same = corpus_scores(["the cat sat on the mat ."], ["the cat sat on the mat ."], "13a")
+    assert same == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0)}
+    chinese = corpus_scores(["我们班级很团结。"], ["我们班级很团结。"], "zh")
+    assert chinese["bleu"] == pytest.approx(100.0)
+    assert corpus_scores(["ka"], ["lo mi nu pe"], "13a")["bleu"] == 0.0
