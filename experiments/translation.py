@@ -4,6 +4,10 @@ without it (--attention none), scored on the test split greedily and with beam 5
 
     python experiments/translation.py [--runs DIR] [--only NAME ...]
 
+The README's de-en runs ran side by side, one thread each:
+``OMP_NUM_THREADS=1 python experiments/translation.py --only de-en`` and the same with
+``--only de-en-no-attention``; the en-zh runs ran one after the other on both cores.
+
 Writes ``experiments/results/translation.json`` and copies the attention plots to
 ``docs/translate/``; runs go to ``runs/experiments/translation``.
 """
@@ -33,25 +37,29 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=list(SETTINGS), default=list(SETTINGS))
     args = parser.parse_args()
     out = Path(__file__).parent / "results" / "translation.json"
-    results = json.loads(out.read_text()) if out.is_file() else {}
     docs = Path(__file__).parent.parent / "docs" / "translate"
     for name in args.only:
         command = SETTINGS[name]
         run = args.runs / name
         metrics = train_once(command, run)
-        results[name] = {
+        config = json.loads((run / "config.json").read_text())
+        entry = {
             "command": "rnnkit train " + " ".join(command),
             "greedy": {k: metrics["test"][k] for k in ("bleu", "chrf", "loss")},
             "beam": metrics["beam"],
             "validation_bleu": metrics["validation"]["bleu"],
-            "epochs": metrics["epochs"], "stopped_early": metrics["stopped_early"],
+            "epochs": metrics["epochs"], "max_epochs": config["epochs"],
+            "stopped_early": metrics["epochs"] < config["epochs"],
             "wall_time_s": metrics["wall_time_s"], "parameters": metrics["parameters"],
             "data": metrics["data"], "examples": metrics["examples"]}
         if (run / "plots" / "attention.png").is_file():
             docs.mkdir(parents=True, exist_ok=True)
             shutil.copy(run / "plots" / "attention.png", docs / f"{name}-attention.png")
-        print(name, json.dumps({k: results[name][k] for k in ("greedy", "beam", "epochs")}))
+        print(name, json.dumps({k: entry[k] for k in ("greedy", "beam", "epochs")}))
         out.parent.mkdir(exist_ok=True)
+        # read just before writing: several of these scripts may run side by side
+        results = json.loads(out.read_text()) if out.is_file() else {}
+        results[name] = entry
         out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {out}")
 

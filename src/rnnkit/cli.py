@@ -338,21 +338,15 @@ def _run(args: argparse.Namespace) -> None:
     task = tasks.get(saved.get("task"))
     if task is None:
         raise ValueError(f"{args.run_dir}: unknown task {saved.get('task')!r} in config.json")
-    if args.command == "translate":
-        if task.name != "translate":
-            raise ValueError(f"{args.run_dir} is a {task.name!r} run; rnnkit translate uses "
-                             "translate runs (rnnkit train translate)")
-        _translate(args)
-    elif args.command == "forecast":
-        if task.name != "forecast":
-            raise ValueError(f"{args.run_dir} is a {task.name!r} run; rnnkit forecast uses "
-                             "forecast runs (rnnkit train forecast)")
-        _forecast(args, task)
-    elif args.command == "generate":
-        if task.name != "lm":
-            raise ValueError(f"{args.run_dir} is a {task.name!r} run; rnnkit generate samples "
-                             "from language-model runs (rnnkit train lm)")
-        _generate(args)
+    commands = {"translate": ("translate", "uses translate runs", _translate),
+                "forecast": ("forecast", "uses forecast runs", lambda a: _forecast(a, task)),
+                "generate": ("lm", "samples from language-model runs", _generate)}
+    if args.command in commands:
+        wanted, what, handler = commands[args.command]
+        if task.name != wanted:
+            raise ValueError(f"{args.run_dir} is a {task.name!r} run; rnnkit {args.command} "
+                             f"{what} (rnnkit train {wanted})")
+        handler(args)
     elif args.command == "evaluate":
         runner.evaluate(task, args.run_dir, args.checkpoint, args.split)
     elif args.command == "predict":

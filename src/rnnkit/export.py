@@ -42,6 +42,7 @@ _MODELS = {  # class name -> (module, config class) for load_safetensors
     "LanguageModel": ("rnnkit.models.language_model", "LanguageModelConfig"),
     "SequenceTagger": ("rnnkit.models.tagger", "SequenceTaggerConfig"),
     "TextClassifier": ("rnnkit.models.text_classifier", "TextClassifierConfig"),
+    "Translator": ("rnnkit.models.translator", "TranslatorConfig"),
 }
 
 

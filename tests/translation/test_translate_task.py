@@ -113,3 +113,63 @@ def test_bleu_and_chrf_come_from_sacrebleu():
     chinese = corpus_scores(["我们班级很团结。"], ["我们班级很团结。"], "zh")
     assert chinese["bleu"] == pytest.approx(100.0)
     assert corpus_scores(["ka"], ["lo mi nu pe"], "13a")["bleu"] == 0.0
+
+
+def test_translate_endpoint_answers_like_the_command(trained):
+    pytest.importorskip("fastapi")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rnnkit.serving import build_app
+    from tests.test_serving import _post, _start
+
+    translator = SentenceTranslator.from_run(trained)
+    sentences = ["ka lo mi", "", "pe ru sa ti", " ".join(WORDS * 3)]
+    direct = translator.translate(sentences, 2)
+    url, instance, thread = _start(build_app(trained, max_batch=16, max_wait_ms=20))
+    try:
+        status, body = _post(f"{url}/translate", {"sentences": sentences, "beam": 2})
+        assert status == 200 and body["beam"] == 2
+        assert [t["text"] for t in body["translations"]] == [d.text for d in direct]
+        assert body["translations"][3]["truncated"] == 16
+        # concurrent requests with different beam sizes each get their own answer
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: _post(f"{url}/translate", {
+                "sentences": [sentences[i % 4]], "beam": 1 + i % 3}), range(24)))
+        for i, (status, body) in enumerate(answers):
+            expected = translator.translate([sentences[i % 4]], 1 + i % 3)[0].text
+            assert status == 200 and body["translations"][0]["text"] == expected
+        assert _post(f"{url}/translate", {"sentences": []})[0] == 422
+        assert _post(f"{url}/translate", {"sentences": ["ka"], "beam": 0})[0] == 422
+        assert _post(f"{url}/translate", {"sentences": ["ka"] * 300})[0] == 413
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=15)
+
+
+def test_export_writes_safetensors_and_refuses_onnx(trained, tmp_path, capsys):
+    from rnnkit.export import load_safetensors
+
+    path = tmp_path / "t.safetensors"
+    assert main(["export", str(trained), "--format", "safetensors", "--output", str(path)]) == 0
+    model = load_safetensors(path)
+    translator = SentenceTranslator.from_run(trained)
+    ids, _, _ = translator.data.encode_source("ka lo mi")
+    import torch
+
+    source, lengths = torch.from_numpy(ids)[None], torch.tensor([len(ids)])
+    limits = torch.tensor([8])
+    assert model.beam_search(source, lengths, limits, 3)[0] == \
+        translator.module.model.beam_search(source, lengths, limits, 3)[0]
+    assert main(["export", str(trained), "--format", "onnx", "--output",
+                 str(tmp_path / "t.onnx")]) == 2
+    assert "use --format safetensors" in capsys.readouterr().err
+
+
+def test_evaluate_and_predict_work_on_translate_runs(trained, capsys):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert main(["evaluate", str(trained)]) == 0
+    out = capsys.readouterr().out
+    assert f"bleu {metrics['test']['bleu']:.4f}" in out
+    assert main(["predict", str(trained), "ka lo mi"]) == 0
+    expected = SentenceTranslator.from_run(trained).translate(["ka lo mi"])[0].text
+    assert capsys.readouterr().out.strip() == f'"ka lo mi": {expected}'

@@ -47,7 +47,7 @@ def test_attention_is_zero_on_padding_and_rows_sum_to_one(attention):
 
 
 @pytest.mark.parametrize("attention", ["none", "dot", "general", "additive"])
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("cell", ["gru", "lstm", "ln-gru"])
 def test_a_sentence_translates_the_same_alone_and_padded_in_a_batch(attention, cell):
     model = _model(attention, cell)
     source, lengths = _padded(SENTENCES)
@@ -76,6 +76,20 @@ def test_teacher_forcing_equals_stepping_the_decoder(input_feeding, attention):
     for t in range(target_in.shape[1]):
         step_logits, state, feed, _ = model.step(target_in[:, t], state, feed, memory)
         torch.testing.assert_close(logits[:, t], step_logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_stacked_layers_bridge_every_layer(bidirectional):
+    model = _model("dot", "lstm", layers=2, bidirectional=bidirectional)
+    source, lengths = _padded(SENTENCES)
+    memory, (h, c) = model.encode(source, lengths)
+    assert h.shape == c.shape == (2, 3, 16) and memory.outputs.shape == (3, 7, 16)
+    _, finals = model.encoder(model.source_embedding(source), lengths=lengths)
+    top = finals[0][-2:] if bidirectional else finals[0][-1:]  # the top layer's directions
+    joined = torch.cat(list(top), dim=-1)  # [B, H]
+    torch.testing.assert_close(h[1], torch.tanh(model.bridge[0](joined)))
+    target_in = torch.tensor([[BOS, 4, 5]] * 3)
+    assert model(source, lengths, target_in).shape == (3, 3, 12)
 
 
 def test_scheduled_sampling_feeds_the_models_own_predictions():

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 POOL = 50  # batches per pool of similar lengths (see LengthBuckets)
 
@@ -60,6 +60,14 @@ class LengthBuckets(Sampler[list[int]]):
                     for p in self._pools(np.arange(len(self.lengths))))
         world, _ = self._share()
         return total // world
+
+
+def bucketed_loader(items: list, lengths: np.ndarray, batch_size: int, train: bool, seed: int,
+                    collate) -> DataLoader:
+    """A DataLoader over ``items`` in :class:`LengthBuckets` batches (shuffled and seeded
+    for training, one sorted pass otherwise), collated by ``collate``."""
+    return DataLoader(items, batch_sampler=LengthBuckets(lengths, batch_size, train, seed),
+                      collate_fn=collate)
 
 
 def pad_batch(items: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

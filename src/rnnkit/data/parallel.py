@@ -12,7 +12,8 @@ Sources (``--data``):
   ``german-english.dict.dz`` whose German headword ends in ``.``, ``!`` or ``?`` and has
   at least three words (18,657 entries). The English side is the first of the
   ``;``-separated translations; usage labels in brackets (``[coll.]``, ``{n}``) are
-  removed. The ``.deb`` is fetched once with ``apt-get download dict-de-en`` into the
+  removed, and so are alternatives after a spaced slash (``wirklich / furchtbar leid``
+  becomes ``wirklich leid``). The ``.deb`` is fetched once with ``apt-get download dict-de-en`` into the
   cache folder (an installed package in ``/usr/share/dictd`` is read directly), and the
   pairs are kept there as a TSV file after the first read.
 * ``tsv:PATH``: your UTF-8 file of tab-separated pairs, source first, one pair per line
@@ -24,7 +25,8 @@ can sit in two splits. The split is a permutation seeded by ``--split-seed``: 80
 10% validation, 10% test.
 
 Tokenisers (one per side, :func:`tokenize`): ``word`` (words, inner apostrophes and hyphens kept,
-each punctuation mark on its own), ``char`` (every character; for Chinese), ``jieba``
+each other punctuation mark on its own), ``subword`` (SentencePiece BPE pieces learnt from
+the training split, :class:`SubwordModel`), ``char`` (every character; for Chinese), ``jieba``
 (Chinese words by the jieba segmenter, when installed), or ``auto``: ``char`` for text
 that is mostly CJK characters, ``word`` otherwise.
 """
@@ -53,13 +55,15 @@ DICT_VERSION = "1.9-6"
 DICT_DEB = f"dict-de-en_{DICT_VERSION}_all.deb"
 DICT_INSTALLED = Path("/usr/share/dictd")
 DICT_NAME = "german-english"
+PARSE_VERSION = 2  # bumped whenever dictd_sentences changes what it extracts
 BUILT_IN = {"en-zh": ("hsk", False), "zh-en": ("hsk", True),
             "de-en": ("dict", False), "en-de": ("dict", True)}
 SOURCES = (*BUILT_IN, "tsv:PATH")
-TOKENIZERS = ("auto", "word", "char", "jieba")
+TOKENIZERS = ("auto", "word", "subword", "char", "jieba")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
 _WORDS = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
 _LABELS = re.compile(r"\s*(\[[^\]]*\]|\{[^}]*\})")
+_ALTERNATIVES = re.compile(r"\s+/\s+[^\s.,;:!?]+")  # "wirklich / furchtbar leid": the first
 _B64 = {c: i for i, c in enumerate(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
 
@@ -180,14 +184,14 @@ def dictd_sentences(index: bytes, dictionary: bytes) -> list[tuple[str, str]]:
         if not re.search(r"[.!?]$", german) or len(german.split()) < 3 or len(lines) < 3:
             continue
         english = " ".join(x.strip() for x in lines[2:]).split("; ")[0]
-        german = _LABELS.sub("", german.split("; ")[0]).strip()
-        pairs.append((german, _LABELS.sub("", english).strip()))
+        german = _ALTERNATIVES.sub("", _LABELS.sub("", german.split("; ")[0])).strip()
+        pairs.append((german, _ALTERNATIVES.sub("", _LABELS.sub("", english)).strip()))
     return pairs
 
 
 def load_dict_de_en() -> list[tuple[str, str]]:
     """(German, English) pairs of Debian's dict-de-en, cached as TSV after the first read."""
-    cached = cache_dir() / DICT_PACKAGE / f"sentences-{DICT_VERSION}.tsv"
+    cached = cache_dir() / DICT_PACKAGE / f"sentences-{DICT_VERSION}-{PARSE_VERSION}.tsv"
     if cached.is_file():
         return [tuple(line.split("\t")) for line in
                 cached.read_text(encoding="utf-8").splitlines() if line.count("\t") == 1]
@@ -248,6 +252,8 @@ def resolve_tokenizer(name: str, sentences: list[str], option: str) -> str:
         raise ValueError(f"{option}: expected one of {', '.join(TOKENIZERS)}, got {name!r}")
     if name == "auto":
         return "char" if is_cjk(sentences) else "word"
+    if name == "subword":
+        _sentencepiece()
     if name == "jieba":
         try:
             import jieba  # noqa: F401
@@ -257,11 +263,50 @@ def resolve_tokenizer(name: str, sentences: list[str], option: str) -> str:
     return name
 
 
-def tokenize(text: str, tokenizer: str, lowercase: bool = False) -> list[str]:
-    """The tokens of one sentence (``tokenizer`` one of word, char, jieba)."""
+class SubwordModel:
+    """SentencePiece BPE pieces (Sennrich et al. 2016; Kudo & Richardson 2018) learnt from
+    one side of the training split; ``proto`` is the serialised model, saved with a run."""
+
+    def __init__(self, proto: bytes) -> None:
+        spm = _sentencepiece()
+        self.proto = proto
+        self.processor = spm.SentencePieceProcessor(model_proto=proto)
+
+    @classmethod
+    def train(cls, sentences: list[str], vocab_size: int) -> SubwordModel:
+        """Learn at most ``vocab_size`` pieces (fewer when the text has fewer to give)."""
+        spm = _sentencepiece()
+        written = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences), model_writer=written, vocab_size=vocab_size,
+            model_type="bpe", character_coverage=1.0, hard_vocab_limit=False, bos_id=-1,
+            eos_id=-1, num_threads=1, minloglevel=2)
+        return cls(written.getvalue())
+
+    def encode(self, text: str) -> list[str]:
+        return self.processor.encode(text, out_type=str)
+
+
+def _sentencepiece():
+    try:
+        import sentencepiece
+    except ImportError:
+        raise ValueError("subword tokens need sentencepiece: pip install 'rnnkit[translate]' "
+                         "(or pip install sentencepiece)") from None
+    return sentencepiece
+
+
+def tokenize(text: str, tokenizer: str, lowercase: bool = False,
+             subwords: SubwordModel | None = None) -> list[str]:
+    """The tokens of one sentence (``tokenizer`` one of word, subword, char, jieba;
+    subword needs the side's ``subwords`` model)."""
     text = " ".join(text.split())
     if lowercase:
         text = text.lower()
+    if tokenizer == "subword":
+        if subwords is None:
+            raise ValueError("tokenize: subword tokens need the side's SubwordModel")
+        return subwords.encode(text)
     if tokenizer == "char":
         return list(text)
     if tokenizer == "jieba":
@@ -272,10 +317,13 @@ def tokenize(text: str, tokenizer: str, lowercase: bool = False) -> list[str]:
 
 
 def detokenize(tokens: list[str], tokenizer: str) -> str:
-    """Tokens back to a sentence: joined as they are for char and jieba, words with spaces
-    except before closing and after opening punctuation."""
+    """Tokens back to a sentence: joined as they are for char and jieba, subword pieces
+    joined with their word-start marks (U+2581) made spaces, words with spaces except
+    before closing and after opening punctuation."""
     if tokenizer in ("char", "jieba"):
         return "".join(tokens)
+    if tokenizer == "subword":
+        return "".join(tokens).replace("\u2581", " ").strip()
     out: list[str] = []
     for token in tokens:
         if out and token not in _NO_SPACE_BEFORE and out[-1] not in _NO_SPACE_AFTER:

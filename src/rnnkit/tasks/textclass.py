@@ -37,7 +37,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from rnnkit.data.batching import LengthBuckets, pad_batch
+from rnnkit.data.batching import bucketed_loader, pad_batch
 from rnnkit.data.labelled import LabelledTexts, load_labelled, split_indices
 from rnnkit.data.vocab import Vocabulary, tokenize
 from rnnkit.models.text_classifier import (
@@ -129,8 +129,8 @@ class TextClassData(L.LightningDataModule):
         items = [(self.encoded[i], int(self.targets[i])) for i in idx]
         lengths = np.array([len(ids) for ids, _ in items])
         size = self.batch_size if split == "train" else 256
-        buckets = LengthBuckets(lengths, size, split == "train", self.config["seed"])
-        return DataLoader(items, batch_sampler=buckets, collate_fn=pad_batch)
+        return bucketed_loader(items, lengths, size, split == "train", self.config["seed"],
+                               pad_batch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -36,9 +36,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from rnnkit.data.batching import LengthBuckets
+from rnnkit.data.batching import bucketed_loader
 from rnnkit.data.parallel import (
+    TOKENIZERS,
     Pairs,
+    SubwordModel,
     detokenize,
     load_pairs,
     resolve_tokenizer,
@@ -54,6 +56,7 @@ from rnnkit.training.run_folder import write_json
 PAD, BOS = "<pad>", "<s>"
 SPECIALS = [UNK, EOS, PAD, BOS]  # ids 0..3: the Translator's eos=1, pad=2, bos=3
 SOURCE_VOCAB, TARGET_VOCAB, SPEC_FILE = "source_vocab.json", "target_vocab.json", "translation.json"
+SUBWORD_FILES = {"source": "source_subwords.model", "target": "target_subwords.model"}
 TRANSLATIONS_FILE = "translations.tsv"
 EVAL_BATCH = 128
 
@@ -89,21 +92,52 @@ def build_vocabulary(sentences: list[list[str]], min_freq: int, level: str) -> V
 
 @dataclass
 class Spec:
-    """How a run turns text into tokens and scores its output."""
+    """How a run turns text into tokens and scores its output (with the SentencePiece
+    models of the sides that use subwords)."""
 
     source_tokenizer: str
     target_tokenizer: str
     lowercase_source: bool
+    source_subwords: SubwordModel | None = None
+    target_subwords: SubwordModel | None = None
 
     @property
     def bleu_tokenize(self) -> str:
         return "zh" if self.target_tokenizer in ("char", "jieba") else "13a"
 
     def source_tokens(self, text: str) -> list[str]:
-        return tokenize(text, self.source_tokenizer, self.lowercase_source)
+        return tokenize(text, self.source_tokenizer, self.lowercase_source, self.source_subwords)
 
     def target_tokens(self, text: str) -> list[str]:
-        return tokenize(text, self.target_tokenizer)
+        return tokenize(text, self.target_tokenizer, subwords=self.target_subwords)
+
+    def settings(self) -> dict[str, Any]:
+        """What ``translation.json`` holds (the subword models are files of their own)."""
+        return {"source_tokenizer": self.source_tokenizer,
+                "target_tokenizer": self.target_tokenizer,
+                "lowercase_source": self.lowercase_source}
+
+    def save(self, run_dir: Path) -> None:
+        write_json(run_dir / SPEC_FILE, self.settings())
+        for side in ("source", "target"):
+            model = getattr(self, f"{side}_subwords")
+            if model is not None:
+                path = run_dir / SUBWORD_FILES[side]
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_bytes(model.proto)
+                tmp.replace(path)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Spec:
+        spec = cls(**json.loads((run_dir / SPEC_FILE).read_text()))
+        for side in ("source", "target"):
+            if getattr(spec, f"{side}_tokenizer") == "subword":
+                path = run_dir / SUBWORD_FILES[side]
+                if not path.is_file():
+                    raise ValueError(f"{run_dir}: no {SUBWORD_FILES[side]}; the run folder is "
+                                     "incomplete")
+                setattr(spec, f"{side}_subwords", SubwordModel(path.read_bytes()))
+        return spec
 
 
 def _ids(tokens: list[str], vocab: Vocabulary) -> np.ndarray:
@@ -148,6 +182,13 @@ class TranslationData(L.LightningDataModule):
                                           "--target-tokenizer"),
                         config["lowercase_source"])
             train = self.splits["train"]
+            if spec.source_tokenizer == "subword":
+                lower = str.lower if spec.lowercase_source else str
+                spec.source_subwords = SubwordModel.train(
+                    [lower(self.pairs.source[i]) for i in train], config["subword_vocab"])
+            if spec.target_tokenizer == "subword":
+                spec.target_subwords = SubwordModel.train(
+                    [self.pairs.target[i] for i in train], config["subword_vocab"])
             level = {"char": "char"}
             vocabs = (build_vocabulary([spec.source_tokens(self.pairs.source[i]) for i in train],
                                        config["min_freq"], level.get(spec.source_tokenizer, "word")),
@@ -206,8 +247,8 @@ class TranslationData(L.LightningDataModule):
         items = self._items(split)
         lengths = np.array([len(s) for s, _, _ in items])
         size = self.batch_size if split == "train" else EVAL_BATCH
-        buckets = LengthBuckets(lengths, size, split == "train", self.config["seed"])
-        return DataLoader(items, batch_sampler=buckets, collate_fn=collate)
+        return bucketed_loader(items, lengths, size, split == "train", self.config["seed"],
+                               collate)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
@@ -401,9 +442,12 @@ def plot_attention(path: str | Path, item: Translation) -> Path:
 
 
 # The small HSK set needs more, smaller steps; the dictionary sentences fewer passes.
+# Subwords for the dictionary sentences, whose long tail of words (German compounds above
+# all) leaves a word vocabulary with many <unk>s.
+_DICT = {"epochs": 15, "batch_size": 64, "source_tokenizer": "subword",
+         "target_tokenizer": "subword"}
 PRESETS = {"en-zh": {"epochs": 30, "batch_size": 32}, "zh-en": {"epochs": 30, "batch_size": 32},
-           "de-en": {"epochs": 15, "batch_size": 64}, "en-de": {"epochs": 15, "batch_size": 64},
-           "tsv": {"epochs": 20, "batch_size": 64}}
+           "de-en": _DICT, "en-de": _DICT, "tsv": {"epochs": 20, "batch_size": 64}}
 
 
 class TranslationTask:
@@ -417,11 +461,13 @@ class TranslationTask:
                "pip), de-en (17,382 dictionary sentences, Debian dict-de-en; both fetched on "
                "first use), zh-en and en-de (the same, reversed), or tsv:PATH (source<TAB>"
                "target per line)", metavar="SOURCE"),
-        Option("source-tokenizer", str, "auto", "how the source is split: auto (char for "
-               "Chinese, word otherwise), word, char, or jieba (Chinese words; pip install "
-               "jieba)", ("auto", "word", "char", "jieba")),
-        Option("target-tokenizer", str, "auto", "how the target is split (as above)",
-               ("auto", "word", "char", "jieba")),
+        Option("source-tokenizer", str, None, "how the source is split: auto (char for "
+               "Chinese, word otherwise), word, subword (SentencePiece BPE learnt from the "
+               "training split), char, or jieba (Chinese words; pip install jieba)",
+               TOKENIZERS),
+        Option("target-tokenizer", str, None, "how the target is split (as above)",
+               TOKENIZERS),
+        Option("subword-vocab", positive_int, 4000, "subword: pieces per side (at most)"),
         Option("lowercase-source", bool, True, "lowercase the source before tokenising",
                flag=True),
         Option("min-freq", positive_int, 2, "tokens seen fewer times in the training split "
@@ -453,7 +499,12 @@ class TranslationTask:
                 "dropout": 0.3, "epochs": None, "batch_size": None, "lr": 2e-3,
                 "optimizer": "adam", "schedule": "none", "clip": 1.0, "patience": 5}
     shown_defaults = {"epochs": "per source; en-zh 30, de-en 15, tsv 20",
-                      "batch_size": "per source; en-zh 32, de-en 64, tsv 64"}
+                      "batch_size": "per source; en-zh 32, de-en 64, tsv 64",
+                      "source_tokenizer": "per source; subword for de-en and en-de, auto "
+                                          "otherwise",
+                      "target_tokenizer": "as --source-tokenizer",
+                      "hidden": "256; for translate, the decoder's width: each direction of "
+                                "the bidirectional encoder has half of it"}
     monitor = "val_bleu"
     mode = "max"
     curves = [("loss", "cross-entropy loss per token"), ("bleu", "BLEU (greedy)")]
@@ -463,9 +514,9 @@ class TranslationTask:
         _sacrebleu()
         config = dict(config)
         preset = PRESETS.get(config["data"], PRESETS["tsv"])
-        for key in ("epochs", "batch_size"):
+        for key in ("epochs", "batch_size", "source_tokenizer", "target_tokenizer"):
             if config.get(key) is None:
-                config[key] = preset[key]
+                config[key] = preset.get(key, "auto")
         TranslatorConfig(1, 1, embedding=config["embedding"], hidden=config["hidden"],
                          bidirectional=config["bidirectional"], attention=config["attention"],
                          tie_embeddings=config["tie_embeddings"])  # checks the sizes early
@@ -475,14 +526,14 @@ class TranslationTask:
               run_dir: Path | None = None) -> tuple[TranslationModule, TranslationData]:
         spec = vocabs = None
         if run_dir is not None and (run_dir / SPEC_FILE).is_file():
-            spec = Spec(**json.loads((run_dir / SPEC_FILE).read_text()))
+            spec = Spec.load(run_dir)
             vocabs = (Vocabulary.load(run_dir / SOURCE_VOCAB),
                       Vocabulary.load(run_dir / TARGET_VOCAB))
         data = TranslationData(config, spec, vocabs)
         if run_dir is not None and spec is None:
             data.source_vocab.save(run_dir / SOURCE_VOCAB)
             data.target_vocab.save(run_dir / TARGET_VOCAB)
-            write_json(run_dir / SPEC_FILE, data.spec.__dict__)
+            data.spec.save(run_dir)
             _say(f"{config['data']}: {len(data.pairs):,} pairs "
                  f"({', '.join(f'{k} {v:,}' for k, v in data.sizes().items())}); tokens: "
                  f"source {data.spec.source_tokenizer}, target {data.spec.target_tokenizer}; "
@@ -522,7 +573,7 @@ class TranslationTask:
                          "dropped_long_train": data.dropped_long(),
                          "source_vocabulary": len(data.source_vocab),
                          "target_vocabulary": len(data.target_vocab),
-                         **data.unknown_rates("test"), **data.spec.__dict__,
+                         **data.unknown_rates("test"), **data.spec.settings(),
                          "bleu_tokenize": data.spec.bleu_tokenize},
                 "beam": {"beam": config["beam"], "length_penalty": config["length_penalty"],
                          **scores},

@@ -112,6 +112,15 @@ def finish_plot(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Pa
     return path
 
 
+def _save_with_colorbar(fig, ax, image, path: Path) -> Path:
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path,
                           title: str = "confusion matrix (test)") -> Path:
     """Counts with true classes as rows and predicted classes as columns."""
@@ -130,40 +139,38 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path,
         for j in range(n):
             ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if matrix[i, j] > threshold else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_with_colorbar(fig, ax, im, path)
 
 
-_FONT_FAMILIES: dict[frozenset[str], str | None] = {}
+_FONTS: dict[frozenset[str], str | None] = {}
 
 
 def font_for(text: str) -> str | None:
-    """The family of an installed font that has a glyph for every character of ``text``
-    (checked in the fonts' own character maps), or None when matplotlib's default has them
-    or no installed font does. Used for Chinese tokens, which matplotlib's default font
-    lacks."""
+    """The path of an installed font that has a glyph for every character of ``text``
+    (checked in the fonts' own character maps), or None when the characters are all
+    below the CJK blocks (matplotlib's default font has them) or no installed font has
+    them all. Fonts matplotlib has not indexed yet (installed since its cache was made)
+    are searched too; "last resort" fonts, which draw every character as a box, are not."""
     from matplotlib import font_manager
 
     chars = frozenset(ch for ch in text if not ch.isspace())
-    if chars not in _FONT_FAMILIES:
-        _FONT_FAMILIES[chars] = None
-        if not all(ord(ch) < 0x2E80 for ch in chars):  # CJK and later blocks only
+    if chars not in _FONTS:
+        _FONTS[chars] = None
+        if not all(ord(ch) < 0x2E80 for ch in chars):
             from fontTools.ttLib import TTFont
 
-            for entry in sorted(font_manager.fontManager.ttflist, key=lambda f: f.name):
-                try:
-                    cmap = TTFont(entry.fname, fontNumber=0, lazy=True).getBestCmap() or {}
-                except (OSError, ValueError, KeyError, AssertionError, EOFError):
-                    # an unreadable font file is skipped
+            indexed = sorted(f.fname for f in font_manager.fontManager.ttflist)
+            for path in dict.fromkeys([*indexed, *sorted(font_manager.findSystemFonts())]):
+                if "lastresort" in path.lower().replace(" ", "").replace("-", ""):
                     continue
+                try:
+                    cmap = TTFont(path, fontNumber=0, lazy=True).getBestCmap() or {}
+                except (OSError, ValueError, KeyError, AssertionError, EOFError):
+                    continue  # an unreadable font file is skipped
                 if all(ord(ch) in cmap for ch in chars):
-                    _FONT_FAMILIES[chars] = entry.name
+                    _FONTS[chars] = path
                     break
-    return _FONT_FAMILIES[chars]
+    return _FONTS[chars]
 
 
 def plot_matrix(matrix: np.ndarray, columns: list[str], rows: list[str], path: Path,
@@ -172,12 +179,14 @@ def plot_matrix(matrix: np.ndarray, columns: list[str], rows: list[str], path: P
     that has their characters, when one is installed; else a one-line warning)."""
     import logging
 
-    family = font_for("".join(columns + rows) + title)
-    if family is None and any(ord(ch) >= 0x2E80 for ch in "".join(columns + rows)):
+    from matplotlib.font_manager import FontProperties
+
+    font = font_for("".join(columns + rows) + title)
+    if font is None and any(ord(ch) >= 0x2E80 for ch in "".join(columns + rows)):
         logging.getLogger("rnnkit").warning(
             "no installed font has these characters, so they are drawn as boxes; install "
             "one, e.g. apt-get install fonts-wqy-microhei (or fonts-noto-cjk)")
-    text = {"fontfamily": family} if family else {}
+    text = {"fontproperties": FontProperties(fname=font)} if font else {}
     width = max(4.0, 0.42 * len(columns) + 2.2)
     height = max(3.0, 0.36 * len(rows) + 1.8)
     fig, ax = plt.subplots(figsize=(width, height), dpi=120)
@@ -187,9 +196,4 @@ def plot_matrix(matrix: np.ndarray, columns: list[str], rows: list[str], path: P
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9, **text)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_with_colorbar(fig, ax, im, path)

@@ -132,18 +132,21 @@ def train(task: Task, config: dict[str, Any], resume: str | Path | None = None) 
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if last else None)
     fit_seconds = time.perf_counter() - start
+    # read before testing: loading the best checkpoint restores the callbacks' saved state
+    stopping = trainer.early_stopping_callback
+    stopped_early = bool(stopping is not None and stopping.stopped_epoch)
+    epochs = trainer.current_epoch
     if trainer.interrupted:
         _say("training was interrupted; the last checkpoint holds what was saved: "
              f"rnnkit train {task.name} --resume {run_dir}")
     metrics = _final_metrics(task, trainer, module, data, run_dir)
     previous = _previous_wall_time(run_dir) if resume is not None else 0.0
     metrics |= {
-        "epochs": trainer.current_epoch,
+        "epochs": epochs,
         "global_step": trainer.global_step,
         "wall_time_s": round(previous + fit_seconds, 2),
         "parameters": sum(p.numel() for p in module.parameters()),
-        "stopped_early": bool(trainer.early_stopping_callback
-                              and trainer.early_stopping_callback.stopped_epoch),
+        "stopped_early": stopped_early,
     }
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
