@@ -96,7 +96,10 @@ class MicroBatcher:
                     future.set_result(result)
 
     def _locked_run(self, items: list[Any]) -> list[Any]:
-        with self.lock:
+        import torch
+
+        # no_grad here, in the worker thread: grad mode is per thread
+        with self.lock, torch.no_grad():
             self.batches += 1
             return self.run(items)
 
@@ -123,7 +126,6 @@ def build_app(run_dir: str | Path, checkpoint: str = "best", max_batch: int = 64
     if task.name not in ("textclass", "seqclass", "lm", "forecast", "translate"):
         raise ValueError(f"rnnkit serve: {task.name!r} runs have no serving endpoint; serve a "
                          "textclass, seqclass, lm, forecast or translate run")
-    torch.set_grad_enabled(False)
     state: dict[str, Any] = {"task": task.name, "run": str(run_dir)}
     batcher: MicroBatcher | None = None
     if task.name == "lm":
@@ -241,7 +243,7 @@ def build_app(run_dir: str | Path, checkpoint: str = "best", max_batch: int = 64
             too_many("horizon", horizon, MAX_HORIZON)
 
             def run():
-                with forecast_lock:
+                with forecast_lock, torch.no_grad():
                     return forecast_frame(module, data, horizon, seed=data.config["seed"])
 
             try:

@@ -133,3 +133,21 @@ def test_tokenisers_and_their_inverse():
     assert is_cjk(["老师，您好！", "我们 班级很团结。"]) and not is_cjk(["Hello, teacher!"])
     assert resolve_tokenizer("auto", ["我们班级很团结。"], "x") == "char"
     assert resolve_tokenizer("auto", ["Our class is united."], "x") == "word"
+
+
+def test_subword_pieces_are_learnt_saved_and_joined_back():
+    from rnnkit.data.parallel import SubwordModel
+
+    words = ["haus", "tür", "schlüssel", "garten", "bahnhof", "fahrkarte", "zug"]
+    sentences = [" ".join(words[(i * j) % 7] + words[j % 7] for j in range(1, 5)) + "."
+                 for i in range(1, 200)]
+    model = SubwordModel.train(sentences, 60)
+    again = SubwordModel(model.proto)  # what a run folder holds
+    for sentence in sentences[:20] + ["zughaus fahrkartentür."]:
+        pieces = tokenize(sentence, "subword", subwords=model)
+        assert pieces == again.encode(sentence)
+        assert detokenize(pieces, "subword") == sentence
+    assert len({p for s in sentences for p in model.encode(s)}) <= 60
+    assert tokenize("Zug Haus", "subword", lowercase=True, subwords=model) == model.encode("zug haus")
+    with pytest.raises(ValueError, match="SubwordModel"):
+        tokenize("zug", "subword")

@@ -1,10 +1,11 @@
 """Translation: an attention encoder-decoder trained on sentence pairs, scored with BLEU.
 
 ``rnnkit train translate`` reads sentence pairs (:mod:`rnnkit.data.parallel`: English to
-Chinese, German to English, or your TSV file), tokenises each side (words, or characters
-for Chinese), builds one vocabulary per side from the training split (saved in the run
-folder as ``source_vocab.json`` and ``target_vocab.json``, the tokenisers in
-``translation.json``), and trains a :class:`~rnnkit.models.translator.Translator` with
+Chinese, German to English, or your TSV file), tokenises each side (words, SentencePiece
+subwords, or characters for Chinese), builds one vocabulary per side from the training
+split (saved in the run folder as ``source_vocab.json`` and ``target_vocab.json``, the
+tokenisers in ``translation.json``, SentencePiece models as ``*_subwords.model``), and
+trains a :class:`~rnnkit.models.translator.Translator` with
 teacher forcing (optionally scheduled sampling) on batches of similar source lengths.
 
 Validation greedily translates the validation split after every epoch; its BLEU picks
