@@ -8,15 +8,16 @@ The README's de-en runs ran side by side, one thread each:
 ``OMP_NUM_THREADS=1 python experiments/translation.py --only de-en`` and the same with
 ``--only de-en-no-attention``; the en-zh runs ran one after the other on both cores.
 
-Writes ``experiments/results/translation.json`` and copies the attention plots to
-``docs/translate/``; runs go to ``runs/experiments/translation``.
+Writes ``experiments/results/translation.json``; runs go to
+``runs/experiments/translation``. The README's attention picture is
+``rnnkit translate runs/experiments/translation/en-zh "This is an important concept."
+--show-attention docs/translate/en-zh-concept.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -37,7 +38,6 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=list(SETTINGS), default=list(SETTINGS))
     args = parser.parse_args()
     out = Path(__file__).parent / "results" / "translation.json"
-    docs = Path(__file__).parent.parent / "docs" / "translate"
     for name in args.only:
         command = SETTINGS[name]
         run = args.runs / name
@@ -52,9 +52,6 @@ def main() -> None:
             "stopped_early": metrics["epochs"] < config["epochs"],
             "wall_time_s": metrics["wall_time_s"], "parameters": metrics["parameters"],
             "data": metrics["data"], "examples": metrics["examples"]}
-        if (run / "plots" / "attention.png").is_file():
-            docs.mkdir(parents=True, exist_ok=True)
-            shutil.copy(run / "plots" / "attention.png", docs / f"{name}-attention.png")
         print(name, json.dumps({k: entry[k] for k in ("greedy", "beam", "epochs")}))
         out.parent.mkdir(exist_ok=True)
         # read just before writing: several of these scripts may run side by side

@@ -256,7 +256,7 @@ def _translate(args: argparse.Namespace) -> None:
             path = base if len(results) == 1 else base.with_name(
                 f"{base.stem}-{number}{base.suffix or '.png'}")
             if item.tokens:
-                plot_attention(path, item)
+                plot_attention(path, item, known)
                 print(f"wrote {path}", file=sys.stderr)
             elif len(results) == 1:
                 plot_attention(path, item)  # explains why there is nothing to draw

@@ -429,8 +429,10 @@ class SentenceTranslator:
         return results
 
 
-def plot_attention(path: str | Path, item: Translation) -> Path:
-    """The attention matrix of one translation: target tokens down, source tokens across."""
+def plot_attention(path: str | Path, item: Translation,
+                   known: dict[str, int] | None = None) -> Path:
+    """The attention matrix of one translation: target tokens down, source tokens across
+    (those missing from ``known``, the source vocabulary, marked as read as <unk>)."""
     from rnnkit.training.plots import plot_matrix
 
     if not item.tokens:
@@ -438,7 +440,8 @@ def plot_attention(path: str | Path, item: Translation) -> Path:
     if item.attention is None:
         raise ValueError("--show-attention: this run was trained with --attention none, so "
                          "it has no attention weights to draw")
-    return plot_matrix(item.attention.numpy(), item.source_tokens, item.tokens, Path(path),
+    columns = [t if known is None or t in known else f"{t} (<unk>)" for t in item.source_tokens]
+    return plot_matrix(item.attention.numpy(), columns, item.tokens, Path(path),
                        "source", "translation", f"attention: {item.source[:60]}")
 
 
@@ -567,7 +570,8 @@ class TranslationTask:
         examples = [{"source": sources[i], "reference": references[i], "greedy": greedy_text[i],
                      f"beam{config['beam']}": beam_text[i]} for i in picks]
         if module.model.attention is not None and beam[picks[0]].tokens:
-            plot_attention(run_dir / "plots" / "attention.png", beam[picks[0]])
+            plot_attention(run_dir / "plots" / "attention.png", beam[picks[0]],
+                           data.source_vocab.index)
         _say(f"test, beam {config['beam']}: bleu {scores['bleu']:.2f}, chrf "
              f"{scores['chrf']:.2f} (greedy above); every test translation is in {path}")
         return {"data": {"source": config["data"], **data.pairs.notes, **data.sizes(),
