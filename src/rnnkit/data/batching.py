@@ -70,6 +70,20 @@ def bucketed_loader(items: list, lengths: np.ndarray, batch_size: int, train: bo
                       collate_fn=collate)
 
 
+class SplitLoaders:
+    """A LightningDataModule's three loaders from its own ``_loader(split)`` (split one of
+    ``train``, ``validation``, ``test``). Put it before LightningDataModule in the bases."""
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
 def pad_batch(items: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(token ids, label) pairs -> tokens [B, T] padded with 0, lengths [B], labels [B]."""
     lengths = torch.tensor([len(ids) for ids, _ in items])

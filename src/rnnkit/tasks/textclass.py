@@ -37,7 +37,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from rnnkit.data.batching import bucketed_loader, pad_batch
+from rnnkit.data.batching import SplitLoaders, bucketed_loader, pad_batch
 from rnnkit.data.labelled import LabelledTexts, load_labelled, split_indices
 from rnnkit.data.vocab import Vocabulary, tokenize
 from rnnkit.models.text_classifier import (
@@ -64,7 +64,7 @@ def words(text: str, lowercase: bool) -> list[str]:
     return tokenize(text.lower() if lowercase else text, "word")
 
 
-class TextClassData(L.LightningDataModule):
+class TextClassData(SplitLoaders, L.LightningDataModule):
     """Labelled sentences, encoded with the run's vocabulary, in fixed seeded splits.
 
     With a saved ``vocab`` and ``classes`` (a trained run) nothing is read until
@@ -131,15 +131,6 @@ class TextClassData(L.LightningDataModule):
         size = self.batch_size if split == "train" else 256
         return bucketed_loader(items, lengths, size, split == "train", self.config["seed"],
                                pad_batch)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
 
 class TextClassificationModule(TrainingModule):

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from rnnkit.data.batching import bucketed_loader
+from rnnkit.data.batching import SplitLoaders, bucketed_loader
 from rnnkit.data.parallel import (
     TOKENIZERS,
     Pairs,
@@ -164,7 +164,7 @@ def collate(items: list[tuple[np.ndarray, np.ndarray, int]]):
     return source, lengths, target_in, target_out, torch.tensor([i for _, _, i in items])
 
 
-class TranslationData(L.LightningDataModule):
+class TranslationData(SplitLoaders, L.LightningDataModule):
     """Sentence pairs encoded with the run's vocabularies, in fixed seeded splits. With
     saved vocabularies (a trained run) nothing is read until :meth:`setup`."""
 
@@ -250,15 +250,6 @@ class TranslationData(L.LightningDataModule):
         size = self.batch_size if split == "train" else EVAL_BATCH
         return bucketed_loader(items, lengths, size, split == "train", self.config["seed"],
                                collate)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
 
 def max_lengths(lengths: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
