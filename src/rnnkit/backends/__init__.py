@@ -1,7 +1,8 @@
 """Engines that run a cell over a sequence, chosen by a registry.
 
-``reference`` (autograd loop, the oracle) and ``fused`` (hand-written BPTT) are
-built in; ``fused`` is preferred when both can run a case.
+``reference`` (autograd loop, the oracle), ``fused`` (hand-written BPTT as tensor
+operations, any device) and ``native`` (the LSTM and GRU loops in C++, CPU) are built in;
+the automatic choice tries ``native``, then ``fused``, then ``reference``.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from rnnkit.backends.base import (
     select_backend,
 )
 from rnnkit.backends.fused import FusedBackend, FusedSequenceFunction, record_state_gradients
+from rnnkit.backends.native import NativeBackend
 from rnnkit.backends.reference import ReferenceBackend
 from rnnkit.functional import Masks
 
 register_backend(ReferenceBackend())
 register_backend(FusedBackend(), preference=0)
+register_backend(NativeBackend(), preference=0)
 
 
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
@@ -79,6 +82,7 @@ __all__ = [
     "Backend",
     "FusedBackend",
     "FusedSequenceFunction",
+    "NativeBackend",
     "ReferenceBackend",
     "available_backends",
     "get_backend",

@@ -9,7 +9,7 @@ restored.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -126,34 +126,49 @@ class FusedBackend:
             lengths: Tensor | None, extra: Sequence[Tensor] = (),
             masks: Masks | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
         spec = CELLS[cell]
-        T = x.shape[0]
-        if lengths is None or bool((lengths == T).all()):
-            y, *final = FusedSequenceFunction.apply(spec, None, masks, x, w_ih, w_hh, b_ih, b_hh,
-                                                    *extra, *states0)
-            return y, tuple(final)
-        sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
-        identity = bool((order == torch.arange(len(order))).all())
-        batch_sizes = batch_sizes_from_lengths(sorted_lengths)
-        t_max = len(batch_sizes)
-        if not identity:
-            idx = order.to(x.device)
-            x = x.index_select(1, idx)
-            states0 = tuple(s.index_select(0, idx) for s in states0)
-            if masks is not None:
-                masks = Masks(
-                    None if masks.recurrent is None else masks.recurrent.index_select(0, idx),
-                    tuple(None if m is None else m.index_select(1, idx) for m in masks.zoneout))
-        if masks is not None:
-            masks = Masks(masks.recurrent,
-                          tuple(None if m is None else m[:t_max] for m in masks.zoneout))
-        y, *final = FusedSequenceFunction.apply(spec, batch_sizes, masks, x[:t_max], w_ih, w_hh,
-                                                b_ih, b_hh, *extra, *states0)
-        if t_max < T:
-            y = torch.cat([y, y.new_zeros(T - t_max, *y.shape[1:])])
-        if not identity:
-            inverse = torch.empty_like(order)
-            inverse[order] = torch.arange(len(order))
-            inverse = inverse.to(x.device)
-            y = y.index_select(1, inverse)
-            final = [s.index_select(0, inverse) for s in final]
+
+        def apply(batch_sizes, masks, x, states0):
+            return FusedSequenceFunction.apply(spec, batch_sizes, masks, x, w_ih, w_hh, b_ih, b_hh,
+                                               *extra, *states0)
+
+        return run_sorted(apply, x, states0, lengths, masks)
+
+
+def run_sorted(apply: Callable[..., Sequence[Tensor]], x: Tensor, states0: tuple[Tensor, ...],
+               lengths: Tensor | None, masks: Masks | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """Run ``apply(batch_sizes, masks, x, states0) -> (y, *final)`` in the packed layout.
+
+    With lengths that are not all T, the batch (and the initial states and masks) is sorted
+    longest first, ``batch_sizes`` says how many sequences run at each step, ``x`` is cut to
+    the longest length, and the outputs are padded back to T and returned in the caller's
+    order. Otherwise ``apply`` sees the batch as it is, with ``batch_sizes`` None.
+    """
+    T = x.shape[0]
+    if lengths is None or bool((lengths == T).all()):
+        y, *final = apply(None, masks, x, states0)
         return y, tuple(final)
+    sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
+    identity = bool((order == torch.arange(len(order))).all())
+    batch_sizes = batch_sizes_from_lengths(sorted_lengths)
+    t_max = len(batch_sizes)
+    if not identity:
+        idx = order.to(x.device)
+        x = x.index_select(1, idx)
+        states0 = tuple(s.index_select(0, idx) for s in states0)
+        if masks is not None:
+            masks = Masks(
+                None if masks.recurrent is None else masks.recurrent.index_select(0, idx),
+                tuple(None if m is None else m.index_select(1, idx) for m in masks.zoneout))
+    if masks is not None:
+        masks = Masks(masks.recurrent,
+                      tuple(None if m is None else m[:t_max] for m in masks.zoneout))
+    y, *final = apply(batch_sizes, masks, x[:t_max], states0)
+    if t_max < T:
+        y = torch.cat([y, y.new_zeros(T - t_max, *y.shape[1:])])
+    if not identity:
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order))
+        inverse = inverse.to(x.device)
+        y = y.index_select(1, inverse)
+        final = [s.index_select(0, inverse) for s in final]
+    return y, tuple(final)

@@ -238,7 +238,7 @@ def sequence_forward(spec: CellSpec, x: Tensor, states0: Sequence[Tensor], w_ih:
     if batch_sizes is None:
         final = tuple(s[T] for s in states)
     else:
-        last = _last_step_index(batch_sizes, B, x.device)  # [B]: length of each sequence
+        last = last_step_index(batch_sizes, B, x.device)  # [B]: length of each sequence
         cols = torch.arange(B, device=x.device)
         final = tuple(s[last, cols] for s in states)
     saved = SequenceCache(x, states, cache, batch_sizes, extra, masks, h_in, input_norm)
@@ -262,7 +262,7 @@ def check_batch_sizes(batch_sizes: Sequence[int], steps: int, batch: int) -> Non
                          f"by length, longest first), got {sizes}")
 
 
-def _last_step_index(batch_sizes: Sequence[int], B: int, device: torch.device) -> Tensor:
+def last_step_index(batch_sizes: Sequence[int], B: int, device: torch.device) -> Tensor:
     """Length of each (sorted) sequence, recovered from the batch sizes."""
     bs = torch.tensor(list(batch_sizes), device=device)
     return (bs.unsqueeze(1) > torch.arange(B, device=device)).sum(0)

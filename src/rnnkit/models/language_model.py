@@ -112,8 +112,9 @@ class LanguageModel(nn.Module):
             for _ in range(length):
                 token = sample_token(last, temperature, top_k, generator)
                 yield token
-                logits, state = self(torch.tensor([[token]], device=device), state)
-                last = logits[0, -1]
+                embedded = self.embedding(torch.tensor([token], device=device))  # [1, E]
+                output, state = self.encoder.step(embedded, state)  # one recurrent step
+                last = self.decoder(output)[0]
         finally:
             self.train(was_training)
 

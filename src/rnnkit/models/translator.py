@@ -193,8 +193,8 @@ class Translator(nn.Module):
         x = self.dropout(self.target_embedding(tokens))
         if self.config.input_feeding:
             x = torch.cat([x, feed], dim=-1)
-        output, state = self.decoder(x[:, None, :], state)
-        attentional, weights = self._attend(output, memory)
+        output, state = self.decoder.step(x, state)  # [B, H]
+        attentional, weights = self._attend(output[:, None, :], memory)
         return attentional[:, 0], state, None if weights is None else weights[:, 0]
 
     def step(self, tokens: Tensor, state: State, feed: Tensor,

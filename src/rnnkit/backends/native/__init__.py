@@ -1,0 +1,181 @@
+"""The native backend: the LSTM and GRU time loops in C++ (``engine.cpp``), on the CPU.
+
+The equations, the cache and the hand-derived backward are those of
+:mod:`rnnkit.functional` (``lstm.py``, ``gru.py``); what changes is where the loop runs.
+The Python ``fused`` engine pays a few microseconds of dispatch for each of the ~10 tensor
+operations of a step, which is most of the time at small batches; here a step is one call
+into the BLAS for the recurrent product and one fused pass of gate math, with no Python
+and no dispatcher in between. The whole-sequence products (input projections before the
+loop, weight and input gradients after it) stay as they are in the fused engine.
+
+Cases it does not cover are handed on, never approximated: other cells (the registry picks
+``fused``), other devices or dtypes, and runs with recurrent dropout or zoneout masks
+(handed to the fused engine inside :meth:`NativeBackend.run`). Where the library cannot be
+built, :mod:`.build` warns once and the registry falls back to ``fused``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnnkit.backends import fused
+from rnnkit.backends.native import build
+from rnnkit.functional import Masks
+from rnnkit.functional.sequence import last_step_index
+
+CELLS = ("lstm", "gru")
+DTYPES = (torch.float32, torch.float64)
+GATES = {"lstm": 4, "gru": 3}
+
+
+def available() -> bool:
+    """True when the native ops are built and loaded (building them if needed)."""
+    return build.load() is None
+
+
+class NativeSequenceFunction(torch.autograd.Function):
+    """``apply(cell, batch_sizes, x, w_ih, w_hh, b_ih, b_hh, *states0) -> (y, *final)``.
+
+    ``x`` [T, B, I] time-major (rows sorted longest first when ``batch_sizes`` is given),
+    weights as torch.nn names them, ``states0`` ``(h0,)`` or ``(h0, c0)``, each [B, H].
+    """
+
+    @staticmethod
+    def forward(ctx, cell: str, batch_sizes: Sequence[int] | None, x: Tensor, w_ih: Tensor,
+                w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None, *states0: Tensor):
+        T, B, I = x.shape
+        H = w_hh.shape[1]
+        sizes = list(batch_sizes) if batch_sizes is not None else []
+        # Rows past a sequence's end are never written, so they must start as zeros.
+        alloc = torch.zeros if batch_sizes is not None else torch.empty
+        opts = {"dtype": x.dtype, "device": x.device}
+        bias = b_ih
+        if cell == "lstm" and b_hh is not None:  # both biases enter only through their sum
+            bias = b_hh if bias is None else bias + b_hh
+        flat = x.reshape(T * B, I)
+        xp = torch.mm(flat, w_ih.t()) if bias is None else torch.addmm(bias, flat, w_ih.t())
+        xp = xp.view(T, B, -1)  # becomes the gate activations
+        w_hh_t = w_hh.t().contiguous()
+        states = [alloc(T + 1, B, H, **opts) for _ in states0]
+        for buf, s0 in zip(states, states0):
+            buf[0].copy_(s0)
+        ops = torch.ops.rnnkit
+        if cell == "lstm":
+            cache = alloc(T, B, H, **opts)  # tanh(c_t)
+            ops.lstm_forward(xp, w_hh_t, states[0], states[1], cache, sizes)
+        else:
+            cache = alloc(T, B, 3 * H, **opts)  # W_hh h_{t-1} + b_hh
+            ops.gru_forward(xp, w_hh_t, b_hh.contiguous() if b_hh is not None else None,
+                            states[0], cache, sizes)
+        if batch_sizes is None:
+            final = tuple(s[T] for s in states)
+        else:
+            last = last_step_index(batch_sizes, B, x.device)
+            cols = torch.arange(B, device=x.device)
+            final = tuple(s[last, cols] for s in states)
+        ctx.cell, ctx.batch_sizes, ctx.has_bias = cell, sizes, b_ih is not None
+        ctx.save_for_backward(x, w_ih, w_hh, xp, cache, *states)
+        ctx.set_materialize_grads(False)
+        # Copies: the caller may modify its outputs in place; the backward reads the buffers.
+        return (states[0][1:].clone(), *(s.clone() for s in final))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy: Tensor | None, *dfinal: Tensor | None):
+        x, w_ih, w_hh, acts, cache, *states = ctx.saved_tensors
+        T, B, I = x.shape
+        H = w_hh.shape[1]
+        G = GATES[ctx.cell] * H
+        alloc = torch.zeros if ctx.batch_sizes else torch.empty
+        opts = {"dtype": x.dtype, "device": x.device}
+        drec = [torch.zeros(B, H, **opts) if g is None else g.contiguous().clone() for g in dfinal]
+        if len(drec) < len(states):
+            drec += [torch.zeros(B, H, **opts) for _ in range(len(states) - len(drec))]
+        dy = dy.contiguous() if dy is not None else None
+        norms = x.new_zeros(T, B) if fused._RECORDERS else None
+        ops = torch.ops.rnnkit
+        dgx = alloc(T, B, G, **opts)
+        if ctx.cell == "lstm":
+            ops.lstm_backward(acts, states[1], cache, w_hh.contiguous(), dy, drec[0], drec[1], dgx,
+                              ctx.batch_sizes, norms)
+            dgh = dgx
+        else:
+            dgh = alloc(T, B, G, **opts)
+            ops.gru_backward(acts, cache, states[0], w_hh.contiguous(), dy, drec[0], dgx, dgh,
+                             ctx.batch_sizes, norms)
+        for store in fused._RECORDERS:
+            store.append(norms)
+        # needs_input_grad: (cell, batch_sizes, x, w_ih, w_hh, b_ih, b_hh, *states0)
+        need = ctx.needs_input_grad
+        flat_gx, flat_gh = dgx.view(T * B, G), dgh.view(T * B, G)
+        dx = torch.mm(flat_gx, w_ih).view(T, B, I) if need[2] else None
+        dw_ih = torch.mm(flat_gx.t(), x.reshape(T * B, I)) if need[3] else None
+        dw_hh = torch.mm(flat_gh.t(), states[0][:T].reshape(T * B, H)) if need[4] else None
+        db_ih = flat_gx.sum(0) if ctx.has_bias and (need[5] or need[6]) else None
+        db_hh = None
+        if db_ih is not None:
+            db_hh = db_ih.clone() if ctx.cell == "lstm" else flat_gh.sum(0)
+        dstates0 = tuple(g if need[7 + k] else None for k, g in enumerate(drec))
+        return (None, None, dx, dw_ih, dw_hh, db_ih, db_hh, *dstates0)
+
+
+class NativeBackend:
+    """The C++ loops; CPU, float32 and float64, LSTM and GRU."""
+
+    name = "native"
+
+    def unsupported_reason(self, cell: str, device: torch.device, dtype: torch.dtype) -> str | None:
+        if cell not in CELLS:
+            return f"cell {cell!r} has no native loop (it has: {', '.join(CELLS)})"
+        if device.type != "cpu":
+            return f"device {device} is not the CPU"
+        if dtype not in DTYPES:
+            return f"dtype {dtype} is not float32 or float64"
+        reason = build.load()
+        return None if reason is None else f"not built: {reason}"
+
+    def run(self, cell: str, x: Tensor, states0: tuple[Tensor, ...], w_ih: Tensor,
+            w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+            lengths: Tensor | None, extra: Sequence[Tensor] = (),
+            masks: Masks | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        if masks is not None and (masks.recurrent is not None
+                                  or any(m is not None for m in masks.zoneout)):
+            # Recurrent dropout and zoneout act inside the loop; the fused engine has them.
+            return fused.FusedBackend().run(cell, x, states0, w_ih, w_hh, b_ih, b_hh, lengths,
+                                            extra, masks)
+        x = x.contiguous()
+        states0 = tuple(s.contiguous() for s in states0)
+
+        def apply(batch_sizes, masks, x, states0):
+            return NativeSequenceFunction.apply(cell, batch_sizes, x, w_ih, w_hh, b_ih, b_hh,
+                                                *states0)
+
+        return fused.run_sorted(apply, x, states0, lengths, None)
+
+
+def step(cell: str, x: Tensor, states: Sequence[Tensor] | None, weights: Sequence[Tensor],
+         layers: int, has_bias: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One step of a stack of LSTM or GRU layers without gradients, in one native call.
+
+    Args:
+        x: [B, I]; states: ``(h, c)`` or ``(h,)``, each [layers, B, H], or None for zeros;
+        weights: per layer ``w_ih, w_hh`` (and ``b_ih, b_hh`` with ``has_bias``). All
+        contiguous, on the CPU, of one floating dtype.
+
+    Returns:
+        The top layer's h_t [B, H], and the new states, each [layers, B, H].
+    """
+    ops = torch.ops.rnnkit
+    if cell == "lstm":
+        h0, c0 = (None, None) if states is None else states
+        y, h, c = ops.lstm_step(x, h0, c0, list(weights), layers, has_bias)
+        return y, (h, c)
+    y, h = ops.gru_step(x, None if states is None else states[0], list(weights), layers, has_bias)
+    return y, (h,)
+
+
+__all__ = ["CELLS", "NativeBackend", "NativeSequenceFunction", "available", "step"]

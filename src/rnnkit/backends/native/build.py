@@ -1,0 +1,101 @@
+"""Build ``engine.cpp`` once per machine and load it into ``torch.ops.rnnkit``.
+
+The library is compiled on first use with the compiler torch's extension builder finds
+(``$CXX``, else ``c++``) and ninja, into ``$RNNKIT_CACHE/native/<key>/`` (else
+``~/.cache/rnnkit/native/<key>/``), where the key hashes the source, the flags, the torch
+and Python versions: a later process loads the built library in milliseconds, and a new
+torch or a changed source builds afresh. Concurrent first builds are serialised by torch's
+lock file in that folder.
+
+Where it cannot build (no compiler, no ninja, an unusual torch build), :func:`load` returns
+the reason and warns once in one line; rnnkit then runs its ``fused`` engine, which gives
+the same results, slower. ``RNNKIT_NATIVE=0`` switches the engine off without a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+ENV_VAR = "RNNKIT_NATIVE"
+SOURCE = Path(__file__).with_name("engine.cpp")
+NAME = "rnnkit_native"
+# -ffast-math lets gcc call glibc's vector exp and tanh (libmvec) in the gate loops; the
+# results stay within a few float32 ulps of torch's (the parity tests hold them to it).
+# The code makes no finiteness tests, and libmvec returns inf and 0 where IEEE does, so
+# a saturated gate still reads 0 or 1. gcc picks 128-bit vectors for the AMD cores these
+# machines report (znver1); 256-bit ones halve the calls.
+# -fopenmp: at::parallel_for is inline OpenMP code, serial unless compiled with it; the
+# library then shares the libgomp torch has loaded (same soname), so one thread pool.
+CFLAGS = ["-O3", "-march=native", "-ffast-math", "-mprefer-vector-width=256", "-fopenmp"]
+LDFLAGS = ["-lmvec", "-fopenmp"]
+
+logger = logging.getLogger(__name__)
+_STATE: dict[str, str | None] = {}
+
+
+def build_dir() -> Path:
+    """The folder this source, these flags and this torch build into."""
+    if os.environ.get("RNNKIT_CACHE"):
+        root = Path(os.environ["RNNKIT_CACHE"])
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rnnkit"
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(CFLAGS + LDFLAGS).encode(),
+                 torch.__version__.encode(), sys.version.encode(), platform.machine().encode()):
+        key.update(part)
+    return root / "native" / key.hexdigest()[:16]
+
+
+def load() -> str | None:
+    """Load the native ops, building them first if needed.
+
+    Returns:
+        None when ``torch.ops.rnnkit`` is ready, else why not (also warned once).
+    """
+    if "reason" not in _STATE:
+        _STATE["reason"] = _load()
+    return _STATE["reason"]
+
+
+def _load() -> str | None:
+    if os.environ.get(ENV_VAR, "1") == "0":
+        return f"switched off by {ENV_VAR}=0"
+    if platform.system() != "Linux":
+        return _fail(f"built on Linux only, this is {platform.system()}")
+    folder = build_dir()
+    library = folder / f"{NAME}.so"
+    try:
+        if library.exists():
+            torch.ops.load_library(str(library))
+        else:
+            _compile(folder)
+    except Exception as err:  # noqa: BLE001 (any failure means: use the fused engine)
+        lines = str(err).strip().splitlines()
+        errors = [line.strip() for line in lines if "error" in line.lower()]
+        return _fail((errors or lines or [type(err).__name__])[0][:200])
+    return None
+
+
+def _compile(folder: Path) -> None:
+    from torch.utils.cpp_extension import load as load_extension
+
+    folder.mkdir(parents=True, exist_ok=True)
+    logger.warning("rnnkit: building the native CPU engine, once for this machine and torch "
+                   "(about 30 s), in %s", folder)
+    load_extension(NAME, [str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=LDFLAGS,
+                   build_directory=str(folder), is_python_module=False, verbose=False)
+
+
+def _fail(reason: str) -> str:
+    warnings.warn(f"rnnkit: the native CPU engine is unavailable ({reason}); using the slower "
+                  f"'fused' engine. Install g++ and ninja to get it, or set {ENV_VAR}=0 to "
+                  "silence this.", RuntimeWarning, stacklevel=4)
+    return reason
