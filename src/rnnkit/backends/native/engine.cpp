@@ -817,6 +817,30 @@ std::tuple<at::Tensor, at::Tensor> gru_step(const at::Tensor& x,
   return {h[layers - 1], h};
 }
 
+// a [m, k] @ w [k, n] (+ bias [n]), all contiguous: the whole-sequence products (input
+// projections before the loop, input gradients after it). In float with the AVX2 kernel,
+// w is packed once and the rows are taken in blocks that stay in L2 while every panel
+// passes over them; otherwise at::addmm.
+at::Tensor matmul(const at::Tensor& a, const at::Tensor& w, const std::optional<at::Tensor>& bias) {
+  check_buffers({&a, &w}, a, "matmul");
+  if (bias) check_buffer(*bias, a, "matmul bias");
+  TORCH_CHECK(a.dim() == 2 && w.dim() == 2 && a.size(1) == w.size(0), "matmul: shapes ",
+              a.sizes(), " and ", w.sizes(), " do not chain");
+  const int64_t m = a.size(0), k = a.size(1), n = w.size(1);
+  if (!kHaveKernel || a.scalar_type() != at::kFloat || m == 0) {
+    return bias ? at::addmm(*bias, a, w) : at::mm(a, w);
+  }
+  at::Tensor out = bias ? bias->expand({m, n}).contiguous() : at::zeros({m, n}, a.options());
+  const Packed packed = pack(w.data_ptr<float>(), k, n, n);
+  constexpr int64_t kBlock = 96;  // rows of a per block: 96 x k floats stay in L2
+  const float* A = a.data_ptr<float>();
+  float* C = out.data_ptr<float>();
+  for (int64_t i = 0; i < m; i += kBlock) {
+    packed_gemm(std::min(kBlock, m - i), A + i * k, k, packed, true, C + i * n, n);
+  }
+  return out;
+}
+
 bool has_blas() { return sgemm_ != nullptr && dgemm_ != nullptr; }
 
 }  // namespace
@@ -836,5 +860,6 @@ TORCH_LIBRARY(rnnkit, m) {
         "bool has_bias) -> (Tensor, Tensor, Tensor)", &lstm_step);
   m.def("gru_step(Tensor x, Tensor? h0, Tensor[] weights, int layers, bool has_bias) "
         "-> (Tensor, Tensor)", &gru_step);
+  m.def("matmul(Tensor a, Tensor w, Tensor? bias) -> Tensor", &matmul);
   m.def("has_blas() -> bool", &has_blas);
 }
