@@ -73,12 +73,23 @@ def test_variable_lengths_reverse_and_no_bias(cell, reverse, bias):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_threaded_products(cell):
-    # B * 4H * H and B * 3H * H above the size at which the products are split over threads.
-    x, states0, weights = _case(cell, 5, 9, 24, 96, torch.float32)
-    lengths = torch.tensor([5, 2, 5, 3, 1, 4, 5, 5, 2])
+def test_threaded_and_packed_products(cell):
+    # B * 4H * H and B * 3H * H above the size at which the products are split over threads,
+    # and T * B = 288 rows, in the range where the projections take the packed product.
+    x, states0, weights = _case(cell, 32, 9, 24, 96, torch.float32)
+    lengths = torch.tensor([32, 2, 32, 13, 1, 24, 32, 31, 2])
     _assert_all_close(_grads(cell, "native", x, states0, weights, lengths),
                       _grads(cell, "reference", x, states0, weights, lengths), torch.float32)
+
+
+@pytest.mark.parametrize("m,k,n", [(300, 24, 96), (257, 37, 70), (1, 5, 3), (97, 64, 33)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_packed_matmul(m, k, n, bias):
+    a, w, b = torch.randn(m, k), torch.randn(k, n), torch.randn(n) if bias else None
+    expected = torch.mm(a, w) if b is None else torch.addmm(b, a, w)
+    torch.testing.assert_close(torch.ops.rnnkit.matmul(a, w, b), expected, rtol=1e-5, atol=1e-4)
+    a64, w64 = a.double(), w.double()  # the BLAS path
+    torch.testing.assert_close(torch.ops.rnnkit.matmul(a64, w64, None), torch.mm(a64, w64))
 
 
 @pytest.mark.parametrize("cell", CELLS)
