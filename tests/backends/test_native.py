@@ -87,9 +87,14 @@ def test_threaded_and_packed_products(cell):
 def test_packed_matmul(m, k, n, bias):
     a, w, b = torch.randn(m, k), torch.randn(k, n), torch.randn(n) if bias else None
     expected = torch.mm(a, w) if b is None else torch.addmm(b, a, w)
-    torch.testing.assert_close(torch.ops.rnnkit.matmul(a, w, b), expected, rtol=1e-5, atol=1e-4)
+    matmul = torch.ops.rnnkit.matmul
+    torch.testing.assert_close(matmul(a, w, b, False), expected, rtol=1e-5, atol=1e-4)
+    # torch's weight layout [n, k], read as its transpose
+    torch.testing.assert_close(matmul(a, w.t().contiguous(), b, True), expected, rtol=1e-5,
+                               atol=1e-4)
     a64, w64 = a.double(), w.double()  # the BLAS path
-    torch.testing.assert_close(torch.ops.rnnkit.matmul(a64, w64, None), torch.mm(a64, w64))
+    torch.testing.assert_close(matmul(a64, w64, None, False), torch.mm(a64, w64))
+    torch.testing.assert_close(matmul(a64, w64.t().contiguous(), None, True), torch.mm(a64, w64))
 
 
 @pytest.mark.parametrize("cell", CELLS)

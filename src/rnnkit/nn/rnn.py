@@ -242,15 +242,13 @@ class RNNBase(nn.Module):
             output, state = self.forward(input.unsqueeze(time_dim), hx)
             return output.squeeze(time_dim), state
         x = input.view(1, -1) if unbatched else input  # [B, I]
-        states = None
-        if hx is not None:
-            states = [s.contiguous() for s in self._initial_states(hx, x.unsqueeze(0), unbatched)]
+        states = None if hx is None else self._step_states(hx, x, unbatched)
         params = self._parameters
         weights = [params[name] for name in self._flat_weights_names]
         if not all(w.is_contiguous() for w in weights):
             weights = [w.contiguous() for w in weights]
-        output, new = native.step(self.mode, x.contiguous(), states, weights, self.num_layers,
-                                  self.bias)
+        output, new = native.step(self.mode, x if x.is_contiguous() else x.contiguous(), states,
+                                  weights, self.num_layers, self.bias)
         if any(self.zoneout):  # evaluation: each unit takes the expectation
             prev = states or [torch.zeros_like(s) for s in new]
             new = tuple(torch.lerp(n, s, p) if p > 0 else n
@@ -259,6 +257,22 @@ class RNNBase(nn.Module):
         if unbatched:
             output, new = output[0], tuple(s[:, 0] for s in new)
         return output, (new if len(new) == 2 else new[0])
+
+    def _step_states(self, hx, x: Tensor, unbatched: bool) -> list[Tensor]:
+        """The given state as contiguous [layers, B, H] tensors. The common case (right
+        shapes, dtype and device) is checked inline: a step is tens of microseconds, and the
+        general check costs a quarter of that; anything else gets its error from there."""
+        given = hx if isinstance(hx, (tuple, list)) else (hx,)
+        shape = (self.num_layers, self.hidden_size) if unbatched else \
+            (self.num_layers, x.shape[0], self.hidden_size)
+        ref = self._parameters["weight_ih_l0"]
+        if (len(given) == self._num_states
+                and all(isinstance(s, Tensor) and s.shape == shape and s.dtype == ref.dtype
+                        and s.device == ref.device for s in given)):
+            states = [s.unsqueeze(1) for s in given] if unbatched else list(given)
+        else:
+            states = self._initial_states(hx, x.unsqueeze(0), unbatched)
+        return [s if s.is_contiguous() else s.contiguous() for s in states]
 
     def _native_step_ok(self, input: Tensor) -> bool:
         """Whether :meth:`step` can take the native single-step path for this input."""

@@ -56,18 +56,18 @@ class NativeSequenceFunction(torch.autograd.Function):
         bias = b_ih
         if cell == "lstm" and b_hh is not None:  # both biases enter only through their sum
             bias = b_hh if bias is None else bias + b_hh
-        xp = project(x.reshape(T * B, I), w_ih.t(), bias).view(T, B, -1)  # becomes the gates
-        w_hh_t = w_hh.t().contiguous()
+        xp = project(x.reshape(T * B, I), w_ih, bias, transposed=True).view(T, B, -1)  # -> gates
+        w_hh = w_hh.contiguous()  # read as W_hh^T by the loop, without a transposed copy
         states = [alloc(T + 1, B, H, **opts) for _ in states0]
         for buf, s0 in zip(states, states0):
             buf[0].copy_(s0)
         ops = torch.ops.rnnkit
         if cell == "lstm":
             cache = alloc(T, B, H, **opts)  # tanh(c_t)
-            ops.lstm_forward(xp, w_hh_t, states[0], states[1], cache, sizes)
+            ops.lstm_forward(xp, w_hh, states[0], states[1], cache, sizes)
         else:
             cache = alloc(T, B, 3 * H, **opts)  # W_hh h_{t-1} + b_hh
-            ops.gru_forward(xp, w_hh_t, b_hh.contiguous() if b_hh is not None else None,
+            ops.gru_forward(xp, w_hh, b_hh.contiguous() if b_hh is not None else None,
                             states[0], cache, sizes)
         if batch_sizes is None:
             final = tuple(s[T] for s in states)
@@ -110,7 +110,7 @@ class NativeSequenceFunction(torch.autograd.Function):
         # needs_input_grad: (cell, batch_sizes, x, w_ih, w_hh, b_ih, b_hh, *states0)
         need = ctx.needs_input_grad
         flat_gx, flat_gh = dgx.view(T * B, G), dgh.view(T * B, G)
-        dx = project(flat_gx, w_ih, None).view(T, B, I) if need[2] else None
+        dx = project(flat_gx, w_ih, None, transposed=False).view(T, B, I) if need[2] else None
         dw_ih = torch.mm(flat_gx.t(), x.reshape(T * B, I)) if need[3] else None
         dw_hh = torch.mm(flat_gh.t(), states[0][:T].reshape(T * B, H)) if need[4] else None
         db_ih = flat_gx.sum(0) if ctx.has_bias and (need[5] or need[6]) else None
@@ -127,10 +127,12 @@ class NativeSequenceFunction(torch.autograd.Function):
 PACKED_ROWS = (256, 4096)
 
 
-def project(a: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
-    """``a @ w (+ bias)`` for a whole sequence's rows [N, K] and a weight view [K, M]."""
+def project(a: Tensor, w: Tensor, bias: Tensor | None, *, transposed: bool) -> Tensor:
+    """``a @ w (+ bias)`` for a whole sequence's rows [N, K], with ``w`` [K, M], or ``w``
+    [M, K] and its transpose when ``transposed`` (torch's weight layout)."""
     if a.dtype == torch.float32 and PACKED_ROWS[0] <= a.shape[0] <= PACKED_ROWS[1]:
-        return torch.ops.rnnkit.matmul(a.contiguous(), w.contiguous(), bias)
+        return torch.ops.rnnkit.matmul(a.contiguous(), w.contiguous(), bias, transposed)
+    w = w.t() if transposed else w
     return torch.mm(a, w) if bias is None else torch.addmm(bias, a, w)
 
 
@@ -180,12 +182,12 @@ def step(cell: str, x: Tensor, states: Sequence[Tensor] | None, weights: Sequenc
     Returns:
         The top layer's h_t [B, H], and the new states, each [layers, B, H].
     """
-    ops = torch.ops.rnnkit
     if cell == "lstm":
         h0, c0 = (None, None) if states is None else states
-        y, h, c = ops.lstm_step(x, h0, c0, list(weights), layers, has_bias)
+        y, h, c = torch.ops.rnnkit.lstm_step.default(x, h0, c0, weights, layers, has_bias)
         return y, (h, c)
-    y, h = ops.gru_step(x, None if states is None else states[0], list(weights), layers, has_bias)
+    h0 = None if states is None else states[0]
+    y, h = torch.ops.rnnkit.gru_step.default(x, h0, weights, layers, has_bias)
     return y, (h,)
 
 

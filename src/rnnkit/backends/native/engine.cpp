@@ -49,15 +49,29 @@ struct Packed {
   std::vector<float> panels;  // [n / 32][k][32]
   const float* W;             // the original, for the last n % 32 columns
   int64_t k, n, ldw;
+  bool transposed;            // W is stored [n, k] (torch's weight layout) rather than [k, n]
   int64_t full() const { return n / kPanel * kPanel; }
+  float at(int64_t q, int64_t j) const { return transposed ? W[j * ldw + q] : W[q * ldw + j]; }
 };
 
-// W [k, n] with row stride ldw, packed into panels.
-Packed pack(const float* W, int64_t k, int64_t n, int64_t ldw) {
-  Packed p{std::vector<float>(static_cast<size_t>(n / kPanel * kPanel * k)), W, k, n, ldw};
+// The [k, n] matrix W (row stride ldw), or the transpose of the [n, k] matrix W when
+// `transposed`, packed into panels. Packing from torch's [4H, H] weight directly saves
+// the transposed copy, which costs more than a whole forward at batch 1 (4 ms at H = 512).
+Packed pack(const float* W, int64_t k, int64_t n, int64_t ldw, bool transposed = false) {
+  Packed p{std::vector<float>(static_cast<size_t>(n / kPanel * kPanel * k)), W, k, n, ldw,
+           transposed};
   for (int64_t j = 0; j < p.full(); j += kPanel) {
     float* dst = p.panels.data() + j * k;
-    for (int64_t q = 0; q < k; ++q) std::copy(W + q * ldw + j, W + q * ldw + j + kPanel, dst + q * kPanel);
+    if (transposed) {  // read rows of W front to back, write the panel's columns
+      for (int64_t jj = 0; jj < kPanel; ++jj) {
+        const float* src = W + (j + jj) * ldw;
+        for (int64_t q = 0; q < k; ++q) dst[q * kPanel + jj] = src[q];
+      }
+    } else {
+      for (int64_t q = 0; q < k; ++q) {
+        std::copy(W + q * ldw + j, W + q * ldw + j + kPanel, dst + q * kPanel);
+      }
+    }
   }
   return p;
 }
@@ -134,7 +148,7 @@ void panels_gemm(int64_t m, int64_t p0, int64_t p1, bool tail, const float* A, i
   for (int64_t i = 0; i < m; ++i) {  // the last n % 32 columns
     for (int64_t j = W.full(); j < W.n; ++j) {
       float s = 0;
-      for (int64_t q = 0; q < k; ++q) s += A[i * lda + q] * W.W[q * W.ldw + j];
+      for (int64_t q = 0; q < k; ++q) s += A[i * lda + q] * W.at(q, j);
       C[i * ldc + j] = accumulate ? C[i * ldc + j] + s : s;
     }
   }
@@ -263,13 +277,15 @@ template <typename T>
 struct RecurrentProduct {
   const T* W;
   int64_t k, n;
+  bool transposed;  // W stored [n, k]
   bool kernel;
   Packed packed;
 
-  RecurrentProduct(const T* W_, int64_t k_, int64_t n_)
-      : W(W_), k(k_), n(n_), kernel(kHaveKernel && std::is_same_v<T, float>) {
+  RecurrentProduct(const T* W_, int64_t k_, int64_t n_, bool transposed_ = false)
+      : W(W_), k(k_), n(n_), transposed(transposed_),
+        kernel(kHaveKernel && std::is_same_v<T, float>) {
     if constexpr (std::is_same_v<T, float>) {
-      if (kernel) packed = pack(W_, k_, n_, n_);
+      if (kernel) packed = pack(W_, k_, n_, transposed_ ? k_ : n_, transposed_);
     }
   }
 
@@ -281,7 +297,7 @@ struct RecurrentProduct {
         return;
       }
     }
-    gemm<T>(m, n, k, A, lda, W, n, false, accumulate ? T(1) : T(0), C, ldc);
+    gemm<T>(m, n, k, A, lda, W, transposed ? k : n, transposed, accumulate ? T(1) : T(0), C, ldc);
   }
 };
 
@@ -363,12 +379,12 @@ void lstm_pointwise(T* gates, const T* c_prev, T* c_out, T* h_out, T* tanh_c, in
 }
 
 template <typename T>
-void lstm_forward_impl(at::Tensor& xp, const at::Tensor& w_hh_t, at::Tensor& h, at::Tensor& c,
+void lstm_forward_impl(at::Tensor& xp, const at::Tensor& w_hh, at::Tensor& h, at::Tensor& c,
                        at::Tensor& tanh_c, Sizes batch_sizes) {
   const int64_t T_ = xp.size(0), B = xp.size(1), H = h.size(2), G = 4 * H;
   const auto sizes = step_sizes(batch_sizes, T_, B);
   T* xpp = xp.data_ptr<T>();
-  const RecurrentProduct<T> product(w_hh_t.data_ptr<T>(), H, G);
+  const RecurrentProduct<T> product(w_hh.data_ptr<T>(), H, G, true);
   T* hp = h.data_ptr<T>();
   T* cp = c.data_ptr<T>();
   T* tcp = tanh_c.data_ptr<T>();
@@ -387,13 +403,13 @@ void lstm_forward_impl(at::Tensor& xp, const at::Tensor& w_hh_t, at::Tensor& h, 
 }
 
 // xp [T, B, 4H]: W_ih x + b_ih + b_hh, overwritten with the activations (i, f, g, o).
-// w_hh_t [H, 4H]; h, c [T+1, B, H] with the initial state at index 0; tanh_c [T, B, H].
-void lstm_forward(at::Tensor xp, const at::Tensor& w_hh_t, at::Tensor h, at::Tensor c,
+// w_hh [4H, H] (torch.nn's layout); h, c [T+1, B, H] with the initial state at index 0; tanh_c [T, B, H].
+void lstm_forward(at::Tensor xp, const at::Tensor& w_hh, at::Tensor h, at::Tensor c,
                   at::Tensor tanh_c, Sizes batch_sizes) {
-  check_buffers({&w_hh_t, &h, &c, &tanh_c}, xp, "lstm_forward");
+  check_buffers({&w_hh, &h, &c, &tanh_c}, xp, "lstm_forward");
   check_buffer(xp, xp, "lstm_forward");
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstm_forward", [&] {
-    lstm_forward_impl<scalar_t>(xp, w_hh_t, h, c, tanh_c, batch_sizes);
+    lstm_forward_impl<scalar_t>(xp, w_hh, h, c, tanh_c, batch_sizes);
   });
 }
 
@@ -487,12 +503,12 @@ void gru_pointwise(T* gx, T* gh, const T* b_hh, const T* h_prev, T* h_out, int64
 }
 
 template <typename T>
-void gru_forward_impl(at::Tensor& xp, const at::Tensor& w_hh_t, const T* b_hh, at::Tensor& h,
+void gru_forward_impl(at::Tensor& xp, const at::Tensor& w_hh, const T* b_hh, at::Tensor& h,
                       at::Tensor& gh, Sizes batch_sizes) {
   const int64_t T_ = xp.size(0), B = xp.size(1), H = h.size(2), G = 3 * H;
   const auto sizes = step_sizes(batch_sizes, T_, B);
   T* xpp = xp.data_ptr<T>();
-  const RecurrentProduct<T> product(w_hh_t.data_ptr<T>(), H, G);
+  const RecurrentProduct<T> product(w_hh.data_ptr<T>(), H, G, true);
   T* hp = h.data_ptr<T>();
   T* ghp = gh.data_ptr<T>();
   for (int64_t t = 0; t < T_; ++t) {
@@ -508,14 +524,14 @@ void gru_forward_impl(at::Tensor& xp, const at::Tensor& w_hh_t, const T* b_hh, a
   }
 }
 
-// xp [T, B, 3H]: W_ih x + b_ih, overwritten with (r, z, n); w_hh_t [H, 3H]; b_hh [3H] or
+// xp [T, B, 3H]: W_ih x + b_ih, overwritten with (r, z, n); w_hh [3H, H]; b_hh [3H] or
 // None; h [T+1, B, H] with h_0 at index 0; gh [T, B, 3H] receives W_hh h_{t-1} + b_hh.
-void gru_forward(at::Tensor xp, const at::Tensor& w_hh_t, const std::optional<at::Tensor>& b_hh,
+void gru_forward(at::Tensor xp, const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh,
                  at::Tensor h, at::Tensor gh, Sizes batch_sizes) {
-  check_buffers({&xp, &w_hh_t, &h, &gh}, xp, "gru_forward");
+  check_buffers({&xp, &w_hh, &h, &gh}, xp, "gru_forward");
   if (b_hh) check_buffer(*b_hh, xp, "gru_forward b_hh");
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "gru_forward", [&] {
-    gru_forward_impl<scalar_t>(xp, w_hh_t, b_hh ? b_hh->data_ptr<scalar_t>() : nullptr, h, gh,
+    gru_forward_impl<scalar_t>(xp, w_hh, b_hh ? b_hh->data_ptr<scalar_t>() : nullptr, h, gh,
                                batch_sizes);
   });
 }
@@ -817,21 +833,25 @@ std::tuple<at::Tensor, at::Tensor> gru_step(const at::Tensor& x,
   return {h[layers - 1], h};
 }
 
-// a [m, k] @ w [k, n] (+ bias [n]), all contiguous: the whole-sequence products (input
+// a [m, k] @ w [k, n] (w [n, k] and its transpose when `transposed`) (+ bias [n]), all contiguous: the whole-sequence products (input
 // projections before the loop, input gradients after it). In float with the AVX2 kernel,
 // w is packed once and the rows are taken in blocks that stay in L2 while every panel
 // passes over them; otherwise at::addmm.
-at::Tensor matmul(const at::Tensor& a, const at::Tensor& w, const std::optional<at::Tensor>& bias) {
+at::Tensor matmul(const at::Tensor& a, const at::Tensor& w, const std::optional<at::Tensor>& bias,
+                  bool transposed) {
   check_buffers({&a, &w}, a, "matmul");
   if (bias) check_buffer(*bias, a, "matmul bias");
-  TORCH_CHECK(a.dim() == 2 && w.dim() == 2 && a.size(1) == w.size(0), "matmul: shapes ",
-              a.sizes(), " and ", w.sizes(), " do not chain");
-  const int64_t m = a.size(0), k = a.size(1), n = w.size(1);
+  TORCH_CHECK(a.dim() == 2 && w.dim() == 2 && a.size(1) == w.size(transposed ? 1 : 0),
+              "matmul: shapes ", a.sizes(), " and ", w.sizes(), " do not chain");
+  const int64_t m = a.size(0), k = a.size(1), n = w.size(transposed ? 0 : 1);
   if (!kHaveKernel || a.scalar_type() != at::kFloat || m == 0) {
-    return bias ? at::addmm(*bias, a, w) : at::mm(a, w);
+    const at::Tensor wk = transposed ? w.t() : w;
+    return bias ? at::addmm(*bias, a, wk) : at::mm(a, wk);
   }
-  at::Tensor out = bias ? bias->expand({m, n}).contiguous() : at::zeros({m, n}, a.options());
-  const Packed packed = pack(w.data_ptr<float>(), k, n, n);
+  // A fresh buffer: expand(...).contiguous() would alias the bias itself when m == 1.
+  at::Tensor out = bias ? at::empty({m, n}, a.options()).copy_(bias->expand({m, n}))
+                        : at::zeros({m, n}, a.options());
+  const Packed packed = pack(w.data_ptr<float>(), k, n, transposed ? k : n, transposed);
   constexpr int64_t kBlock = 96;  // rows of a per block: 96 x k floats stay in L2
   const float* A = a.data_ptr<float>();
   float* C = out.data_ptr<float>();
@@ -846,12 +866,12 @@ bool has_blas() { return sgemm_ != nullptr && dgemm_ != nullptr; }
 }  // namespace
 
 TORCH_LIBRARY(rnnkit, m) {
-  m.def("lstm_forward(Tensor(a!) xp, Tensor w_hh_t, Tensor(b!) h, Tensor(c!) c, "
+  m.def("lstm_forward(Tensor(a!) xp, Tensor w_hh, Tensor(b!) h, Tensor(c!) c, "
         "Tensor(d!) tanh_c, int[] batch_sizes) -> ()", &lstm_forward);
   m.def("lstm_backward(Tensor acts, Tensor c, Tensor tanh_c, Tensor w_hh, Tensor? dy, "
         "Tensor(a!) dh, Tensor(b!) dc, Tensor(c!) dgates, int[] batch_sizes, "
         "Tensor(d!)? norms) -> ()", &lstm_backward);
-  m.def("gru_forward(Tensor(a!) xp, Tensor w_hh_t, Tensor? b_hh, Tensor(b!) h, Tensor(c!) gh, "
+  m.def("gru_forward(Tensor(a!) xp, Tensor w_hh, Tensor? b_hh, Tensor(b!) h, Tensor(c!) gh, "
         "int[] batch_sizes) -> ()", &gru_forward);
   m.def("gru_backward(Tensor acts, Tensor gh, Tensor h, Tensor w_hh, Tensor? dy, Tensor(a!) dh, "
         "Tensor(b!) dgx, Tensor(c!) dgh, int[] batch_sizes, Tensor(d!)? norms) -> ()",
@@ -860,6 +880,6 @@ TORCH_LIBRARY(rnnkit, m) {
         "bool has_bias) -> (Tensor, Tensor, Tensor)", &lstm_step);
   m.def("gru_step(Tensor x, Tensor? h0, Tensor[] weights, int layers, bool has_bias) "
         "-> (Tensor, Tensor)", &gru_step);
-  m.def("matmul(Tensor a, Tensor w, Tensor? bias) -> Tensor", &matmul);
+  m.def("matmul(Tensor a, Tensor w, Tensor? bias, bool transposed) -> Tensor", &matmul);
   m.def("has_blas() -> bool", &has_blas);
 }
