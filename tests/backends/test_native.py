@@ -75,7 +75,7 @@ def test_variable_lengths_reverse_and_no_bias(cell, reverse, bias):
 @pytest.mark.parametrize("cell", CELLS)
 def test_threaded_and_packed_products(cell):
     # B * 4H * H and B * 3H * H above the size at which the products are split over threads,
-    # and T * B = 288 rows, in the range where the projections take the packed product.
+    # and a longer sequence with many lengths.
     x, states0, weights = _case(cell, 32, 9, 24, 96, torch.float32)
     lengths = torch.tensor([32, 2, 32, 13, 1, 24, 32, 31, 2])
     _assert_all_close(_grads(cell, "native", x, states0, weights, lengths),

@@ -121,17 +121,11 @@ class NativeSequenceFunction(torch.autograd.Function):
         return (None, None, dx, dw_ih, dw_hh, db_ih, db_hh, *dstates0)
 
 
-# Rows (T x B) between which the packed AVX2 product beats MKL's sgemm on the
-# whole-sequence products here (1,600 rows: 53 ms against 78 ms for 512 x 2048; at 100 and
-# 6,400 rows they tie or MKL wins; benchmarks/engine.py measures the whole).
-PACKED_ROWS = (256, 4096)
-
-
 def project(a: Tensor, w: Tensor, bias: Tensor | None, *, transposed: bool) -> Tensor:
     """``a @ w (+ bias)`` for a whole sequence's rows [N, K], with ``w`` [K, M], or ``w``
-    [M, K] and its transpose when ``transposed`` (torch's weight layout)."""
-    if a.dtype == torch.float32 and PACKED_ROWS[0] <= a.shape[0] <= PACKED_ROWS[1]:
-        return torch.ops.rnnkit.matmul(a.contiguous(), w.contiguous(), bias, transposed)
+    [M, K] and its transpose when ``transposed`` (torch's weight layout). MKL's sgemm: at
+    these sizes the packed kernel (``torch.ops.rnnkit.matmul``) ties with it
+    (``benchmarks/engine_split.py``), so the simpler path stays."""
     w = w.t() if transposed else w
     return torch.mm(a, w) if bias is None else torch.addmm(bias, a, w)
 

@@ -833,10 +833,12 @@ std::tuple<at::Tensor, at::Tensor> gru_step(const at::Tensor& x,
   return {h[layers - 1], h};
 }
 
-// a [m, k] @ w [k, n] (w [n, k] and its transpose when `transposed`) (+ bias [n]), all contiguous: the whole-sequence products (input
-// projections before the loop, input gradients after it). In float with the AVX2 kernel,
-// w is packed once and the rows are taken in blocks that stay in L2 while every panel
-// passes over them; otherwise at::addmm.
+// a [m, k] @ w [k, n] (w [n, k] and its transpose when `transposed`) (+ bias [n]), all
+// contiguous, through the packed kernel the loops use (in float with AVX2; at::addmm
+// otherwise), with the rows taken in blocks that stay in L2 while every panel passes over
+// them. The engine's whole-sequence products stay with MKL, which this ties with at those
+// sizes; the op is how the kernel is tested and measured on its own
+// (benchmarks/engine_split.py).
 at::Tensor matmul(const at::Tensor& a, const at::Tensor& w, const std::optional<at::Tensor>& bias,
                   bool transposed) {
   check_buffers({&a, &w}, a, "matmul");
