@@ -49,9 +49,22 @@ def build_dir() -> Path:
         root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rnnkit"
     key = hashlib.sha256()
     for part in (SOURCE.read_bytes(), " ".join(CFLAGS + LDFLAGS).encode(),
-                 torch.__version__.encode(), sys.version.encode(), platform.machine().encode()):
+                 torch.__version__.encode(), sys.version.encode(), platform.machine().encode(),
+                 _cpu_flags().encode()):
         key.update(part)
     return root / "native" / key.hexdigest()[:16]
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags: the library is built with -march=native, so a cache folder
+    shared with a machine of another CPU must not hand it a library its CPU cannot run."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def load() -> str | None:
