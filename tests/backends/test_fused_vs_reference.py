@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnnkit.backends import FusedSequenceFunction, run_direction
+from rnnkit.backends import run_direction
+from rnnkit.backends.ops import run_sequence
 from rnnkit.functional import CELLS as SPECS
 from rnnkit.functional import Masks
 from tests.conftest import CELLS, NUM_STATES, make_extra, make_weights, random_lengths
@@ -127,12 +128,14 @@ def test_gradcheck_fused(cell, with_lengths, with_masks):
                for _ in range(spec.num_states)]
     weights = make_weights(cell, I, H, torch.float64)
     extra = make_extra(cell, H, torch.float64)
-    batch_sizes = [3, 2, 2, 1] if with_lengths else None
+    lengths = torch.tensor([4, 1, 3]) if with_lengths else None  # unsorted on purpose
     masks = random_masks(cell, T, B, H, torch.float64) if with_masks else None
 
     def fn(x, w_ih, w_hh, b_ih, b_hh, *rest):
-        return FusedSequenceFunction.apply(spec, batch_sizes, masks, x, w_ih, w_hh, b_ih, b_hh,
-                                           *rest)
+        extra, states0 = rest[:len(spec.extra)], rest[len(spec.extra):]
+        y, final = run_sequence("fused", cell, x, states0, w_ih, w_hh, b_ih, b_hh, lengths,
+                                extra, masks)
+        return (y, *final)
 
     assert torch.autograd.gradcheck(fn, (x, *weights, *extra, *states0), eps=1e-6, atol=1e-8)
 

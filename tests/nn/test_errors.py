@@ -77,7 +77,7 @@ def test_unsorted_batch_sizes_rejected_where_sorting_is_required():
     x = torch.randn(T, B, 1)
     states = (torch.zeros(B, H), torch.zeros(B, H))
     w_ih, w_hh = torch.randn(4 * H, 1), torch.randn(4 * H, H)
-    with pytest.raises(ValueError, match=r"batch_sizes: expected positive, non-increasing counts"):
+    with pytest.raises(ValueError, match=r"batch_sizes: expected non-negative, non-increasing counts"):
         sequence_forward(LSTM_SPEC, x, states, w_ih, w_hh, None, None, batch_sizes=[2, 1, 2])
     with pytest.raises(ValueError, match=r"batch_sizes: expected one entry per time step \(3\), got 2"):
         sequence_forward(LSTM_SPEC, x, states, w_ih, w_hh, None, None, batch_sizes=[2, 1])

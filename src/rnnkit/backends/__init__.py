@@ -20,7 +20,7 @@ from rnnkit.backends.base import (
     register_backend,
     select_backend,
 )
-from rnnkit.backends.fused import FusedBackend, FusedSequenceFunction, record_state_gradients
+from rnnkit.backends.fused import FusedBackend, record_state_gradients
 from rnnkit.backends.native import NativeBackend
 from rnnkit.backends.reference import ReferenceBackend
 from rnnkit.functional import Masks
@@ -81,7 +81,6 @@ __all__ = [
     "ENV_VAR",
     "Backend",
     "FusedBackend",
-    "FusedSequenceFunction",
     "NativeBackend",
     "ReferenceBackend",
     "available_backends",

@@ -77,6 +77,13 @@ def get_backend(name: str) -> Backend:
 def select_backend(name: str | None, cell: str, device: torch.device,
                    dtype: torch.dtype) -> Backend:
     """Choose the backend for one run (see the module docstring for the rules)."""
+    return _REGISTRY[_selected_name(name, cell, device, dtype)]
+
+
+@torch.compiler.assume_constant_result
+def _selected_name(name: str | None, cell: str, device: torch.device, dtype: torch.dtype) -> str:
+    # A constant for torch.compile: the choice (which may build the native engine, read the
+    # environment and warn) is made once while tracing, not traced into the graph.
     source = "backend="
     if name is None and os.environ.get(ENV_VAR):
         name, source = os.environ[ENV_VAR], ENV_VAR
@@ -86,15 +93,15 @@ def select_backend(name: str | None, cell: str, device: torch.device,
         backend = _REGISTRY[name]
         reason = backend.unsupported_reason(cell, device, dtype)
         if reason is None:
-            return backend
+            return name
         fallback = _first_supporting(cell, device, dtype)
         key = (name, reason)
         if key not in _WARNED:
             _WARNED.add(key)
             warnings.warn(f"rnnkit: backend {name!r} cannot run this case ({reason}); "
-                          f"using {fallback.name!r}", RuntimeWarning, stacklevel=3)
-        return fallback
-    return _first_supporting(cell, device, dtype)
+                          f"using {fallback.name!r}", RuntimeWarning, stacklevel=5)
+        return fallback.name
+    return _first_supporting(cell, device, dtype).name
 
 
 def _first_supporting(cell: str, device: torch.device, dtype: torch.dtype) -> Backend:

@@ -186,8 +186,8 @@ def sequence_forward(spec: CellSpec, x: Tensor, states0: Sequence[Tensor], w_ih:
         x: [T, B, I] input, time-major. With ``batch_sizes``, sorted by length, longest first.
         states0: initial states, each [B, H].
         w_ih: [G, I]; w_hh: [G, H]; b_ih, b_hh: [G] or None.
-        batch_sizes: running sequences per step (non-increasing, first == B), or None
-            when every sequence has length T.
+        batch_sizes: running sequences per step (non-increasing, first == B, zero after
+            the longest sequence), or None when every sequence has length T.
         extra: the cell's extra parameters, in the order of ``spec.extra``.
         masks: recurrent-dropout and zoneout masks, or None.
 
@@ -220,7 +220,7 @@ def sequence_forward(spec: CellSpec, x: Tensor, states0: Sequence[Tensor], w_ih:
     cache_steps = [c.unbind(0) for c in cache[1:]]
     h_in_steps = h_in.unbind(0) if h_in is not None else None
     zoneout = [(k, m.unbind(0)) for k, m in enumerate(masks.zoneout) if m is not None]
-    for t in range(T):
+    for t in range(_steps_run(batch_sizes, T)):
         prev = [s[t] for s in state_steps]
         out = [s[t + 1] for s in state_steps]
         slots = [c[t] for c in cache_steps]
@@ -257,9 +257,17 @@ def check_batch_sizes(batch_sizes: Sequence[int], steps: int, batch: int) -> Non
     if sizes and sizes[0] != batch:
         raise ValueError(f"batch_sizes: expected the first entry to be the batch size {batch}, "
                          f"got {sizes[0]}")
-    if any(b < a for a, b in zip(sizes[1:], sizes)) or (sizes and sizes[-1] < 1):
-        raise ValueError("batch_sizes: expected positive, non-increasing counts (sequences sorted "
-                         f"by length, longest first), got {sizes}")
+    if any(b < a for a, b in zip(sizes[1:], sizes)) or (sizes and sizes[-1] < 0):
+        raise ValueError("batch_sizes: expected non-negative, non-increasing counts (sequences "
+                         f"sorted by length, longest first), got {sizes}")
+
+
+def _steps_run(batch_sizes: Sequence[int] | None, T: int) -> int:
+    """Steps with at least one running sequence (``batch_sizes`` may end in zeros: the
+    steps after the longest sequence, whose buffers stay zero)."""
+    if batch_sizes is None:
+        return T
+    return sum(1 for n in batch_sizes if n > 0)
 
 
 def last_step_index(batch_sizes: Sequence[int], B: int, device: torch.device) -> Tensor:
@@ -330,7 +338,7 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
     zoneout = [(k, m.unbind(0)) for k, m in enumerate(masks.zoneout) if m is not None]
     sizes = [B] * T if batch_sizes is None else list(batch_sizes)
     dh = drec[0]
-    for t in range(T - 1, -1, -1):
+    for t in range(_steps_run(batch_sizes, T) - 1, -1, -1):
         n = sizes[t]
         # Rows whose sequence ends at step t join now: their output gradient at t has not
         # been added yet (for the others, the previous backward step added it).

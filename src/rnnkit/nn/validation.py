@@ -57,6 +57,8 @@ def check_lengths(lengths: object, batch: int, steps: int) -> Tensor:
         raise ValueError(f"lengths: expected shape ({batch},) (one per sequence in the batch), "
                          f"got {tuple(lengths.shape)}")
     lengths = lengths.detach().to("cpu", torch.int64)
+    if torch.compiler.is_compiling():
+        return lengths  # values are data: the engines' operator checks them when it runs
     if batch and int(lengths.min()) < 1:
         raise ValueError(f"lengths: expected every length >= 1, got {int(lengths.min())}")
     if batch and int(lengths.max()) > steps:

@@ -20,9 +20,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from rnnkit.backends import fused
+from rnnkit.backends import fused, ops
 from rnnkit.backends.native import build
 from rnnkit.functional import Masks
 from rnnkit.functional.sequence import last_step_index
@@ -37,16 +36,13 @@ def available() -> bool:
     return build.load() is None
 
 
-class NativeSequenceFunction(torch.autograd.Function):
-    """``apply(cell, batch_sizes, x, w_ih, w_hh, b_ih, b_hh, *states0) -> (y, *final)``.
+class NativeKernel:
+    """The native engine's side of :mod:`rnnkit.backends.ops` (inputs already checked
+    there). Saved for the backward: the gate activations [T, B, G], the cell's cache
+    (``tanh(c_t)`` [T, B, H] for the LSTM, ``W_hh h_{t-1} + b_hh`` [T, B, 3H] for the GRU)
+    and the states [T+1, B, H]."""
 
-    ``x`` [T, B, I] time-major (rows sorted longest first when ``batch_sizes`` is given),
-    weights as torch.nn names them, ``states0`` ``(h0,)`` or ``(h0, c0)``, each [B, H].
-    """
-
-    @staticmethod
-    def forward(ctx, cell: str, batch_sizes: Sequence[int] | None, x: Tensor, w_ih: Tensor,
-                w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None, *states0: Tensor):
+    def forward(self, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, batch_sizes, masks):
         T, B, I = x.shape
         H = w_hh.shape[1]
         sizes = list(batch_sizes) if batch_sizes is not None else []
@@ -70,55 +66,54 @@ class NativeSequenceFunction(torch.autograd.Function):
             ops.gru_forward(xp, w_hh, b_hh.contiguous() if b_hh is not None else None,
                             states[0], cache, sizes)
         if batch_sizes is None:
-            final = tuple(s[T] for s in states)
+            final = tuple(s[T].clone() for s in states)
         else:
             last = last_step_index(batch_sizes, B, x.device)
             cols = torch.arange(B, device=x.device)
             final = tuple(s[last, cols] for s in states)
-        ctx.cell, ctx.batch_sizes, ctx.has_bias = cell, sizes, b_ih is not None
-        ctx.save_for_backward(x, w_ih, w_hh, xp, cache, *states)
-        ctx.set_materialize_grads(False)
         # Copies: the caller may modify its outputs in place; the backward reads the buffers.
-        return (states[0][1:].clone(), *(s.clone() for s in final))
+        return states[0][1:].clone(), final, [xp, cache, *states]
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy: Tensor | None, *dfinal: Tensor | None):
-        x, w_ih, w_hh, acts, cache, *states = ctx.saved_tensors
+    def saved_like(self, cell, x, w_hh, masks):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        width = H if cell == "lstm" else 3 * H
+        return [x.new_empty(T, B, GATES[cell] * H), x.new_empty(T, B, width),
+                *(x.new_empty(T + 1, B, H) for _ in range(2 if cell == "lstm" else 1))]
+
+    def backward(self, cell, x, w_ih, w_hh, has_bias, extra, batch_sizes, masks, saved, dy,
+                 dfinal, need):
+        acts, cache, *states = saved
         T, B, I = x.shape
         H = w_hh.shape[1]
-        G = GATES[ctx.cell] * H
-        alloc = torch.zeros if ctx.batch_sizes else torch.empty
+        G = GATES[cell] * H
+        sizes = list(batch_sizes) if batch_sizes is not None else []
+        alloc = torch.zeros if sizes else torch.empty
         opts = {"dtype": x.dtype, "device": x.device}
         drec = [torch.zeros(B, H, **opts) if g is None else g.contiguous().clone() for g in dfinal]
-        if len(drec) < len(states):
-            drec += [torch.zeros(B, H, **opts) for _ in range(len(states) - len(drec))]
         dy = dy.contiguous() if dy is not None else None
         norms = x.new_zeros(T, B) if fused._RECORDERS else None
         ops = torch.ops.rnnkit
+        w_hh = w_hh.contiguous()
         dgx = alloc(T, B, G, **opts)
-        if ctx.cell == "lstm":
-            ops.lstm_backward(acts, states[1], cache, w_hh.contiguous(), dy, drec[0], drec[1], dgx,
-                              ctx.batch_sizes, norms)
+        if cell == "lstm":
+            ops.lstm_backward(acts, states[1], cache, w_hh, dy, drec[0], drec[1], dgx, sizes, norms)
             dgh = dgx
         else:
             dgh = alloc(T, B, G, **opts)
-            ops.gru_backward(acts, cache, states[0], w_hh.contiguous(), dy, drec[0], dgx, dgh,
-                             ctx.batch_sizes, norms)
+            ops.gru_backward(acts, cache, states[0], w_hh, dy, drec[0], dgx, dgh, sizes, norms)
         for store in fused._RECORDERS:
             store.append(norms)
-        # needs_input_grad: (cell, batch_sizes, x, w_ih, w_hh, b_ih, b_hh, *states0)
-        need = ctx.needs_input_grad
         flat_gx, flat_gh = dgx.view(T * B, G), dgh.view(T * B, G)
-        dx = project(flat_gx, w_ih, None, transposed=False).view(T, B, I) if need[2] else None
-        dw_ih = torch.mm(flat_gx.t(), x.reshape(T * B, I)) if need[3] else None
-        dw_hh = torch.mm(flat_gh.t(), states[0][:T].reshape(T * B, H)) if need[4] else None
-        db_ih = flat_gx.sum(0) if ctx.has_bias and (need[5] or need[6]) else None
+        dx = project(flat_gx, w_ih, None, transposed=False).view(T, B, I) if need[0] else None
+        dw_ih = torch.mm(flat_gx.t(), x.reshape(T * B, I)) if need[1] else None
+        dw_hh = torch.mm(flat_gh.t(), states[0][:T].reshape(T * B, H)) if need[2] else None
+        db_ih = flat_gx.sum(0) if has_bias and (need[3] or need[4]) else None
         db_hh = None
         if db_ih is not None:
-            db_hh = db_ih.clone() if ctx.cell == "lstm" else flat_gh.sum(0)
-        dstates0 = tuple(g if need[7 + k] else None for k, g in enumerate(drec))
-        return (None, None, dx, dw_ih, dw_hh, db_ih, db_hh, *dstates0)
+            db_hh = db_ih.clone() if cell == "lstm" else flat_gh.sum(0)
+        out = [dx, dw_ih, dw_hh, db_ih, db_hh, *drec]
+        return [g if n else None for g, n in zip(out, need)]
 
 
 def project(a: Tensor, w: Tensor, bias: Tensor | None, *, transposed: bool) -> Tensor:
@@ -149,19 +144,15 @@ class NativeBackend:
             w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
             lengths: Tensor | None, extra: Sequence[Tensor] = (),
             masks: Masks | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        engine = "native"
         if masks is not None and (masks.recurrent is not None
                                   or any(m is not None for m in masks.zoneout)):
-            # Recurrent dropout and zoneout act inside the loop; the fused engine has them.
-            return fused.FusedBackend().run(cell, x, states0, w_ih, w_hh, b_ih, b_hh, lengths,
-                                            extra, masks)
-        x = x.contiguous()
-        states0 = tuple(s.contiguous() for s in states0)
+            engine = "fused"  # recurrent dropout and zoneout act inside the loop: fused has them
+        return ops.run_sequence(engine, cell, x.contiguous(), tuple(s.contiguous() for s in states0),
+                                w_ih, w_hh, b_ih, b_hh, lengths, extra, masks)
 
-        def apply(batch_sizes, masks, x, states0):
-            return NativeSequenceFunction.apply(cell, batch_sizes, x, w_ih, w_hh, b_ih, b_hh,
-                                                *states0)
 
-        return fused.run_sorted(apply, x, states0, lengths, None)
+ops.register_kernel("native", NativeKernel())
 
 
 def step(cell: str, x: Tensor, states: Sequence[Tensor] | None, weights: Sequence[Tensor],
@@ -185,4 +176,4 @@ def step(cell: str, x: Tensor, states: Sequence[Tensor] | None, weights: Sequenc
     return y, (h,)
 
 
-__all__ = ["CELLS", "NativeBackend", "NativeSequenceFunction", "available", "step"]
+__all__ = ["CELLS", "NativeBackend", "NativeKernel", "available", "step"]

@@ -301,9 +301,16 @@ struct RecurrentProduct {
   }
 };
 
+// sigmoid(x) from e = exp(-|x|), which lies in (0, 1]: 1 / (1 + e) for x >= 0 and
+// e / (1 + e) below. exp never overflows and the divisor stays in [1, 2], so a saturated
+// gate (x far below -88 in float32, where 1 / (1 + exp(-x)) meets exp(-x) = inf) reads 0,
+// not NaN, even where -ffast-math turns the division into a reciprocal estimate and a
+// Newton step (inf * 0 = NaN). A NaN input stays NaN.
 template <typename T>
 inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
+  const T e = std::exp(-std::abs(x));
+  const T r = T(1) / (T(1) + e);
+  return x >= T(0) ? r : e * r;
 }
 
 // Rows [0, n) of a step, split over threads when there is enough work per row block.

@@ -1,0 +1,502 @@
+"""The engines as real PyTorch operators: ``torch.ops.rnnkit.sequence`` and its backward.
+
+Every compiled engine (``fused``, ``native``) runs one cell over one direction of one layer
+through two registered operators:
+
+``rnnkit::sequence(engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
+recurrent_mask, zoneout) -> [y, *final_states, *saved]``
+
+``rnnkit::sequence_backward(engine, cell, <the same inputs>, saved, dy, dfinal, need)
+-> [dx, dw_ih, dw_hh, db_ih, db_hh, *dextra, *dstates0]``
+
+What registration buys (``torch.library``):
+
+* a fake (meta) implementation of each, a shape formula, so ``torch.compile`` traces a
+  model through them with no graph break, ``lengths=`` included (the packed layout is
+  made inside the operator, so no shape depends on the lengths' values);
+* registered autograd: the backward is the hand-derived BPTT (the second operator); when
+  the backward must itself be differentiable (``create_graph=True``, double backward,
+  ``torch.func``), it is computed instead by differentiating the ``reference`` engine's
+  recomputation of the forward (the same equations through autograd), so every
+  higher-order gradient is exact;
+* a batching rule for each (a loop over the vmapped dimension), so ``torch.func.vmap``,
+  ``jacrev`` and ``is_grads_batched=True`` work.
+
+Inputs are checked here, at the operators' boundary, for every engine: shapes, dtypes,
+devices and lengths, with errors that are ``RuntimeError`` (as torch.nn's) and name what was
+expected and what came. An engine's kernels may trust what passes this check.
+
+An engine registers a :class:`SequenceKernel` under its name with :func:`register_kernel`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from rnnkit.functional import CELLS, Masks
+
+NAMESPACE = "rnnkit"
+
+
+class SequenceKernel(Protocol):
+    """What an engine provides to the operators. ``batch_sizes`` is None (every sequence
+    runs all T steps) or T counts of running sequences, non-increasing, possibly ending in
+    zeros (steps after the longest sequence); rows are then sorted longest first."""
+
+    def forward(self, cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+                b_hh: Tensor | None, extra: tuple[Tensor, ...], states0: tuple[Tensor, ...],
+                batch_sizes: list[int] | None, masks: Masks
+                ) -> tuple[Tensor, tuple[Tensor, ...], list[Tensor]]:
+        """(y [T, B, H], final states [B, H], saved tensors for the backward)."""
+
+    def saved_like(self, cell: str, x: Tensor, w_hh: Tensor, masks: Masks) -> list[Tensor]:
+        """Empty tensors shaped as ``forward``'s saved list (the fake implementation)."""
+
+    def backward(self, cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor, has_bias: bool,
+                 extra: tuple[Tensor, ...], batch_sizes: list[int] | None, masks: Masks,
+                 saved: list[Tensor], dy: Tensor | None, dfinal: list[Tensor | None],
+                 need: list[bool]) -> list[Tensor | None]:
+        """[dx, dw_ih, dw_hh, db_ih, db_hh, *dextra, *dstates0]; None where not needed.
+        ``need`` has one flag per entry of that list."""
+
+
+_KERNELS: dict[str, SequenceKernel] = {}
+
+
+def register_kernel(name: str, kernel: SequenceKernel) -> None:
+    """Make ``kernel`` runnable as ``engine=name`` through the operators."""
+    _KERNELS[name] = kernel
+
+
+class OperatorInputError(RuntimeError):
+    """A malformed input at the operators' boundary (a RuntimeError, as torch.nn's)."""
+
+
+# ---------------------------------------------------------------- boundary checks
+
+
+def _fail(msg: str) -> None:
+    raise OperatorInputError(f"rnnkit.ops.sequence: {msg}")
+
+
+def check_inputs(engine: str, cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor,
+                 b_ih: Tensor | None, b_hh: Tensor | None, extra: Sequence[Tensor],
+                 states0: Sequence[Tensor], lengths: Tensor | None,
+                 recurrent_mask: Tensor | None, zoneout: Sequence[Tensor | None]) -> None:
+    """Every assumption the kernels make, checked (shapes, dtypes, devices, lengths)."""
+    if engine not in _KERNELS:
+        _fail(f"engine: expected one of {sorted(_KERNELS)}, got {engine!r}")
+    if cell not in CELLS:
+        _fail(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
+    spec = CELLS[cell]
+    if x.dim() != 3:
+        _fail(f"x: expected a 3-D [T, B, I] tensor, got shape {tuple(x.shape)}")
+    if not x.dtype.is_floating_point:
+        _fail(f"x: expected a floating-point dtype, got {x.dtype}")
+    T, B, I = x.shape
+    if w_hh.dim() != 2:
+        _fail(f"w_hh: expected a 2-D [gates * H, H] tensor, got shape {tuple(w_hh.shape)}")
+    H = w_hh.shape[1]
+    G = spec.gates * H
+    expected = {"w_ih": (w_ih, (G, I)), "w_hh": (w_hh, (G, H))}
+    if (b_ih is None) != (b_hh is None):
+        _fail("b_ih, b_hh: expected both or neither")
+    if b_ih is not None:
+        expected |= {"b_ih": (b_ih, (G,)), "b_hh": (b_hh, (G,))}
+    if len(extra) != len(spec.extra):
+        _fail(f"extra: cell {cell!r} takes {len(spec.extra)} extra parameters "
+              f"({', '.join(e.name for e in spec.extra) or 'none'}), got {len(extra)}")
+    for e, t in zip(spec.extra, extra):
+        expected[e.name] = (t, (e.width * H,))
+    if len(states0) != spec.num_states:
+        _fail(f"states0: cell {cell!r} has {spec.num_states} states, got {len(states0)}")
+    for k, s in enumerate(states0):
+        expected[f"states0[{k}]"] = (s, (B, H))
+    if recurrent_mask is not None:
+        expected["recurrent_mask"] = (recurrent_mask, (B, H))
+    if len(zoneout) > spec.num_states:
+        _fail(f"zoneout: at most one mask per state ({spec.num_states}), got {len(zoneout)}")
+    for k, m in enumerate(zoneout):
+        if m is not None:
+            expected[f"zoneout[{k}]"] = (m, (T, B, H))
+    for name, (t, shape) in expected.items():
+        if tuple(t.shape) != shape:
+            _fail(f"{name}: expected shape {shape} (T={T}, B={B}, I={I}, H={H}, "
+                  f"{spec.gates} gate blocks), got {tuple(t.shape)}")
+        if t.dtype != x.dtype:
+            _fail(f"{name}: expected dtype {x.dtype} (the input's), got {t.dtype}")
+        if t.device != x.device:
+            _fail(f"{name}: expected a tensor on {x.device} (the input's), got {t.device}")
+    if lengths is not None:
+        if lengths.dim() != 1 or lengths.shape[0] != B or lengths.dtype != torch.int64:
+            _fail(f"lengths: expected an int64 tensor of shape ({B},), got "
+                  f"{lengths.dtype} {tuple(lengths.shape)}")
+        if lengths.device.type != "cpu":
+            _fail(f"lengths: expected a CPU tensor, got one on {lengths.device}")
+
+
+def _check_length_values(lengths: Tensor, T: int) -> None:
+    """The values of ``lengths`` (not available while tracing, so checked at run time)."""
+    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > T):
+        _fail(f"lengths: expected every length in 1..{T}, got values from "
+              f"{int(lengths.min())} to {int(lengths.max())}")
+
+
+# ---------------------------------------------------------------- the packed layout
+
+
+class Layout:
+    """How a batch with ``lengths`` is laid out for the kernels: sorted longest first
+    (``order``, or None when already sorted) with ``batch_sizes`` (T counts, trailing
+    zeros after the longest sequence), or as it is (both None)."""
+
+    def __init__(self, lengths: Tensor | None, T: int, device: torch.device) -> None:
+        self.order: Tensor | None = None
+        self.inverse: Tensor | None = None
+        self.batch_sizes: list[int] | None = None
+        if lengths is None:
+            return
+        _check_length_values(lengths, T)
+        if lengths.numel() == 0 or bool((lengths == T).all()):
+            return
+        sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
+        steps = torch.arange(T)
+        self.batch_sizes = (sorted_lengths.unsqueeze(0) > steps.unsqueeze(1)).sum(1).tolist()
+        if not bool((order == torch.arange(len(order))).all()):
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(len(order))
+            self.order, self.inverse = order.to(device), inverse.to(device)
+
+    def rows(self, t: Tensor | None, dim: int) -> Tensor | None:
+        """``t`` with its batch dimension ``dim`` in the kernels' order."""
+        return t if t is None or self.order is None else t.index_select(dim, self.order)
+
+    def unrows(self, t: Tensor | None, dim: int) -> Tensor | None:
+        """``t`` back in the caller's order."""
+        return t if t is None or self.inverse is None else t.index_select(dim, self.inverse)
+
+    def masks(self, recurrent_mask: Tensor | None, zoneout: Sequence[Tensor | None]) -> Masks:
+        return Masks(self.rows(recurrent_mask, 0), tuple(self.rows(m, 1) for m in zoneout))
+
+
+# ---------------------------------------------------------------- the operators
+
+
+def _forward_impl(engine: str, cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor,
+                  b_ih: Tensor | None, b_hh: Tensor | None, extra: Sequence[Tensor],
+                  states0: Sequence[Tensor], lengths: Tensor | None,
+                  recurrent_mask: Tensor | None, zoneout: Sequence[Tensor | None]
+                  ) -> list[Tensor]:
+    check_inputs(engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
+                 recurrent_mask, zoneout)
+    T = x.shape[0]
+    if x.shape[1] == 0:  # an empty batch: nothing to run
+        return _empty_forward(engine, cell, x, w_hh, recurrent_mask, zoneout)
+    layout = Layout(lengths, T, x.device)
+    y, final, saved = _KERNELS[engine].forward(
+        cell, layout.rows(x, 1), w_ih, w_hh, b_ih, b_hh, tuple(extra),
+        tuple(layout.rows(s, 0) for s in states0), layout.batch_sizes,
+        layout.masks(recurrent_mask, zoneout))
+    return [layout.unrows(y, 1), *(layout.unrows(s, 0) for s in final), *saved]
+
+
+def _empty_forward(engine: str, cell: str, x: Tensor, w_hh: Tensor,
+                   recurrent_mask: Tensor | None, zoneout: Sequence[Tensor | None]
+                   ) -> list[Tensor]:
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    spec = CELLS[cell]
+    saved = _KERNELS[engine].saved_like(cell, x, w_hh, Masks(recurrent_mask, tuple(zoneout)))
+    return [x.new_zeros(T, B, H), *(x.new_zeros(B, H) for _ in range(spec.num_states)),
+            *(torch.zeros_like(s) for s in saved)]
+
+
+def _forward_fake(engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
+                  recurrent_mask, zoneout):
+    check_inputs(engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
+                 recurrent_mask, zoneout)
+    return _empty_forward(engine, cell, x, w_hh, recurrent_mask, zoneout)
+
+
+def _backward_impl(engine: str, cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor,
+                   b_ih: Tensor | None, b_hh: Tensor | None, extra: Sequence[Tensor],
+                   states0: Sequence[Tensor], lengths: Tensor | None,
+                   recurrent_mask: Tensor | None, zoneout: Sequence[Tensor | None],
+                   saved: Sequence[Tensor], dy: Tensor | None,
+                   dfinal: Sequence[Tensor | None], need: Sequence[bool]) -> list[Tensor]:
+    inputs = _grad_targets(x, w_ih, w_hh, b_ih, b_hh, extra, states0)
+    if x.shape[1] == 0:
+        return [torch.zeros_like(t) if n and t is not None else x.new_empty(0)
+                for t, n in zip(inputs, need)]
+    layout = Layout(lengths, x.shape[0], x.device)
+    grads = _KERNELS[engine].backward(
+        cell, layout.rows(x, 1), w_ih, w_hh, b_ih is not None, tuple(extra),
+        layout.batch_sizes, layout.masks(recurrent_mask, zoneout), list(saved),
+        layout.rows(dy, 1), [layout.rows(g, 0) for g in dfinal], list(need))
+    n_states = len(states0)
+    grads[0] = layout.unrows(grads[0], 1)
+    for k in range(len(grads) - n_states, len(grads)):
+        grads[k] = layout.unrows(grads[k], 0)
+    return [g if g is not None else x.new_empty(0) for g in grads]
+
+
+def _backward_fake(engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
+                   recurrent_mask, zoneout, saved, dy, dfinal, need):
+    inputs = _grad_targets(x, w_ih, w_hh, b_ih, b_hh, extra, states0)
+    return [torch.empty_like(t) if n and t is not None else x.new_empty(0)
+            for t, n in zip(inputs, need)]
+
+
+def _grad_targets(x, w_ih, w_hh, b_ih, b_hh, extra, states0) -> list[Tensor | None]:
+    return [x, w_ih, w_hh, b_ih, b_hh, *extra, *states0]
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    """The operator's registered autograd: what the backward keeps."""
+    (engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths, recurrent_mask,
+     zoneout) = inputs
+    _save(ctx, engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
+          recurrent_mask, zoneout, output[1 + CELLS[cell].num_states:])
+
+
+def _save(ctx, engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
+          recurrent_mask, zoneout, saved) -> None:
+    ctx.engine, ctx.cell = engine, cell
+    ctx.sizes = (len(extra), len(states0), len(saved))
+    ctx.zoneout_present = [m is not None for m in zoneout]
+    ctx.has_bias = b_ih is not None
+    ctx.has_mask = recurrent_mask is not None
+    ctx.has_lengths = lengths is not None
+    tensors = [x, w_ih, w_hh, *([b_ih, b_hh] if ctx.has_bias else []), *extra, *states0,
+               *([lengths] if ctx.has_lengths else []),
+               *([recurrent_mask] if ctx.has_mask else []),
+               *(m for m in zoneout if m is not None), *saved]
+    ctx.save_for_backward(*tensors)
+    ctx.mark_non_differentiable(*saved)
+    ctx.set_materialize_grads(False)
+
+
+def _unpack(ctx):
+    it = iter(ctx.saved_tensors)
+    x, w_ih, w_hh = next(it), next(it), next(it)
+    b_ih, b_hh = (next(it), next(it)) if ctx.has_bias else (None, None)
+    n_extra, n_states, n_saved = ctx.sizes
+    extra = [next(it) for _ in range(n_extra)]
+    states0 = [next(it) for _ in range(n_states)]
+    lengths = next(it) if ctx.has_lengths else None
+    recurrent_mask = next(it) if ctx.has_mask else None
+    zoneout = [next(it) if present else None for present in ctx.zoneout_present]
+    saved = [next(it) for _ in range(n_saved)]
+    return x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths, recurrent_mask, zoneout, saved
+
+
+def _gradients(ctx, dy: Tensor | None, dfinal: list[Tensor | None],
+               need: list[bool]) -> list[Tensor | None]:
+    """[dx, dw_ih, dw_hh, db_ih, db_hh, *dextra, *dstates0] (None where not needed): the
+    hand-derived backward operator, or, when the backward must itself be differentiable,
+    :func:`differentiable_backward`."""
+    (x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths, recurrent_mask, zoneout,
+     saved) = _unpack(ctx)
+    targets = _grad_targets(x, w_ih, w_hh, b_ih, b_hh, extra, states0)
+    need = [bool(n) and t is not None for n, t in zip(need, targets)]
+    if not any(need) or (dy is None and all(g is None for g in dfinal)):
+        return [None] * len(targets)
+    if not torch.compiler.is_compiling() and _needs_differentiable(targets, dy, dfinal):
+        return differentiable_backward(ctx.cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0,
+                                       lengths, recurrent_mask, zoneout, dy, dfinal, need)
+    out = torch.ops.rnnkit.sequence_backward(
+        ctx.engine, ctx.cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
+        recurrent_mask, zoneout, saved, dy, dfinal, need)
+    return [g if n else None for g, n in zip(out, need)]
+
+
+def _needs_differentiable(targets, dy: Tensor | None, dfinal: list[Tensor | None]) -> bool:
+    """Whether the backward must be built from differentiable operations: under
+    ``create_graph`` with something to differentiate, or for batched gradients
+    (``is_grads_batched=True``, gradcheck's batched check), which vmap the backward with the
+    legacy batching that has no fallback for list arguments."""
+    incoming = [g for g in (dy, *dfinal) if g is not None]
+    if any(_is_legacy_batched(g) for g in incoming):
+        return True
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                           for t in (*targets, *incoming))
+
+
+def _is_legacy_batched(t: Tensor) -> bool:
+    check = getattr(torch._C._functorch, "is_legacy_batchedtensor", None)
+    return bool(check is not None and check(t))
+
+
+def _op_backward(ctx, grads):
+    """Registered autograd of ``torch.ops.rnnkit.sequence`` called directly."""
+    n_extra, n_states, _ = ctx.sizes
+    nig = ctx.needs_input_grad  # engine, cell, x, w_ih, w_hh, b_ih, b_hh, [extra], [states0], ..
+    need = [nig[2], nig[3], nig[4], nig[5], nig[6], *nig[7], *nig[8]]
+    out = _gradients(ctx, grads[0], list(grads[1: 1 + n_states]), need)
+    dextra = list(out[5: 5 + n_extra])
+    dstates0 = list(out[5 + n_extra:])
+    return (None, None, *out[:5], dextra, dstates0, None, None,
+            [None] * len(ctx.zoneout_present))
+
+
+class SequenceFunction(torch.autograd.Function):
+    """The operators as one autograd.Function with a separate ``setup_context`` and a
+    generated batching rule, which is what ``torch.func`` (``jacrev``, ``vmap`` of a
+    gradient) needs; ``torch.compile`` traces it, and the operators inside, whole.
+
+    ``apply(engine, cell, n_extra, zoneout_present, x, w_ih, w_hh, b_ih, b_hh, lengths,
+    recurrent_mask, *extra, *states0, *zoneout_masks_present) -> (y, *final, *saved)``.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(engine, cell, n_extra, zoneout_present, x, w_ih, w_hh, b_ih, b_hh, lengths,
+                recurrent_mask, *rest):
+        extra, states0, zoneout = _split_rest(cell, n_extra, zoneout_present, rest)
+        out = torch.ops.rnnkit.sequence(engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra,
+                                        states0, lengths, recurrent_mask, zoneout)
+        return tuple(out)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (engine, cell, n_extra, zoneout_present, x, w_ih, w_hh, b_ih, b_hh, lengths,
+         recurrent_mask, *rest) = inputs
+        extra, states0, zoneout = _split_rest(cell, n_extra, zoneout_present, rest)
+        _save(ctx, engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
+              recurrent_mask, zoneout, output[1 + len(states0):])
+
+    @staticmethod
+    def backward(ctx, *grads):
+        n_extra, n_states, _ = ctx.sizes
+        nig = ctx.needs_input_grad
+        # engine, cell, n_extra, zoneout_present, x, w_ih, w_hh, b_ih, b_hh, lengths, mask, ..
+        need = [nig[4], nig[5], nig[6], nig[7], nig[8],
+                *nig[11: 11 + n_extra + n_states]]
+        out = _gradients(ctx, grads[0], list(grads[1: 1 + n_states]), need)
+        n_zoneout = sum(ctx.zoneout_present)
+        return (None, None, None, None, *out[:5], None, None, *out[5:], *([None] * n_zoneout))
+
+
+def _split_rest(cell, n_extra, zoneout_present, rest):
+    n_states = CELLS[cell].num_states
+    extra = list(rest[:n_extra])
+    states0 = list(rest[n_extra: n_extra + n_states])
+    masks = iter(rest[n_extra + n_states:])
+    zoneout = [next(masks) if present else None for present in zoneout_present]
+    return extra, states0, zoneout
+
+
+def differentiable_backward(cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor,
+                            b_ih: Tensor | None, b_hh: Tensor | None, extra: Sequence[Tensor],
+                            states0: Sequence[Tensor], lengths: Tensor | None,
+                            recurrent_mask: Tensor | None, zoneout: Sequence[Tensor | None],
+                            dy: Tensor | None, dfinal: Sequence[Tensor | None],
+                            need: Sequence[bool]) -> list[Tensor | None]:
+    """The first-order gradients as a differentiable function of the inputs and of the
+    incoming gradients: the ``reference`` engine recomputes the forward (the same
+    equations, through autograd) and autograd differentiates it with ``create_graph``."""
+    from rnnkit.backends.reference import ReferenceBackend
+
+    targets = _grad_targets(x, w_ih, w_hh, b_ih, b_hh, extra, states0)
+    wanted = [t for t, n in zip(targets, need) if n]
+    if not wanted:
+        return [None] * len(targets)
+    with torch.enable_grad():
+        y, final = ReferenceBackend().run(cell, x, tuple(states0), w_ih, w_hh, b_ih, b_hh,
+                                          lengths, tuple(extra),
+                                          Masks(recurrent_mask, tuple(zoneout)))
+        outs, gouts = [], []
+        for out, g in zip((y, *final), (dy, *dfinal)):
+            if g is not None:
+                outs.append(out)
+                gouts.append(g)
+        found = torch.autograd.grad(outs, wanted, gouts, create_graph=True, allow_unused=True)
+    it = iter(found)
+    result = []
+    for t, n in zip(targets, need):
+        if not n:
+            result.append(None)
+            continue
+        g = next(it)
+        result.append(torch.zeros_like(t) if g is None else g)
+    return result
+
+
+# ---------------------------------------------------------------- batching rules (vmap)
+
+
+def _take(value, dim, i):
+    if dim is None or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_take(v, d, i) for v, d in zip(value, dim)]
+    return value.select(dim, i)
+
+
+def _loop_vmap(op, info, in_dims, *args):
+    """A correct fallback batching rule: run ``op`` once per element of the vmapped
+    dimension and stack the results (tensors absent or empty in one are in all)."""
+    results = [op(*(_take(a, d, i) for a, d in zip(args, in_dims)))
+               for i in range(info.batch_size)]
+    stacked = [torch.stack([r[k] for r in results]) for k in range(len(results[0]))]
+    return stacked, [0] * len(stacked)
+
+
+def _register() -> None:
+    lib_name = f"{NAMESPACE}::sequence"
+    forward = torch.library.custom_op(lib_name, mutates_args=())(_forward_signature)
+    forward.register_fake(_forward_fake)
+    backward = torch.library.custom_op(f"{NAMESPACE}::sequence_backward",
+                                       mutates_args=())(_backward_signature)
+    backward.register_fake(_backward_fake)
+    forward.register_autograd(_op_backward, setup_context=_setup_context)
+    forward.register_vmap(lambda info, in_dims, *args: _loop_vmap(
+        torch.ops.rnnkit.sequence, info, in_dims, *args))
+    backward.register_vmap(lambda info, in_dims, *args: _loop_vmap(
+        torch.ops.rnnkit.sequence_backward, info, in_dims, *args))
+
+
+def _forward_signature(engine: str, cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor,
+                       b_ih: Tensor | None, b_hh: Tensor | None, extra: list[Tensor],
+                       states0: list[Tensor], lengths: Tensor | None,
+                       recurrent_mask: Tensor | None, zoneout: list[Tensor | None]
+                       ) -> list[Tensor]:
+    return _forward_impl(engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
+                         recurrent_mask, zoneout)
+
+
+def _backward_signature(engine: str, cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor,
+                        b_ih: Tensor | None, b_hh: Tensor | None, extra: list[Tensor],
+                        states0: list[Tensor], lengths: Tensor | None,
+                        recurrent_mask: Tensor | None, zoneout: list[Tensor | None],
+                        saved: list[Tensor], dy: Tensor | None, dfinal: list[Tensor | None],
+                        need: list[bool]) -> list[Tensor]:
+    return _backward_impl(engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
+                          recurrent_mask, zoneout, saved, dy, dfinal, need)
+
+
+_register()
+
+
+def run_sequence(engine: str, cell: str, x: Tensor, states0: Sequence[Tensor], w_ih: Tensor,
+                 w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+                 lengths: Tensor | None, extra: Sequence[Tensor] = (),
+                 masks: Masks | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """Run ``cell`` with the registered ``engine`` through ``torch.ops.rnnkit.sequence``;
+    the :class:`rnnkit.backends.Backend` contract (``y``, final states)."""
+    masks = masks or Masks()
+    present = tuple(m is not None for m in masks.zoneout)
+    out = SequenceFunction.apply(engine, cell, len(extra), present, x, w_ih, w_hh, b_ih, b_hh,
+                                 lengths, masks.recurrent, *extra, *states0,
+                                 *(m for m in masks.zoneout if m is not None))
+    n = CELLS[cell].num_states
+    return out[0], tuple(out[1: 1 + n])
+
+
+__all__ = ["OperatorInputError", "SequenceFunction", "SequenceKernel", "check_inputs", "differentiable_backward",
+           "register_kernel", "run_sequence"]
