@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.backends import available_backends, run_direction
-from rnnkit.nn.validation import check_input, check_state
+from rnnkit.nn.validation import check_flag, check_input, check_size, check_state
 
 
 class RNNCellBase(nn.Module):
@@ -21,9 +21,10 @@ class RNNCellBase(nn.Module):
     def __init__(self, cell: str, gates: int, input_size: int, hidden_size: int, bias: bool,
                  device=None, dtype=None, *, backend: str | None = None) -> None:
         super().__init__()
-        for value, name in ((input_size, "input_size"), (hidden_size, "hidden_size")):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        # torch.nn's cells accept zero sizes (and compute empty or zero results)
+        check_size(input_size, "input_size", allow_zero=True)
+        check_size(hidden_size, "hidden_size", allow_zero=True)
+        check_flag(bias, "bias")
         if backend is not None and backend not in available_backends():
             raise ValueError(f"backend: expected one of {available_backends()} or None, got {backend!r}")
         self.mode = cell
@@ -43,8 +44,8 @@ class RNNCellBase(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """torch.nn's initialisation: U(-1/sqrt(H), 1/sqrt(H))."""
-        stdv = 1.0 / math.sqrt(self.hidden_size)
+        """torch.nn's initialisation: U(-1/sqrt(H), 1/sqrt(H)) (zeros when H = 0)."""
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
         for weight in self.parameters():
             nn.init.uniform_(weight, -stdv, stdv)
 

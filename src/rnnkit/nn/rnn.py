@@ -22,12 +22,21 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
 from rnnkit.backends import available_backends, run_direction
 from rnnkit.functional import CELLS, Masks
+from rnnkit.nn.packing import repack, unpack
 from rnnkit.nn.stepping import StepMixin
-from rnnkit.nn.validation import check_input, check_lengths, check_state
+from rnnkit.nn.errors import RNNShapeError, RNNTypeError
+from rnnkit.nn.validation import (
+    check_flag,
+    check_input,
+    check_lengths,
+    check_sequence_length,
+    check_size,
+    check_state,
+)
 
 
 class RNNBase(StepMixin, nn.Module):
@@ -52,9 +61,16 @@ class RNNBase(StepMixin, nn.Module):
                  *, backend: str | None = None, zoneout: float | tuple[float, float] = 0.0,
                  recurrent_dropout: float = 0.0) -> None:
         super().__init__()
-        _check_positive_int(input_size, "input_size", allow_zero=False)
-        _check_positive_int(hidden_size, "hidden_size", allow_zero=False)
-        _check_positive_int(num_layers, "num_layers", allow_zero=False)
+        check_size(input_size, "input_size")
+        check_size(hidden_size, "hidden_size")
+        check_size(num_layers, "num_layers")
+        check_flag(bias, "bias")
+        check_flag(batch_first, "batch_first")
+        if not isinstance(bidirectional, int) or bidirectional not in (0, 1):
+            # torch.nn does not check it; a string such as "False" would silently be true
+            raise RNNTypeError(f"bidirectional: expected a bool, got {bidirectional!r} "
+                               f"({type(bidirectional).__name__})")
+        bidirectional = bool(bidirectional)
         if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
                 or not 0 <= dropout <= 1):
             raise ValueError(f"dropout: expected a number in [0, 1] (the probability of zeroing "
@@ -102,6 +118,7 @@ class RNNBase(StepMixin, nn.Module):
                     shape = (extra.width * hidden_size,)
                     self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
                     self._extra_names.append(name)
+        self._shapes = {name: p.shape for name, p in self._parameters.items()}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -113,6 +130,18 @@ class RNNBase(StepMixin, nn.Module):
         inits = {e.name: e.init for e in CELLS[self.mode].extra}
         for name in self._extra_names:
             nn.init.constant_(getattr(self, name), inits[name[: name.rindex("_l")]])
+
+    def _check_weights(self) -> None:
+        """Parameters assigned after construction must still fit the layer's sizes (every
+        engine indexes them by ``hidden_size``); torch.nn refuses them too."""
+        params = self._parameters
+        for name, shape in self._shapes.items():
+            w = params.get(name)
+            if w is None or w.shape != shape:
+                got = "nothing" if w is None else f"shape {tuple(w.shape)}"
+                raise RNNShapeError(f"{name}: expected shape {tuple(shape)} for this layer "
+                                    f"(input_size={self.input_size}, hidden_size="
+                                    f"{self.hidden_size}), got {got}")
 
     def flatten_parameters(self) -> None:
         """Accepted for compatibility with torch.nn (a cuDNN detail); nothing to do here."""
@@ -179,25 +208,28 @@ class RNNBase(StepMixin, nn.Module):
         unbatched = False
         if packed:
             if lengths is not None:
-                raise ValueError("lengths: a PackedSequence already carries its lengths; "
+                raise RNNShapeError("lengths: a PackedSequence already carries its lengths; "
                                  "pass lengths only with a padded tensor")
             check_input(input.data, self.input_size, ref, ranks=(2,))
-            x, lengths = pad_packed_sequence(input)  # [T, B, I], original batch order
+            x, lengths = unpack(input)  # [T, B, I], original batch order
         else:
             check_input(input, self.input_size, ref, ranks=(2, 3))
             unbatched = input.dim() == 2
             if unbatched:
                 if lengths is not None:
-                    raise ValueError("lengths: only for batched input; got a 2-D (unbatched) input")
+                    raise RNNShapeError("lengths: only for batched input; got a 2-D (unbatched) "
+                                        "input")
                 x = input.unsqueeze(1)
             else:
                 x = input.transpose(0, 1) if self.batch_first else input
             if lengths is not None:
                 lengths = check_lengths(lengths, x.shape[1], x.shape[0])
+        check_sequence_length(x, input.data if packed else input)
+        self._check_weights()
         states = self._initial_states(hx, x, unbatched)
         output, finals = self._run_layers(x, states, lengths)
         if packed:
-            output = _repack(output, lengths, input)
+            output = repack(output, input)
         elif unbatched:
             output = output.squeeze(1)
             finals = [f.squeeze(1) for f in finals]
@@ -270,16 +302,6 @@ class RNNBase(StepMixin, nn.Module):
         return s
 
 
-def _repack(output: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
-    """Pack a padded [T, B, *] output exactly as ``like`` is packed."""
-    order = like.sorted_indices
-    if order is not None:
-        output = output.index_select(1, order)
-        lengths = lengths.index_select(0, order.cpu())
-    data = pack_padded_sequence(output, lengths, enforce_sorted=True).data
-    return like._replace(data=data)
-
-
 def _check_probability(value: object, name: str) -> float:
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
         raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
@@ -295,11 +317,6 @@ def _check_zoneout(value: object, num_states: int) -> tuple[float, ...]:
                              f"probabilities for this cell, got {value!r}")
         return tuple(_check_probability(v, "zoneout") for v in value)
     return (_check_probability(value, "zoneout"),) * num_states
-
-
-def _check_positive_int(value: object, name: str, *, allow_zero: bool) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
 
 
 _REGULARISERS = """

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnkit.nn.errors import RNNShapeError, RNNTypeError
+
 
 def check_input(input: object, input_size: int, ref: Tensor, *, ranks: tuple[int, ...]) -> Tensor:
     """Validate the input tensor's type, rank, feature size, dtype and device."""
@@ -16,11 +18,11 @@ def check_input(input: object, input_size: int, ref: Tensor, *, ranks: tuple[int
         raise TypeError(f"input: expected a torch.Tensor or PackedSequence, got {type(input).__name__}")
     if input.dim() not in ranks:
         shapes = " or ".join(f"{r}-D" for r in ranks)
-        raise ValueError(f"input: expected a {shapes} tensor, got {input.dim()}-D with shape "
-                         f"{tuple(input.shape)}")
+        raise RNNShapeError(f"input: expected a {shapes} tensor, got {input.dim()}-D with shape "
+                            f"{tuple(input.shape)}")
     if input.shape[-1] != input_size:
-        raise ValueError(f"input: expected last dimension input_size={input_size}, got "
-                         f"{input.shape[-1]} (shape {tuple(input.shape)})")
+        raise RNNShapeError(f"input: expected last dimension input_size={input_size}, got "
+                            f"{input.shape[-1]} (shape {tuple(input.shape)})")
     check_like(input, ref, "input")
     return input
 
@@ -28,11 +30,11 @@ def check_input(input: object, input_size: int, ref: Tensor, *, ranks: tuple[int
 def check_like(t: Tensor, ref: Tensor, name: str) -> None:
     """Same dtype and device as the layer's parameters."""
     if t.dtype != ref.dtype:
-        raise TypeError(f"{name}: expected dtype {ref.dtype} (the layer's parameters), got "
-                        f"{t.dtype}; convert the input or the layer with .to()")
+        raise RNNTypeError(f"{name}: expected dtype {ref.dtype} (the layer's parameters), got "
+                           f"{t.dtype}; convert the input or the layer with .to()")
     if t.device != ref.device:
-        raise ValueError(f"{name}: expected a tensor on {ref.device} (the layer's parameters), "
-                         f"got one on {t.device}")
+        raise RNNShapeError(f"{name}: expected a tensor on {ref.device} (the layer's "
+                            f"parameters), got one on {t.device}")
 
 
 def check_state(state: object, expected: tuple[int, ...], ref: Tensor, name: str) -> Tensor:
@@ -40,7 +42,7 @@ def check_state(state: object, expected: tuple[int, ...], ref: Tensor, name: str
     if not isinstance(state, Tensor):
         raise TypeError(f"{name}: expected a tensor of shape {expected}, got {type(state).__name__}")
     if tuple(state.shape) != expected:
-        raise ValueError(f"{name}: expected shape {expected}, got {tuple(state.shape)}")
+        raise RNNShapeError(f"{name}: expected shape {expected}, got {tuple(state.shape)}")
     check_like(state, ref, name)
     return state
 
@@ -52,16 +54,41 @@ def check_lengths(lengths: object, batch: int, steps: int) -> Tensor:
     if not isinstance(lengths, Tensor):
         raise TypeError(f"lengths: expected a 1-D integer tensor or list, got {type(lengths).__name__}")
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-        raise TypeError(f"lengths: expected integers, got dtype {lengths.dtype}")
+        raise RNNTypeError(f"lengths: expected integers, got dtype {lengths.dtype}")
     if lengths.dim() != 1 or lengths.shape[0] != batch:
-        raise ValueError(f"lengths: expected shape ({batch},) (one per sequence in the batch), "
+        raise RNNShapeError(f"lengths: expected shape ({batch},) (one per sequence in the batch), "
                          f"got {tuple(lengths.shape)}")
     lengths = lengths.detach().to("cpu", torch.int64)
     if torch.compiler.is_compiling():
         return lengths  # values are data: the engines' operator checks them when it runs
     if batch and int(lengths.min()) < 1:
-        raise ValueError(f"lengths: expected every length >= 1, got {int(lengths.min())}")
+        raise RNNShapeError(f"lengths: expected every length >= 1, got {int(lengths.min())}")
     if batch and int(lengths.max()) > steps:
-        raise ValueError(f"lengths: expected every length <= the sequence length {steps}, got "
+        raise RNNShapeError(f"lengths: expected every length <= the sequence length {steps}, got "
                          f"{int(lengths.max())}")
     return lengths
+
+
+def check_sequence_length(x: Tensor, given: Tensor) -> None:
+    """torch.nn refuses a sequence of no steps (a batch of none is fine); ``x`` is the
+    time-major view of what the user ``given``."""
+    if x.shape[0] == 0:
+        raise RNNShapeError(f"input: expected sequence length to be larger than 0 in RNN, got "
+                            f"shape {tuple(given.shape)}")
+
+
+def check_size(value: object, name: str, *, allow_zero: bool = False) -> int:
+    """A layer size: an int (TypeError otherwise, as torch.nn), positive (or >= 0)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RNNTypeError(f"{name}: expected an int, got {value!r} ({type(value).__name__})")
+    if value < (0 if allow_zero else 1):
+        what = "a non-negative" if allow_zero else "a positive"
+        raise ValueError(f"{name}: expected {what} integer, got {value}")
+    return value
+
+
+def check_flag(value: object, name: str) -> bool:
+    """A switch given as a bool, as torch.nn requires (a string such as "False" is true)."""
+    if not isinstance(value, bool):
+        raise RNNTypeError(f"{name}: expected a bool, got {value!r} ({type(value).__name__})")
+    return value

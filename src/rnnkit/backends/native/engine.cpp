@@ -324,11 +324,27 @@ void for_rows(int64_t n, int64_t width, const F& body) {
   }
 }
 
+// The rows each step runs: B for all T steps, or batch_sizes, checked to stay in [0, B] and
+// never grow (every buffer row a step touches exists, and rows past a sequence's end are
+// never read back as running).
 std::vector<int64_t> step_sizes(Sizes batch_sizes, int64_t T, int64_t B) {
   if (batch_sizes.empty()) return std::vector<int64_t>(T, B);
-  TORCH_CHECK(static_cast<int64_t>(batch_sizes.size()) == T,
-              "batch_sizes: expected one entry per time step");
+  TORCH_CHECK(static_cast<int64_t>(batch_sizes.size()) == T, "batch_sizes: expected ", T,
+              " entries (one per time step), got ", batch_sizes.size());
+  int64_t prev = B;
+  for (int64_t n : batch_sizes) {
+    TORCH_CHECK(n >= 0 && n <= prev, "batch_sizes: expected non-increasing counts in [0, ", B,
+                "], got ", batch_sizes);
+    prev = n;
+  }
   return std::vector<int64_t>(batch_sizes.begin(), batch_sizes.end());
+}
+
+// t has exactly the shape `expected`: every pointer offset below is computed from these sizes.
+void check_shape(const at::Tensor& t, std::initializer_list<int64_t> expected, const char* op,
+                 const char* name) {
+  TORCH_CHECK(t.sizes().equals(expected), op, ": ", name, ": expected shape ",
+              c10::IntArrayRef(expected), ", got ", t.sizes());
 }
 
 void check_buffer(const at::Tensor& t, const at::Tensor& like, const char* name) {
@@ -415,6 +431,13 @@ void lstm_forward(at::Tensor xp, const at::Tensor& w_hh, at::Tensor h, at::Tenso
                   at::Tensor tanh_c, Sizes batch_sizes) {
   check_buffers({&w_hh, &h, &c, &tanh_c}, xp, "lstm_forward");
   check_buffer(xp, xp, "lstm_forward");
+  TORCH_CHECK(xp.dim() == 3 && h.dim() == 3, "lstm_forward: expected 3-D xp and h");
+  const int64_t T = xp.size(0), B = xp.size(1), H = h.size(2);
+  check_shape(xp, {T, B, 4 * H}, "lstm_forward", "xp");
+  check_shape(w_hh, {4 * H, H}, "lstm_forward", "w_hh");
+  check_shape(h, {T + 1, B, H}, "lstm_forward", "h");
+  check_shape(c, {T + 1, B, H}, "lstm_forward", "c");
+  check_shape(tanh_c, {T, B, H}, "lstm_forward", "tanh_c");
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstm_forward", [&] {
     lstm_forward_impl<scalar_t>(xp, w_hh, h, c, tanh_c, batch_sizes);
   });
@@ -473,9 +496,20 @@ void lstm_backward(const at::Tensor& acts, const at::Tensor& c, const at::Tensor
                    const at::Tensor& w_hh, const std::optional<at::Tensor>& dy, at::Tensor dh,
                    at::Tensor dc, at::Tensor dgates, Sizes batch_sizes,
                    const std::optional<at::Tensor>& norms) {
-  check_buffers({&c, &tanh_c, &w_hh, &dh, &dc, &dgates}, acts, "lstm_backward");
+  check_buffers({&acts, &c, &tanh_c, &w_hh, &dh, &dc, &dgates}, acts, "lstm_backward");
   if (dy) check_buffer(*dy, acts, "lstm_backward dy");
   if (norms) check_buffer(*norms, acts, "lstm_backward norms");
+  TORCH_CHECK(acts.dim() == 3 && dh.dim() == 2, "lstm_backward: expected 3-D acts and 2-D dh");
+  const int64_t T = acts.size(0), B = acts.size(1), H = dh.size(1);
+  check_shape(acts, {T, B, 4 * H}, "lstm_backward", "acts");
+  check_shape(c, {T + 1, B, H}, "lstm_backward", "c");
+  check_shape(tanh_c, {T, B, H}, "lstm_backward", "tanh_c");
+  check_shape(w_hh, {4 * H, H}, "lstm_backward", "w_hh");
+  if (dy) check_shape(*dy, {T, B, H}, "lstm_backward", "dy");
+  check_shape(dh, {B, H}, "lstm_backward", "dh");
+  check_shape(dc, {B, H}, "lstm_backward", "dc");
+  check_shape(dgates, {T, B, 4 * H}, "lstm_backward", "dgates");
+  if (norms) check_shape(*norms, {T, B}, "lstm_backward", "norms");
   AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstm_backward", [&] {
     lstm_backward_impl<scalar_t>(acts, c, tanh_c, w_hh, dy ? dy->data_ptr<scalar_t>() : nullptr,
                                  dh, dc, dgates, batch_sizes,
@@ -537,6 +571,13 @@ void gru_forward(at::Tensor xp, const at::Tensor& w_hh, const std::optional<at::
                  at::Tensor h, at::Tensor gh, Sizes batch_sizes) {
   check_buffers({&xp, &w_hh, &h, &gh}, xp, "gru_forward");
   if (b_hh) check_buffer(*b_hh, xp, "gru_forward b_hh");
+  TORCH_CHECK(xp.dim() == 3 && h.dim() == 3, "gru_forward: expected 3-D xp and h");
+  const int64_t T = xp.size(0), B = xp.size(1), H = h.size(2);
+  check_shape(xp, {T, B, 3 * H}, "gru_forward", "xp");
+  check_shape(w_hh, {3 * H, H}, "gru_forward", "w_hh");
+  if (b_hh) check_shape(*b_hh, {3 * H}, "gru_forward", "b_hh");
+  check_shape(h, {T + 1, B, H}, "gru_forward", "h");
+  check_shape(gh, {T, B, 3 * H}, "gru_forward", "gh");
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "gru_forward", [&] {
     gru_forward_impl<scalar_t>(xp, w_hh, b_hh ? b_hh->data_ptr<scalar_t>() : nullptr, h, gh,
                                batch_sizes);
@@ -600,9 +641,20 @@ void gru_backward(const at::Tensor& acts, const at::Tensor& gh, const at::Tensor
                   const at::Tensor& w_hh, const std::optional<at::Tensor>& dy, at::Tensor dh,
                   at::Tensor dgx, at::Tensor dgh, Sizes batch_sizes,
                   const std::optional<at::Tensor>& norms) {
-  check_buffers({&gh, &h, &w_hh, &dh, &dgx, &dgh}, acts, "gru_backward");
+  check_buffers({&acts, &gh, &h, &w_hh, &dh, &dgx, &dgh}, acts, "gru_backward");
   if (dy) check_buffer(*dy, acts, "gru_backward dy");
   if (norms) check_buffer(*norms, acts, "gru_backward norms");
+  TORCH_CHECK(acts.dim() == 3 && dh.dim() == 2, "gru_backward: expected 3-D acts and 2-D dh");
+  const int64_t T = acts.size(0), B = acts.size(1), H = dh.size(1);
+  check_shape(acts, {T, B, 3 * H}, "gru_backward", "acts");
+  check_shape(gh, {T, B, 3 * H}, "gru_backward", "gh");
+  check_shape(h, {T + 1, B, H}, "gru_backward", "h");
+  check_shape(w_hh, {3 * H, H}, "gru_backward", "w_hh");
+  if (dy) check_shape(*dy, {T, B, H}, "gru_backward", "dy");
+  check_shape(dh, {B, H}, "gru_backward", "dh");
+  check_shape(dgx, {T, B, 3 * H}, "gru_backward", "dgx");
+  check_shape(dgh, {T, B, 3 * H}, "gru_backward", "dgh");
+  if (norms) check_shape(*norms, {T, B}, "gru_backward", "norms");
   AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "gru_backward", [&] {
     gru_backward_impl<scalar_t>(acts, gh, h, w_hh, dy ? dy->data_ptr<scalar_t>() : nullptr, dh,
                                 dgx, dgh, batch_sizes,
@@ -651,6 +703,27 @@ void check_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih
   for (auto* t : {&x, &h, &w_ih, &w_hh}) check_buffer(*t, x, name);
   if (b_ih) check_buffer(*b_ih, x, name);
   if (b_hh) check_buffer(*b_hh, x, name);
+}
+
+// Every layer's weights and the states of a stacked single step have the shapes the loops
+// index with: w_ih [G, I_l] (I_0 = x's width, then H), w_hh [G, H], biases [G], states
+// [layers, B, H].
+void check_step_shapes(const at::Tensor& x, const std::optional<at::Tensor>& h0,
+                       const std::optional<at::Tensor>& c0, at::TensorList weights,
+                       int64_t layers, bool has_bias, int64_t gates, const char* op) {
+  const int64_t per = has_bias ? 4 : 2;
+  const int64_t B = x.size(0), H = weights[1].size(1), G = gates * H;
+  for (int64_t l = 0; l < layers; ++l) {
+    const int64_t in = l == 0 ? x.size(1) : H;
+    check_shape(weights[per * l], {G, in}, op, "w_ih");
+    check_shape(weights[per * l + 1], {G, H}, op, "w_hh");
+    if (has_bias) {
+      check_shape(weights[per * l + 2], {G}, op, "b_ih");
+      check_shape(weights[per * l + 3], {G}, op, "b_hh");
+    }
+  }
+  if (h0) check_shape(*h0, {layers, B, H}, op, "h0");
+  if (c0) check_shape(*c0, {layers, B, H}, op, "c0");
 }
 
 // Units [u0, u1) of one layer's single step, for the few rows of a streaming batch: the
@@ -757,11 +830,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_step(
   const int64_t per = has_bias ? 4 : 2;
   TORCH_CHECK(layers >= 1 && static_cast<int64_t>(weights.size()) == per * layers,
               "lstm_step: expected ", per * layers, " weights, got ", weights.size());
-  const int64_t B = x.size(0), H = weights[1].size(1), G = 4 * H;
   check_buffer(x, x, "lstm_step");
   for (const auto& w : weights) check_buffer(w, x, "lstm_step weights");
   if (h0) check_buffer(*h0, x, "lstm_step h0");
   if (c0) check_buffer(*c0, x, "lstm_step c0");
+  TORCH_CHECK(x.dim() == 2 && weights[1].dim() == 2, "lstm_step: expected 2-D x and w_hh");
+  const int64_t B = x.size(0), H = weights[1].size(1), G = 4 * H;
+  check_step_shapes(x, h0, c0, weights, layers, has_bias, 4, "lstm_step");
   at::Tensor h = at::empty({layers, B, H}, x.options());
   at::Tensor c = at::empty({layers, B, H}, x.options());
   at::Tensor gates = at::empty({B, G}, x.options());
@@ -804,10 +879,12 @@ std::tuple<at::Tensor, at::Tensor> gru_step(const at::Tensor& x,
   const int64_t per = has_bias ? 4 : 2;
   TORCH_CHECK(layers >= 1 && static_cast<int64_t>(weights.size()) == per * layers,
               "gru_step: expected ", per * layers, " weights, got ", weights.size());
-  const int64_t B = x.size(0), H = weights[1].size(1), G = 3 * H;
   check_buffer(x, x, "gru_step");
   for (const auto& w : weights) check_buffer(w, x, "gru_step weights");
   if (h0) check_buffer(*h0, x, "gru_step h0");
+  TORCH_CHECK(x.dim() == 2 && weights[1].dim() == 2, "gru_step: expected 2-D x and w_hh");
+  const int64_t B = x.size(0), H = weights[1].size(1), G = 3 * H;
+  check_step_shapes(x, h0, std::nullopt, weights, layers, has_bias, 3, "gru_step");
   at::Tensor h = at::empty({layers, B, H}, x.options());
   at::Tensor gx = at::empty({B, G}, x.options());
   at::Tensor gh = at::empty({B, G}, x.options());
@@ -853,6 +930,7 @@ at::Tensor matmul(const at::Tensor& a, const at::Tensor& w, const std::optional<
   TORCH_CHECK(a.dim() == 2 && w.dim() == 2 && a.size(1) == w.size(transposed ? 1 : 0),
               "matmul: shapes ", a.sizes(), " and ", w.sizes(), " do not chain");
   const int64_t m = a.size(0), k = a.size(1), n = w.size(transposed ? 0 : 1);
+  if (bias) check_shape(*bias, {n}, "matmul", "bias");
   if (!kHaveKernel || a.scalar_type() != at::kFloat || m == 0) {
     const at::Tensor wk = transposed ? w.t() : w;
     return bias ? at::addmm(*bias, a, wk) : at::mm(a, wk);
