@@ -8,7 +8,9 @@
   left dynamic. The fused engine is a Python time loop and custom autograd, which neither
   format can hold, so the recurrent layers are swapped for ``torch.nn`` layers with the
   same weights (rnnkit's parameter names and gate order are torch.nn's): plain RNN,
-  LSTM and GRU cells, without zoneout or recurrent dropout. ONNX uses the
+  LSTM and GRU cells, without zoneout or recurrent dropout; an LSTM with ``proj_size``
+  becomes one torch.nn.LSTM per layer over the unprojected state, followed by the
+  projection (torch.nn.LSTM's own ONNX export refuses projections). ONNX uses the
   TorchScript-based exporter (``dynamo=False``) with dynamic axes, which keeps the
   sequence length free for LSTM and GRU. Each export is checked straight away against
   the PyTorch model on fresh inputs of other batch sizes and lengths (with onnxruntime
@@ -66,6 +68,58 @@ class _TorchRecurrent(nn.Module):
         return self.rnn(input, hx)
 
 
+class _ProjectedTwin(nn.Module):
+    """An rnnkit LSTM with ``proj_size`` as torch.nn layers ONNX can hold (torch.nn.LSTM's
+    own exporter refuses projections): per layer, a one-layer torch.nn.LSTM over the
+    unprojected state with the recurrent weight ``W_hh W_hr`` (the identity
+    ``W_hh h_{t-1} = (W_hh W_hr) m_{t-1}``, exact from a zero initial state; see
+    :mod:`rnnkit.nn.projection`), then each direction's output times ``W_hr^T``."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.batch_first = layer.batch_first
+        self.directions = 2 if layer.bidirectional else 1
+        self.layers = nn.ModuleList()
+        self.projections = nn.ParameterList()
+        real = layer.proj_size
+        for k in range(layer.num_layers):
+            width = layer.input_size if k == 0 else real * self.directions
+            lstm = nn.LSTM(width, layer.hidden_size, bias=layer.bias,
+                           bidirectional=layer.bidirectional)
+            with torch.no_grad():
+                for d in range(self.directions):
+                    suffix = f"_l{k}" + ("_reverse" if d else "")
+                    w_hr = getattr(layer, "weight_hr" + suffix)
+                    mine = "_l0" + ("_reverse" if d else "")
+                    getattr(lstm, "weight_ih" + mine).copy_(getattr(layer, "weight_ih" + suffix))
+                    getattr(lstm, "weight_hh" + mine).copy_(getattr(layer, "weight_hh" + suffix)
+                                                            @ w_hr)
+                    if layer.bias:
+                        for b in ("bias_ih", "bias_hh"):
+                            getattr(lstm, b + mine).copy_(getattr(layer, b + suffix))
+                    self.projections.append(nn.Parameter(w_hr.detach().clone()))
+            self.layers.append(lstm)
+
+    def forward(self, input: Tensor, hx=None, *, lengths=None):
+        if lengths is not None or hx is not None:
+            raise ValueError("export: a projected LSTM exports from zero initial states "
+                             "without per-sequence lengths")
+        x = input.transpose(0, 1) if self.batch_first else input
+        hs, cs = [], []
+        for k, lstm in enumerate(self.layers):
+            y, (m_n, c_n) = lstm(x)
+            H = y.shape[-1] // self.directions
+            parts = []
+            for d in range(self.directions):
+                w_hr = self.projections[k * self.directions + d]
+                parts.append(y[..., d * H:(d + 1) * H] @ w_hr.t())
+                hs.append(m_n[d] @ w_hr.t())
+                cs.append(c_n[d])
+            x = torch.cat(parts, dim=-1) if self.directions == 2 else parts[0]
+        output = x.transpose(0, 1) if self.batch_first else x
+        return output, (torch.stack(hs), torch.stack(cs))
+
+
 def torch_twin(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in eval mode whose rnnkit recurrent layers are ``torch.nn``
     layers with the same weights.
@@ -88,7 +142,8 @@ def torch_twin(model: nn.Module) -> nn.Module:
             raise ValueError("export: zoneout and recurrent dropout act inside the recurrence, "
                              "which torch.nn layers cannot do; use --format safetensors")
         parent = twin.get_submodule(name.rpartition(".")[0]) if "." in name else twin
-        setattr(parent, name.rpartition(".")[2], _TorchRecurrent(child))
+        stand_in = _ProjectedTwin(child) if child.proj_size else _TorchRecurrent(child)
+        setattr(parent, name.rpartition(".")[2], stand_in)
     return twin
 
 

@@ -100,8 +100,12 @@ def test_constructor_errors():
         rnnkit.nn.LSTM(3, 4, num_layers=2, dropout=1.5)
     with pytest.raises(ValueError, match=r"nonlinearity: expected 'tanh' or 'relu', got 'sigmoid'"):
         rnnkit.nn.RNN(3, 4, nonlinearity="sigmoid")
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        rnnkit.nn.LSTM(3, 4, proj_size=2)
+    with pytest.raises(ValueError, match="proj_size: expected less than hidden_size=4"):
+        rnnkit.nn.LSTM(3, 4, proj_size=4)
+    with pytest.raises(NotImplementedError, match="proj_size: projections are defined for the plain"):
+        rnnkit.nn.LayerNormLSTM(3, 4, proj_size=2)
+    with pytest.raises(NotImplementedError, match="proj_size: zoneout and recurrent_dropout"):
+        rnnkit.nn.LSTM(3, 4, proj_size=2, zoneout=0.1)
     with pytest.raises(ValueError, match=r"backend: expected one of \[.*\] or None, got 'cudnn'"):
         rnnkit.nn.LSTM(3, 4, backend="cudnn")
     with pytest.warns(UserWarning, match="non-zero dropout expects num_layers greater than 1"):

@@ -322,6 +322,12 @@ def _needs_differentiable(targets, dy: Tensor | None, dfinal: list[Tensor | None
     incoming = [g for g in (dy, *dfinal) if g is not None]
     if any(_is_legacy_batched(g) for g in incoming):
         return True
+    if any(t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t)
+           for t in targets):
+        # Inside a torch.func transform (jacrev, vjp, grad) the backward is one level of
+        # differentiation: the operator is right there (and the recomputation, run on the
+        # transform's wrapped tensors, is not).
+        return False
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                            for t in (*targets, *incoming))
 

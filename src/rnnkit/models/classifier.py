@@ -26,6 +26,7 @@ class SequenceClassifierConfig:
     backend: str | None = None
     zoneout: float = 0.0  # inside the recurrence (rnnkit.nn.RNNBase)
     recurrent_dropout: float = 0.0
+    proj_size: int = 0  # LSTM only: h projected to this width (LSTMP, Sak et al. 2014)
 
 
 class SequenceClassifier(nn.Module):
@@ -41,7 +42,8 @@ class SequenceClassifier(nn.Module):
         self.encoder = build_initialised_encoder(config, config.input_size)
         directions = 2 if config.bidirectional else 1
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.hidden * directions, config.num_classes)
+        width = config.proj_size or config.hidden  # of h, which the head reads
+        self.head = nn.Linear(width * directions, config.num_classes)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         _, state = self.encoder(x, lengths=lengths)

@@ -18,7 +18,7 @@ _LSTM_MODES = ("lstm", "LSTM", "ln_lstm", "carry_lstm")  # cells with a forget g
 def build_recurrent(cell: str, input_size: int, hidden: int, layers: int = 1,
                     bidirectional: bool = False, dropout: float = 0.0,
                     backend: str | None = None, zoneout: float = 0.0,
-                    recurrent_dropout: float = 0.0) -> rnn.RNNBase:
+                    recurrent_dropout: float = 0.0, proj_size: int = 0) -> rnn.RNNBase:
     """An ``rnnkit.nn`` layer with ``batch_first=True``.
 
     Args:
@@ -27,12 +27,17 @@ def build_recurrent(cell: str, input_size: int, hidden: int, layers: int = 1,
         input_size, hidden, layers, bidirectional, dropout: as torch.nn's layers.
         backend: rnnkit engine, or None for automatic.
         zoneout, recurrent_dropout: regularisers inside the recurrence (:class:`rnnkit.nn.RNNBase`).
+        proj_size: LSTM only, the width of the projected hidden state (0: none).
     """
     if cell not in CELL_CHOICES:
         raise ValueError(f"cell: expected one of {', '.join(CELL_CHOICES)}, got {cell!r}")
     kwargs = {"num_layers": layers, "bidirectional": bidirectional, "batch_first": True,
               "dropout": dropout if layers > 1 else 0.0, "backend": backend,
               "zoneout": zoneout, "recurrent_dropout": recurrent_dropout}
+    if proj_size:
+        if cell != "lstm":
+            raise ValueError(f"proj_size: only the lstm cell has a projection, got cell {cell!r}")
+        kwargs["proj_size"] = proj_size
     if cell in _LAYERS:
         return _LAYERS[cell](input_size, hidden, **kwargs)
     return rnn.RNN(input_size, hidden, nonlinearity="relu" if cell == "rnn-relu" else "tanh", **kwargs)
@@ -83,10 +88,11 @@ def initialise_recurrent(layer: nn.Module, scheme: str = "torch",
 def build_initialised_encoder(config, input_size: int) -> rnn.RNNBase:
     """:func:`build_recurrent` then :func:`initialise_recurrent`, from a model config with
     ``cell, hidden, layers, bidirectional, dropout, backend, init, forget_bias`` (and
-    ``zoneout``, ``recurrent_dropout``, zero when absent)."""
+    ``zoneout``, ``recurrent_dropout``, ``proj_size``, zero when absent)."""
     encoder = build_recurrent(config.cell, input_size, config.hidden, config.layers,
                               config.bidirectional, config.dropout, config.backend,
                               getattr(config, "zoneout", 0.0),
-                              getattr(config, "recurrent_dropout", 0.0))
+                              getattr(config, "recurrent_dropout", 0.0),
+                              getattr(config, "proj_size", 0))
     initialise_recurrent(encoder, config.init, config.forget_bias)
     return encoder

@@ -27,6 +27,7 @@ from torch.nn.utils.rnn import PackedSequence
 from rnnkit.backends import available_backends, run_direction
 from rnnkit.functional import CELLS, Masks
 from rnnkit.nn.packing import repack, unpack
+from rnnkit.nn.projection import run_projected
 from rnnkit.nn.stepping import StepMixin
 from rnnkit.nn.errors import RNNShapeError, RNNTypeError
 from rnnkit.nn.validation import (
@@ -75,9 +76,15 @@ class RNNBase(StepMixin, nn.Module):
                 or not 0 <= dropout <= 1):
             raise ValueError(f"dropout: expected a number in [0, 1] (the probability of zeroing "
                              f"an element between layers), got {dropout!r}")
-        if proj_size:
-            raise NotImplementedError("proj_size: LSTM with projections is not implemented in "
-                                      "rnnkit yet; use torch.nn.LSTM for proj_size > 0")
+        check_size(proj_size, "proj_size", allow_zero=True)
+        if proj_size >= hidden_size:
+            raise ValueError(f"proj_size: expected less than hidden_size={hidden_size} (the "
+                             f"projection makes h smaller than c), got {proj_size}")
+        if proj_size and cell != "lstm":
+            raise NotImplementedError(
+                f"proj_size: projections are defined for the plain LSTM (rnnkit.nn.LSTM), not "
+                f"for {type(self).__name__}: its initial state would enter the recurrence "
+                f"before the projection can be folded into it")
         if backend is not None and backend not in available_backends():
             raise ValueError(f"backend: expected one of {available_backends()} or None, got {backend!r}")
         if dropout > 0 and num_layers == 1:
@@ -87,6 +94,10 @@ class RNNBase(StepMixin, nn.Module):
         spec = CELLS[cell]
         self.zoneout = _check_zoneout(zoneout, spec.num_states)
         self.recurrent_dropout = _check_probability(recurrent_dropout, "recurrent_dropout")
+        if proj_size and (self.recurrent_dropout or any(self.zoneout)):
+            raise NotImplementedError(
+                "proj_size: zoneout and recurrent_dropout act on the hidden state, which the "
+                "projection replaces; use them with proj_size=0")
         self.mode = cell
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -95,20 +106,23 @@ class RNNBase(StepMixin, nn.Module):
         self.batch_first = batch_first
         self.dropout = float(dropout)
         self.bidirectional = bidirectional
-        self.proj_size = 0
+        self.proj_size = proj_size
         self.backend = backend
         factory = {"device": device, "dtype": dtype}
         gate_size = spec.gates * hidden_size
         directions = 2 if bidirectional else 1
+        real_hidden = proj_size or hidden_size  # the width of h (and of the output)
         self._flat_weights_names: list[str] = []
         self._extra_names: list[str] = []  # the variant's own parameters (layer-norm gains...)
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size * directions
+            layer_input = input_size if layer == 0 else real_hidden * directions
             for direction in range(directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                shapes = {"weight_ih": (gate_size, layer_input), "weight_hh": (gate_size, hidden_size)}
+                shapes = {"weight_ih": (gate_size, layer_input), "weight_hh": (gate_size, real_hidden)}
                 if bias:
                     shapes |= {"bias_ih": (gate_size,), "bias_hh": (gate_size,)}
+                if proj_size:
+                    shapes["weight_hr"] = (proj_size, hidden_size)
                 for kind, shape in shapes.items():
                     name = kind + suffix
                     self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
@@ -149,7 +163,7 @@ class RNNBase(StepMixin, nn.Module):
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
         """Parameters grouped per layer and direction, as torch.nn exposes them."""
-        per = 4 if self.bias else 2
+        per = (4 if self.bias else 2) + (1 if self.proj_size else 0)
         flat = [getattr(self, n) for n in self._flat_weights_names]
         return [flat[i: i + per] for i in range(0, len(flat), per)]
 
@@ -164,6 +178,11 @@ class RNNBase(StepMixin, nn.Module):
         if not self.bias:
             return w_ih, w_hh, None, None
         return w_ih, w_hh, getattr(self, "bias_ih" + suffix), getattr(self, "bias_hh" + suffix)
+
+    def _proj_weight(self, layer: int, direction: int) -> Tensor | None:
+        if not self.proj_size:
+            return None
+        return getattr(self, f"weight_hr_l{layer}" + ("_reverse" if direction == 1 else ""))
 
     def _extra_weights(self, layer: int, direction: int) -> tuple[Tensor, ...]:
         suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
@@ -243,9 +262,10 @@ class RNNBase(StepMixin, nn.Module):
         directions = 2 if self.bidirectional else 1
         batch = x.shape[1]
         shape = (self.num_layers * directions, batch, self.hidden_size)
+        # With a projection, h (the first state) is proj_size wide and c hidden_size.
+        shapes = [(shape[0], batch, self.proj_size or self.hidden_size), shape][:self._num_states]
         if hx is None:
-            zeros = torch.zeros(shape, dtype=x.dtype, device=x.device)
-            return [zeros] * self._num_states
+            return [torch.zeros(s, dtype=x.dtype, device=x.device) for s in shapes]
         names = ["hx"] if self._num_states == 1 else ["hx[0] (h_0)", "hx[1] (c_0)"]
         if self._num_states == 2:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
@@ -253,9 +273,9 @@ class RNNBase(StepMixin, nn.Module):
             given = list(hx)
         else:
             given = [hx]
-        expected = shape[:1] + shape[2:] if unbatched else shape
+        expected = [sh[:1] + sh[2:] if unbatched else sh for sh in shapes]
         ref = self.weight_ih_l0
-        states = [check_state(s, expected, ref, n) for s, n in zip(given, names)]
+        states = [check_state(s, e, ref, n) for s, e, n in zip(given, expected, names)]
         return [s.unsqueeze(1) for s in states] if unbatched else states
 
     def _run_layers(self, x: Tensor, states: list[Tensor], lengths: Tensor | None):
@@ -266,11 +286,18 @@ class RNNBase(StepMixin, nn.Module):
             outputs = []
             for direction in range(directions):
                 k = layer * directions + direction
-                y, final = run_direction(
-                    self.mode, layer_input, tuple(s[k] for s in states),
-                    *self._layer_weights(layer, direction), lengths=lengths,
-                    reverse=direction == 1, backend=self.backend,
-                    extra=self._extra_weights(layer, direction), masks=self._masks(layer_input))
+                w_hr = self._proj_weight(layer, direction)
+                if w_hr is not None:
+                    y, final = run_projected(layer_input, tuple(s[k] for s in states),
+                                             *self._layer_weights(layer, direction), w_hr,
+                                             lengths, direction == 1, self.backend)
+                else:
+                    y, final = run_direction(
+                        self.mode, layer_input, tuple(s[k] for s in states),
+                        *self._layer_weights(layer, direction), lengths=lengths,
+                        reverse=direction == 1, backend=self.backend,
+                        extra=self._extra_weights(layer, direction),
+                        masks=self._masks(layer_input))
                 outputs.append(y)
                 for store, f in zip(finals, final):
                     store.append(f)
@@ -293,6 +320,8 @@ class RNNBase(StepMixin, nn.Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
         if any(self.zoneout):
             s += f", zoneout={self.zoneout if len(set(self.zoneout)) > 1 else self.zoneout[0]}"
         if self.recurrent_dropout:
@@ -380,7 +409,8 @@ class LSTM(_LSTMLike):
 
     Args:
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-        proj_size (only 0 is supported), device, dtype: as torch.nn.LSTM.
+        proj_size, device, dtype: as torch.nn.LSTM (``proj_size``: see
+        :func:`rnnkit.nn.projection.run_projected`).
         backend: engine name, or None for automatic.""" + _REGULARISERS + """
     """
 

@@ -88,7 +88,7 @@ class StepMixin:
 
     def _native_step_ok(self, input: Tensor) -> bool:
         """Whether :meth:`step` can take the native single-step path for this input."""
-        if torch.is_grad_enabled() or self.mode not in native.CELLS:
+        if torch.is_grad_enabled() or self.mode not in native.CELLS or self.proj_size:
             return False
         if input.device.type != "cpu" or input.dtype not in native.DTYPES:
             return False

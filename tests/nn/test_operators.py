@@ -1,0 +1,399 @@
+"""The engines as PyTorch operators: torch.compile, double backward, torch.func, numerics.
+
+Every claim is checked against an independent reference: the eager model for compiled
+ones, torch.nn with copied weights (double backward, jacobians, large inputs), or
+torch.autograd.gradgradcheck's finite differences.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnkit
+from rnnkit.backends import run_direction
+from rnnkit.backends.native import available as native_available
+from tests.conftest import CELLS, NUM_STATES, make_extra, make_weights
+
+NATIVE = pytest.mark.skipif(not native_available(), reason="the native engine is not built")
+ENGINES = ["reference", "fused", pytest.param("native", marks=NATIVE)]
+TORCH_LAYERS = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN}
+OURS = {"lstm": rnnkit.nn.LSTM, "gru": rnnkit.nn.GRU, "rnn_tanh": rnnkit.nn.RNN}
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    # The registry's one-line note when a named engine hands a cell it lacks to another.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="rnnkit: backend")
+        yield
+
+
+def pair(kind, engine, dtype=torch.float64, **kwargs):
+    ref = TORCH_LAYERS[kind](4, 5, **kwargs).to(dtype)
+    ours = OURS[kind](4, 5, **kwargs, backend=engine).to(dtype)
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def assert_grads_close(a, b, **tol):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, **tol)
+
+
+# ---------------------------------------------------------------- torch.compile
+
+
+class EveryLayer(torch.nn.Module):
+    """One of every layer class in a chain, stacked and bidirectional where it can be."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        n = rnnkit.nn
+        self.layers = torch.nn.ModuleList([
+            n.LSTM(4, 6, num_layers=2, bidirectional=True), n.GRU(12, 5),
+            n.RNN(5, 5, nonlinearity="relu"), n.LayerNormLSTM(5, 4, bidirectional=True),
+            n.LayerNormGRU(8, 4), n.CarryLSTM(4, 4),
+            n.LSTM(4, 6, proj_size=3, num_layers=2, bidirectional=True)])
+
+    def forward(self, x, lengths):
+        states = []
+        for layer in self.layers:
+            x, state = layer(x, lengths=lengths)
+            states += list(state) if isinstance(state, tuple) else [state]
+        return x, states
+
+
+def _run(fn, model, x0, *args):
+    x = x0.clone().requires_grad_()
+    y, states = fn(x, *args)
+    loss = (y ** 2).sum() + sum((s * s.detach().sign()).sum() for s in states)
+    return y, states, torch.autograd.grad(loss, [x, *model.parameters()])
+
+
+def test_compile_fullgraph_every_layer_class_equals_eager():
+    model = EveryLayer()
+    x0, lengths = torch.randn(7, 3, 4), torch.tensor([7, 2, 5])
+    compiled = torch.compile(model, fullgraph=True)  # no graph break, or this raises
+    y_c, s_c, g_c = _run(compiled, model, x0, lengths)
+    y_e, s_e, g_e = _run(model, model, x0, lengths)
+    tol = {"rtol": 1e-5, "atol": 1e-5}
+    torch.testing.assert_close(y_c, y_e, **tol)
+    assert_grads_close(s_c, s_e, **tol)
+    assert_grads_close(g_c, g_e, **tol)
+
+
+@pytest.mark.parametrize("enforce_sorted", [False, True])
+def test_compile_fullgraph_packed_sequence(enforce_sorted):
+    # torch.nn's layers break the graph on a PackedSequence; rnnkit's compile whole, also
+    # when the batch size is only known from the data (enforce_sorted=True).
+    model = rnnkit.nn.GRU(3, 4, num_layers=2, bidirectional=True)
+    lengths = torch.tensor([6, 5, 3, 2]) if enforce_sorted else torch.tensor([3, 6, 2, 5])
+    x0 = torch.randn(6, 4, 3)
+
+    def forward(packed):
+        out, h = model(packed)
+        return out.data, h
+
+    results = []
+    for fn in (torch.compile(forward, fullgraph=True), forward):
+        x = x0.clone().requires_grad_()
+        y, h = fn(pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted))
+        grads = torch.autograd.grad((y ** 2).sum() + (h ** 2).sum(), [x, *model.parameters()])
+        results.append((y, h, grads))
+    (y_c, h_c, g_c), (y_e, h_e, g_e) = results
+    torch.testing.assert_close(y_c, y_e, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h_c, h_e, rtol=1e-5, atol=1e-6)
+    assert_grads_close(g_c, g_e, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- double backward
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+def test_gradient_penalty_equals_torch_nn(kind, engine):
+    # The issue's case: the penalty's weight gradients were silently dropped.
+    ref, ours = pair(kind, engine)
+    x0 = torch.randn(5, 3, 4, dtype=torch.float64)
+    grads = []
+    for model in (ref, ours):
+        x = x0.clone().requires_grad_()
+        out = model(x)[0]
+        g, = torch.autograd.grad((out ** 2).sum(), x, create_graph=True)
+        assert g.requires_grad
+        loss = out.sum() + (g ** 2).sum()
+        grads.append(torch.autograd.grad(loss, [x, *model.parameters()]))
+    assert_grads_close(grads[1], grads[0], rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradgradcheck_every_cell_and_engine(cell, engine):
+    if engine == "native" and cell not in ("lstm", "gru"):
+        pytest.skip("the native engine runs lstm and gru (others are handed to fused)")
+    T, B, I, H = 3, 2, 2, 2
+    dt = torch.float64
+    x = torch.randn(T, B, I, dtype=dt, requires_grad=True)
+    states0 = [torch.randn(B, H, dtype=dt, requires_grad=True) for _ in range(NUM_STATES[cell])]
+    weights = make_weights(cell, I, H, dt)
+    extra = make_extra(cell, H, dt)
+    lengths = torch.tensor([3, 2])
+
+    def fn(x, w_ih, w_hh, b_ih, b_hh, *rest):
+        ex, s0 = rest[:len(extra)], rest[len(extra):]
+        y, final = run_direction(cell, x, tuple(s0), w_ih, w_hh, b_ih, b_hh, lengths=lengths,
+                                 backend=engine, extra=ex)
+        return (y, *final)
+
+    inputs = (x, *weights, *extra, *states0)
+    assert torch.autograd.gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- torch.func
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_jacrev_and_vmap_equal_torch_nn(kind, engine):
+    ref, ours = pair(kind, engine)
+    x = torch.randn(3, 4, dtype=torch.float64)  # unbatched: [T, I]
+    j_ref = torch.func.jacrev(lambda t: ref(t)[0])(x)
+    j_ours = torch.func.jacrev(lambda t: ours(t)[0])(x)
+    torch.testing.assert_close(j_ours, j_ref, rtol=1e-9, atol=1e-10)
+    # torch.nn's layers have no batching rule at all (aten::gru: "Batching rule not
+    # implemented"): vmap is compared with torch.nn run on each sequence in turn.
+    xs = torch.randn(6, 3, 4, dtype=torch.float64)  # a batch of unbatched sequences
+    v_ours = torch.func.vmap(lambda t: ours(t)[0])(xs)
+    torch.testing.assert_close(v_ours, torch.stack([ref(t)[0] for t in xs]), rtol=1e-9, atol=1e-10)
+    per_sample = torch.func.vmap(torch.func.jacrev(lambda t: ours(t)[0]))(xs[:2])
+    torch.testing.assert_close(per_sample[1], torch.func.jacrev(lambda t: ref(t)[0])(xs[1]),
+                               rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_batched_grads_and_gradcheck_batched(engine):
+    ref, ours = pair("gru", engine)
+    x = torch.randn(4, 2, 4, dtype=torch.float64, requires_grad=True)
+    basis = torch.eye(4 * 2 * 5, dtype=torch.float64).view(-1, 4, 2, 5)[:7]
+    results = [torch.autograd.grad(m(x)[0], x, basis, is_grads_batched=True)[0]
+               for m in (ref, ours)]
+    torch.testing.assert_close(results[1], results[0], rtol=1e-9, atol=1e-10)
+    small = torch.randn(3, 2, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: ours(t)[0], (small,), check_batched_grad=True)
+
+
+# ---------------------------------------------------------------- numerics
+
+
+def _outputs_and_grads(model, x):
+    x = x.detach().requires_grad_()
+    out, _ = model(x)
+    return [out, *torch.autograd.grad(out.sum(), [x, *model.parameters()])]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [1.0, 100.0, 1e3, 1e4])
+def test_unnormalised_inputs_match_torch_nn(kind, engine, dtype, scale):
+    # Saturated gates (pre-activations far below -88 in float32) gave NaN in the native loop,
+    # and a reciprocal estimate made saturated gates' derivatives 6e-8 instead of 0. Each
+    # engine's error against float64 is held to a small multiple of torch.nn's own: at
+    # these scales float32 rounding of nearly saturated gates decides W_ih's gradient
+    # (over 30 seeds at x1e3, 4e-5 of its largest entry for torch.nn's LSTM, 1.7e-4 for its
+    # GRU; the native engine 7e-5 and 1.7e-4).
+    ref, ours = pair(kind, engine, dtype)
+    exact = TORCH_LAYERS[kind](4, 5).double()
+    exact.load_state_dict(ref.state_dict())
+    x = torch.randn(6, 3, 4, dtype=dtype) * scale
+    truth = _outputs_and_grads(exact, x.double())
+    theirs, mine = _outputs_and_grads(ref, x), _outputs_and_grads(ours, x)
+    assert all(torch.isfinite(t).all() for t in mine)
+    for t, a, b in zip(truth, mine, theirs):
+        size = t.abs().max() + 1
+        err_ours = float((a.double() - t).abs().max() / size)
+        err_torch = float((b.double() - t).abs().max() / size)
+        factor, limit = (4, 1e-10) if dtype == torch.float64 else (4, 1e-4)
+        assert err_ours <= factor * err_torch + limit, (err_ours, err_torch)
+    if kind != "rnn_tanh":
+        with torch.no_grad():
+            step, _ = ours.step(x[0])
+        torch.testing.assert_close(step.double(), truth[0][0].detach(),
+                                   **({"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32
+                                      else {"rtol": 1e-9, "atol": 1e-9}))
+
+
+@pytest.mark.parametrize("engine", ["reference", "fused"])
+@pytest.mark.parametrize("cls", [rnnkit.nn.LayerNormLSTM, rnnkit.nn.LayerNormGRU,
+                                 rnnkit.nn.CarryLSTM])
+def test_variants_stay_finite_and_agree_on_large_inputs(cls, engine):
+    model = cls(4, 5, backend=engine).double()
+    oracle = cls(4, 5, backend="reference").double()
+    oracle.load_state_dict(model.state_dict())
+    x = (torch.randn(6, 3, 4, dtype=torch.float64) * 1e4).requires_grad_()
+    results = []
+    for m in (model, oracle):
+        out = m(x)[0]
+        results.append((out, torch.autograd.grad(out.sum(), [x, *m.parameters()])))
+    assert torch.isfinite(results[0][0]).all()
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-9, atol=1e-9)
+    assert_grads_close(results[0][1], results[1][1], rtol=1e-7, atol=1e-7)
+
+
+# ---------------------------------------------------------------- boundary checks
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind,name,shape", [
+    ("gru", "weight_hh_l0", (14, 5)), ("gru", "weight_ih_l0", (15, 3)),
+    ("lstm", "bias_hh_l0", (19,)), ("lstm", "weight_hh_l0", (20, 4)),
+    ("rnn_tanh", "bias_ih_l0", (4,))])
+def test_mis_shaped_weights_raise_for_every_engine(kind, name, shape, engine):
+    model = OURS[kind](4, 5, backend=engine)
+    setattr(model, name, torch.nn.Parameter(torch.randn(shape)))
+    with pytest.raises(RuntimeError, match=rf"{name}: expected shape"):
+        model(torch.randn(3, 2, 4))
+    if kind != "rnn_tanh":
+        with torch.no_grad(), pytest.raises(RuntimeError, match="expected shape"):
+            model.step(torch.randn(2, 4))
+
+
+def test_operator_checks_its_inputs():
+    from rnnkit.backends.ops import run_sequence
+
+    x, h = torch.randn(3, 2, 4), torch.zeros(2, 5)
+    w_ih, w_hh, b = torch.randn(15, 4), torch.randn(15, 5), torch.randn(15)
+    with pytest.raises(RuntimeError, match=r"states0\[0\]: expected shape \(2, 5\)"):
+        run_sequence("fused", "gru", x, (torch.zeros(3, 5),), w_ih, w_hh, b, b, None)
+    with pytest.raises(RuntimeError, match="lengths: expected every length in 1..3"):
+        run_sequence("fused", "gru", x, (h,), w_ih, w_hh, b, b, torch.tensor([4, 1]))
+    with pytest.raises(RuntimeError, match="b_ih: expected dtype torch.float32"):
+        run_sequence("fused", "gru", x, (h,), w_ih, w_hh, b.double(), b, None)
+
+
+@NATIVE
+def test_native_ops_check_every_shape():
+    ops = torch.ops.rnnkit
+    T, B, H = 3, 2, 4
+    xp, zeros = torch.randn(T, B, 4 * H), torch.zeros(T + 1, B, H)
+    with pytest.raises(RuntimeError, match=r"lstm_forward: w_hh: expected shape \[16, 4\]"):
+        ops.lstm_forward(xp, torch.randn(3 * H, H), zeros, zeros.clone(), torch.zeros(T, B, H), [])
+    with pytest.raises(RuntimeError, match="batch_sizes: expected non-increasing counts"):
+        ops.lstm_forward(xp, torch.randn(4 * H, H), zeros, zeros.clone(), torch.zeros(T, B, H),
+                         [1, 2, 1])
+    with pytest.raises(RuntimeError, match=r"gru_step: w_ih: expected shape \[12, 5\]"):
+        ops.gru_step(torch.randn(B, 5), None, [torch.randn(3 * H, 6), torch.randn(3 * H, H)], 1,
+                     False)
+
+
+# ---------------------------------------------------------------- empty and zero sizes
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+def test_empty_batch_as_torch_nn(kind, engine):
+    ref, ours = pair(kind, engine, torch.float32, num_layers=2, bidirectional=True)
+    outs = []
+    for model in (ref, ours):
+        x = torch.zeros(5, 0, 4, requires_grad=True)
+        out, state = model(x)
+        out.sum().backward()
+        outs.append((out.shape, (state[0] if isinstance(state, tuple) else state).shape,
+                     x.grad.shape))
+    assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+def test_zero_length_sequence_refused_as_torch_nn(kind):
+    _, ours = pair(kind, None, torch.float32)
+    for x in (torch.ones(0, 10, 4), torch.ones(0, 4)):
+        with pytest.raises(RuntimeError, match="expected sequence length to be larger than 0"):
+            ours(x)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_zero_hidden_cells_run_as_torch_nn(engine):
+    for ours, ref in ((rnnkit.nn.GRUCell(10, 0, backend=engine), torch.nn.GRUCell(10, 0)),
+                      (rnnkit.nn.LSTMCell(10, 0, backend=engine), torch.nn.LSTMCell(10, 0))):
+        x = torch.randn(2, 10)
+        a, b = ours(x), ref(x)
+        a, b = (a[0], b[0]) if isinstance(a, tuple) else (a, b)
+        assert a.shape == b.shape == (2, 0)
+
+
+# ---------------------------------------------------------------- arguments and errors
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_first": "False"}, {"bias": 0}, {"bias": "True"},
+                                    {"bidirectional": "False"}])
+def test_flag_arguments_must_be_bool(kwargs):
+    with pytest.raises(TypeError, match=f"{next(iter(kwargs))}: expected a bool"):
+        rnnkit.nn.GRU(3, 5, **kwargs)
+    if "bidirectional" not in kwargs:  # torch.nn does not check that one
+        with pytest.raises(TypeError):
+            torch.nn.GRU(3, 5, **kwargs)
+
+
+@pytest.mark.parametrize("make", [lambda: rnnkit.nn.GRU(3, 5.0), lambda: rnnkit.nn.GRU(3.0, 5),
+                                  lambda: rnnkit.nn.LSTM(3, 5, num_layers=1.0)])
+def test_size_of_wrong_type_is_a_type_error(make):
+    with pytest.raises(TypeError):
+        make()
+
+
+def test_errors_are_catchable_as_torch_nn_raises_them():
+    gru = rnnkit.nn.GRU(3, 5)
+    # torch.nn: RuntimeError for feature size, state shape; ValueError for rank and dtype.
+    cases = [(lambda: gru(torch.ones(4, 2, 4)), RuntimeError),
+             (lambda: gru(torch.ones(4, 2, 3), torch.zeros(1, 3, 5)), RuntimeError),
+             (lambda: gru(torch.ones(4, 2, 3, 1)), ValueError),
+             (lambda: gru(torch.ones(4, 2, 3, dtype=torch.float64)), ValueError),
+             (lambda: rnnkit.nn.LSTMCell(3, 5)(torch.ones(2, 4)), RuntimeError)]
+    for call, torch_class in cases:
+        with pytest.raises(torch_class):
+            call()
+
+
+# ---------------------------------------------------------------- proj_size
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_proj_size_equals_torch_nn_packed(engine, bidirectional):
+    ref = torch.nn.LSTM(4, 6, num_layers=2, bidirectional=bidirectional, proj_size=3).double()
+    ours = rnnkit.nn.LSTM(4, 6, num_layers=2, bidirectional=bidirectional, proj_size=3,
+                          backend=engine).double()
+    ours.load_state_dict(ref.state_dict())  # strict: weight_hr_l* included
+    D = 2 if bidirectional else 1
+    x0 = torch.randn(5, 3, 4, dtype=torch.float64)
+    h0, c0 = torch.randn(2 * D, 3, 3, dtype=torch.float64), torch.randn(2 * D, 3, 6, dtype=torch.float64)
+    lengths = torch.tensor([5, 2, 4])
+    results = []
+    for model in (ref, ours):
+        x, h, c = (t.clone().requires_grad_() for t in (x0, h0, c0))
+        out, (h_n, c_n) = model(pack_padded_sequence(x, lengths, enforce_sorted=False), (h, c))
+        loss = (out.data ** 2).sum() + (h_n ** 2).sum() + c_n.sum()
+        results.append((out.data, h_n, c_n, torch.autograd.grad(loss, [x, h, c, *model.parameters()])))
+    for a, b in zip(results[1][:3], results[0][:3]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    assert_grads_close(results[1][3], results[0][3], rtol=1e-9, atol=1e-10)
+
+
+def test_proj_size_exports_to_onnx():
+    pytest.importorskip("onnxruntime")
+    from rnnkit.export import export_model
+    from rnnkit.models.classifier import SequenceClassifier, SequenceClassifierConfig
+
+    model = SequenceClassifier(SequenceClassifierConfig(
+        input_size=5, num_classes=4, hidden=12, layers=2, bidirectional=True, proj_size=4))
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        report = export_model(model, "onnx", f"{folder}/model.onnx")
+    assert report["checked_shapes"] == [[1, 5], [3, 17], [8, 40]]  # other batches and lengths
+    assert report["max_abs_diff"] < 1e-5
