@@ -196,6 +196,11 @@ def _forward_impl(engine: str, cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor,
     T = x.shape[0]
     if x.shape[1] == 0:  # an empty batch: nothing to run
         return _empty_forward(engine, cell, x, w_hh, recurrent_mask, zoneout)
+    if lengths is None:  # the common case, without the layout's bookkeeping
+        y, final, saved = _KERNELS[engine].forward(
+            cell, x, w_ih, w_hh, b_ih, b_hh, tuple(extra), tuple(states0), None,
+            Masks(recurrent_mask, tuple(zoneout)))
+        return [y, *final, *saved]
     layout = Layout(lengths, T, x.device)
     y, final, saved = _KERNELS[engine].forward(
         cell, layout.rows(x, 1), w_ih, w_hh, b_ih, b_hh, tuple(extra),
@@ -232,6 +237,11 @@ def _backward_impl(engine: str, cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor
     if x.shape[1] == 0:
         return [torch.zeros_like(t) if n and t is not None else x.new_empty(0)
                 for t, n in zip(inputs, need)]
+    if lengths is None:
+        grads = _KERNELS[engine].backward(
+            cell, x, w_ih, w_hh, b_ih is not None, tuple(extra), None,
+            Masks(recurrent_mask, tuple(zoneout)), list(saved), dy, list(dfinal), list(need))
+        return [g if g is not None else x.new_empty(0) for g in grads]
     layout = Layout(lengths, x.shape[0], x.device)
     grads = _KERNELS[engine].backward(
         cell, layout.rows(x, 1), w_ih, w_hh, b_ih is not None, tuple(extra),
@@ -264,7 +274,9 @@ def _setup_context(ctx, inputs, output) -> None:
 
 
 def _save(ctx, engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
-          recurrent_mask, zoneout, saved) -> None:
+          recurrent_mask, zoneout, saved, outputs: bool = True) -> None:
+    """Keep what the backward needs on ``ctx``; ``outputs``: the saved buffers are outputs
+    of the Function (and so marked non-differentiable)."""
     ctx.engine, ctx.cell = engine, cell
     ctx.sizes = (len(extra), len(states0), len(saved))
     ctx.zoneout_present = [m is not None for m in zoneout]
@@ -276,7 +288,8 @@ def _save(ctx, engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
                *([recurrent_mask] if ctx.has_mask else []),
                *(m for m in zoneout if m is not None), *saved]
     ctx.save_for_backward(*tensors)
-    ctx.mark_non_differentiable(*saved)
+    if outputs:
+        ctx.mark_non_differentiable(*saved)
     ctx.set_materialize_grads(False)
 
 
@@ -308,9 +321,15 @@ def _gradients(ctx, dy: Tensor | None, dfinal: list[Tensor | None],
     if not torch.compiler.is_compiling() and _needs_differentiable(targets, dy, dfinal):
         return differentiable_backward(ctx.cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0,
                                        lengths, recurrent_mask, zoneout, dy, dfinal, need)
-    out = torch.ops.rnnkit.sequence_backward(
-        ctx.engine, ctx.cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
-        recurrent_mask, zoneout, saved, dy, dfinal, need)
+    args = (ctx.engine, ctx.cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
+            recurrent_mask, zoneout, saved, dy, dfinal, need)
+    if torch.compiler.is_compiling():
+        out = torch.ops.rnnkit.sequence_backward(*args)
+    else:
+        # One level of differentiation, never differentiated itself (that is
+        # differentiable_backward's job): below autograd, as the op's impl expects.
+        with torch._C._AutoDispatchBelowAutograd():
+            out = torch.ops.rnnkit.sequence_backward(*args)
     return [g if n else None for g, n in zip(out, need)]
 
 
@@ -322,19 +341,22 @@ def _needs_differentiable(targets, dy: Tensor | None, dfinal: list[Tensor | None
     incoming = [g for g in (dy, *dfinal) if g is not None]
     if any(_is_legacy_batched(g) for g in incoming):
         return True
+    if not torch.is_grad_enabled():  # the usual backward (no create_graph): nothing more to ask
+        return False
     if any(t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t)
            for t in targets):
         # Inside a torch.func transform (jacrev, vjp, grad) the backward is one level of
         # differentiation: the operator is right there (and the recomputation, run on the
         # transform's wrapped tensors, is not).
         return False
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                           for t in (*targets, *incoming))
+    return any(t is not None and t.requires_grad for t in (*targets, *incoming))
+
+
+_LEGACY_BATCHED = getattr(torch._C._functorch, "is_legacy_batchedtensor", None)
 
 
 def _is_legacy_batched(t: Tensor) -> bool:
-    check = getattr(torch._C._functorch, "is_legacy_batchedtensor", None)
-    return bool(check is not None and check(t))
+    return _LEGACY_BATCHED is not None and bool(_LEGACY_BATCHED(t))
 
 
 def _op_backward(ctx, grads):
@@ -363,10 +385,8 @@ class SequenceFunction(torch.autograd.Function):
     @staticmethod
     def forward(engine, cell, n_extra, zoneout_present, x, w_ih, w_hh, b_ih, b_hh, lengths,
                 recurrent_mask, *rest):
-        extra, states0, zoneout = _split_rest(cell, n_extra, zoneout_present, rest)
-        out = torch.ops.rnnkit.sequence(engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra,
-                                        states0, lengths, recurrent_mask, zoneout)
-        return tuple(out)
+        return _call_forward(engine, cell, n_extra, zoneout_present, x, w_ih, w_hh, b_ih, b_hh,
+                             lengths, recurrent_mask, rest, below_autograd=False)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -386,6 +406,38 @@ class SequenceFunction(torch.autograd.Function):
         out = _gradients(ctx, grads[0], list(grads[1: 1 + n_states]), need)
         n_zoneout = sum(ctx.zoneout_present)
         return (None, None, None, None, *out[:5], None, None, *out[5:], *([None] * n_zoneout))
+
+
+class EagerSequenceFunction(torch.autograd.Function):
+    """:class:`SequenceFunction` in the classic form (``forward(ctx, ...)``), for eager runs
+    outside torch.func transforms: autograd.Function binds every call's arguments to the
+    signature of a ``setup_context``-style forward (``inspect``), about 100 us a call.
+    Same arguments, same saved tensors, same backward."""
+
+    @staticmethod
+    def forward(ctx, engine, cell, n_extra, zoneout_present, x, w_ih, w_hh, b_ih, b_hh,
+                lengths, recurrent_mask, *rest):
+        out = _call_forward(engine, cell, n_extra, zoneout_present, x, w_ih, w_hh, b_ih, b_hh,
+                            lengths, recurrent_mask, rest)
+        extra, states0, zoneout = _split_rest(cell, n_extra, zoneout_present, rest)
+        n_out = 1 + len(states0)
+        _save(ctx, engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
+              recurrent_mask, zoneout, out[n_out:], outputs=False)
+        # Only y and the final states are outputs: the saved buffers stay out of the graph.
+        return out[:n_out]
+
+    backward = SequenceFunction.backward
+
+
+def _call_forward(engine, cell, n_extra, zoneout_present, x, w_ih, w_hh, b_ih, b_hh, lengths,
+                  recurrent_mask, rest, below_autograd: bool = True) -> tuple[Tensor, ...]:
+    extra, states0, zoneout = _split_rest(cell, n_extra, zoneout_present, rest)
+    args = (engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths, recurrent_mask,
+            zoneout)
+    if not below_autograd:  # traced (torch.compile) or under torch.func's own dispatch
+        return tuple(torch.ops.rnnkit.sequence(*args))
+    with torch._C._AutoDispatchBelowAutograd():  # the Function is the autograd: skip the op's
+        return tuple(torch.ops.rnnkit.sequence(*args))
 
 
 def _split_rest(cell, n_extra, zoneout_present, rest):
@@ -453,37 +505,32 @@ def _loop_vmap(op, info, in_dims, *args):
     return stacked, [0] * len(stacked)
 
 
+_SCHEMA_INPUTS = ("str engine, str cell, Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+                  "Tensor? b_hh, Tensor[] extra, Tensor[] states0, Tensor? lengths, "
+                  "Tensor? recurrent_mask, Tensor?[] zoneout")
+# The registration: torch.library's low-level API rather than the custom_op decorator, whose
+# per-call Python wrapping (argument binding, a torch.compile guard, alias checks) cost
+# about 450 us a forward and backward (benchmarks/operator_overhead.py), more than a
+# whole short sequence.
+_LIB = torch.library.Library(NAMESPACE, "FRAGMENT")
+
+
 def _register() -> None:
-    lib_name = f"{NAMESPACE}::sequence"
-    forward = torch.library.custom_op(lib_name, mutates_args=())(_forward_signature)
-    forward.register_fake(_forward_fake)
-    backward = torch.library.custom_op(f"{NAMESPACE}::sequence_backward",
-                                       mutates_args=())(_backward_signature)
-    backward.register_fake(_backward_fake)
-    forward.register_autograd(_op_backward, setup_context=_setup_context)
-    forward.register_vmap(lambda info, in_dims, *args: _loop_vmap(
-        torch.ops.rnnkit.sequence, info, in_dims, *args))
-    backward.register_vmap(lambda info, in_dims, *args: _loop_vmap(
-        torch.ops.rnnkit.sequence_backward, info, in_dims, *args))
-
-
-def _forward_signature(engine: str, cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor,
-                       b_ih: Tensor | None, b_hh: Tensor | None, extra: list[Tensor],
-                       states0: list[Tensor], lengths: Tensor | None,
-                       recurrent_mask: Tensor | None, zoneout: list[Tensor | None]
-                       ) -> list[Tensor]:
-    return _forward_impl(engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
-                         recurrent_mask, zoneout)
-
-
-def _backward_signature(engine: str, cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor,
-                        b_ih: Tensor | None, b_hh: Tensor | None, extra: list[Tensor],
-                        states0: list[Tensor], lengths: Tensor | None,
-                        recurrent_mask: Tensor | None, zoneout: list[Tensor | None],
-                        saved: list[Tensor], dy: Tensor | None, dfinal: list[Tensor | None],
-                        need: list[bool]) -> list[Tensor]:
-    return _backward_impl(engine, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, lengths,
-                          recurrent_mask, zoneout, saved, dy, dfinal, need)
+    _LIB.define(f"sequence({_SCHEMA_INPUTS}) -> Tensor[]")
+    _LIB.define(f"sequence_backward({_SCHEMA_INPUTS}, Tensor[] saved, Tensor? dy, "
+                "Tensor?[] dfinal, bool[] need) -> Tensor[]")
+    _LIB.impl("sequence", _forward_impl, "CompositeExplicitAutograd")
+    _LIB.impl("sequence_backward", _backward_impl, "CompositeExplicitAutograd")
+    torch.library.register_fake(f"{NAMESPACE}::sequence", _forward_fake, lib=_LIB)
+    torch.library.register_fake(f"{NAMESPACE}::sequence_backward", _backward_fake, lib=_LIB)
+    torch.library.register_autograd(f"{NAMESPACE}::sequence", _op_backward,
+                                    setup_context=_setup_context, lib=_LIB)
+    torch.library.register_vmap(f"{NAMESPACE}::sequence", lambda info, in_dims, *args:
+                                _loop_vmap(torch.ops.rnnkit.sequence, info, in_dims, *args),
+                                lib=_LIB)
+    torch.library.register_vmap(f"{NAMESPACE}::sequence_backward", lambda info, in_dims, *args:
+                                _loop_vmap(torch.ops.rnnkit.sequence_backward, info, in_dims,
+                                           *args), lib=_LIB)
 
 
 _register()
@@ -497,7 +544,9 @@ def run_sequence(engine: str, cell: str, x: Tensor, states0: Sequence[Tensor], w
     the :class:`rnnkit.backends.Backend` contract (``y``, final states)."""
     masks = masks or Masks()
     present = tuple(m is not None for m in masks.zoneout)
-    out = SequenceFunction.apply(engine, cell, len(extra), present, x, w_ih, w_hh, b_ih, b_hh,
+    eager = not (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active())
+    function = EagerSequenceFunction if eager else SequenceFunction
+    out = function.apply(engine, cell, len(extra), present, x, w_ih, w_hh, b_ih, b_hh,
                                  lengths, masks.recurrent, *extra, *states0,
                                  *(m for m in masks.zoneout if m is not None))
     n = CELLS[cell].num_states
