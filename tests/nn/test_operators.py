@@ -397,3 +397,32 @@ def test_proj_size_exports_to_onnx():
         report = export_model(model, "onnx", f"{folder}/model.onnx")
     assert report["checked_shapes"] == [[1, 5], [3, 17], [8, 40]]  # other batches and lengths
     assert report["max_abs_diff"] < 1e-5
+
+
+# ---------------------------------------------------------------- visibility
+
+
+def test_operators_visible_to_dispatch_modes_and_the_profiler():
+    # Plain eager runs call the operators' implementation directly; anything that watches
+    # operators must still see them.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    model = rnnkit.nn.GRU(3, 4, backend="fused")
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    with Recorder() as recorder:
+        model(x)[0].sum().backward()
+    assert "rnnkit.sequence.default" in recorder.names
+    assert "rnnkit.sequence_backward.default" in recorder.names
+    with torch.profiler.profile() as prof:
+        model(x)[0].sum().backward()
+    names = {e.name for e in prof.events()}
+    assert {"rnnkit::sequence", "rnnkit::sequence_backward"} <= names
