@@ -40,6 +40,14 @@ NAME = "rnnkit_native"
 # library then shares the libgomp torch has loaded (same soname), so one thread pool.
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-mrecip=!vec-div", "-mprefer-vector-width=256", "-fopenmp"]
 LDFLAGS = ["-lmvec", "-fopenmp"]
+# Extra compiler and linker flags, e.g. "-fsanitize=address -fno-omit-frame-pointer" for a
+# sanitizer run of the tests (docs/architecture.md says how); part of the build folder's key.
+EXTRA_ENV = "RNNKIT_NATIVE_EXTRA_FLAGS"
+
+
+def _flags() -> tuple[list[str], list[str]]:
+    extra = os.environ.get(EXTRA_ENV, "").split()
+    return CFLAGS + extra, LDFLAGS + extra
 
 logger = logging.getLogger(__name__)
 _STATE: dict[str, str | None] = {}
@@ -52,7 +60,8 @@ def build_dir() -> Path:
     else:
         root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rnnkit"
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(CFLAGS + LDFLAGS).encode(),
+    cflags, ldflags = _flags()
+    for part in (SOURCE.read_bytes(), " ".join(cflags + ldflags).encode(),
                  torch.__version__.encode(), sys.version.encode(), platform.machine().encode(),
                  _cpu_flags().encode()):
         key.update(part)
@@ -107,7 +116,8 @@ def _compile(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     logger.warning("rnnkit: building the native CPU engine, once for this machine and torch "
                    "(about 30 s), in %s", folder)
-    load_extension(NAME, [str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=LDFLAGS,
+    cflags, ldflags = _flags()
+    load_extension(NAME, [str(SOURCE)], extra_cflags=cflags, extra_ldflags=ldflags,
                    build_directory=str(folder), is_python_module=False, verbose=False)
 
 
