@@ -148,10 +148,11 @@ class RNNBase(StepMixin, nn.Module):
     def _check_weights(self) -> None:
         """Parameters assigned after construction must still fit the layer's sizes (every
         engine indexes them by ``hidden_size``); torch.nn refuses them too."""
-        params = self._parameters
         for name, shape in self._shapes.items():
-            w = params.get(name)
-            if w is None or w.shape != shape:
+            # getattr, not _parameters: weight_norm and parametrize replace a parameter by
+            # a tensor computed on access
+            w = getattr(self, name, None)
+            if not isinstance(w, Tensor) or w.shape != shape:
                 got = "nothing" if w is None else f"shape {tuple(w.shape)}"
                 raise RNNShapeError(f"{name}: expected shape {tuple(shape)} for this layer "
                                     f"(input_size={self.input_size}, hidden_size="

@@ -46,7 +46,7 @@ class StepMixin:
             raise ValueError("step: a bidirectional layer reads each sequence from both ends, "
                              "so it cannot advance one step at a time; call the layer on the "
                              "whole sequence")
-        ref = self._parameters["weight_ih_l0"]
+        ref = self.weight_ih_l0
         check_input(input, self.input_size, ref, ranks=(1, 2))
         unbatched = input.dim() == 1
         if not self._native_step_ok(input):
@@ -55,8 +55,7 @@ class StepMixin:
             return output.squeeze(time_dim), state
         x = input.view(1, -1) if unbatched else input  # [B, I]
         states = None if hx is None else self._step_states(hx, x, unbatched)
-        params = self._parameters
-        weights = [params[name] for name in self._flat_weights_names]
+        weights = [getattr(self, name) for name in self._flat_weights_names]
         if not all(w.is_contiguous() for w in weights):
             weights = [w.contiguous() for w in weights]
         output, new = native.step(self.mode, x if x.is_contiguous() else x.contiguous(), states,
@@ -77,7 +76,7 @@ class StepMixin:
         given = hx if isinstance(hx, (tuple, list)) else (hx,)
         shape = (self.num_layers, self.hidden_size) if unbatched else \
             (self.num_layers, x.shape[0], self.hidden_size)
-        ref = self._parameters["weight_ih_l0"]
+        ref = self.weight_ih_l0
         if (len(given) == self._num_states
                 and all(isinstance(s, Tensor) and s.shape == shape and s.dtype == ref.dtype
                         and s.device == ref.device for s in given)):
