@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -91,14 +92,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     torch.testing.assert_close(u, v, rtol=0, atol=0)
                 # Each order once: whichever runs first in a turn finds the allocator's
                 # cache as the other left it.
-                first = time_interleaved(
-                    {"operator": lambda: via_operator(engine, cell, leaves, dy),
-                     "direct": lambda: via_direct(engine, cell, leaves, dy)},
-                    repeats=args.repeats, warmup=args.warmup)
-                second = time_interleaved(
-                    {"direct": lambda: via_direct(engine, cell, leaves, dy),
-                     "operator": lambda: via_operator(engine, cell, leaves, dy)},
-                    repeats=args.repeats, warmup=args.warmup)
+                op = partial(via_operator, engine, cell, leaves, dy)
+                direct = partial(via_direct, engine, cell, leaves, dy)
+                first = time_interleaved({"operator": op, "direct": direct},
+                                         repeats=args.repeats, warmup=args.warmup)
+                second = time_interleaved({"direct": direct, "operator": op},
+                                          repeats=args.repeats, warmup=args.warmup)
                 times = {k: (first[k] + second[k]) / 2 for k in first}
                 ratio = times["operator"] / times["direct"]
                 records.append({"engine": engine, "cell": cell, "batch": B, "hidden": H,
@@ -110,8 +109,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     per_call = {}
     for engine in engines:
         leaves, dy = make_case("lstm", 1, 8, 1)
-        times = time_interleaved({"operator": lambda: via_operator(engine, "lstm", leaves, dy),
-                                  "direct": lambda: via_direct(engine, "lstm", leaves, dy)},
+        times = time_interleaved({"operator": partial(via_operator, engine, "lstm", leaves, dy),
+                                  "direct": partial(via_direct, engine, "lstm", leaves, dy)},
                                  repeats=max(args.repeats, 200), warmup=20)
         per_call[engine] = {"operator_us": times["operator"] * 1e3,
                             "direct_us": times["direct"] * 1e3,

@@ -74,7 +74,7 @@ def _unpack_backward(ctx, grad_padded, grad_lengths):
 
 
 def _pack_setup(ctx, inputs, output):
-    padded, batch_sizes, sorted_indices, total = inputs
+    padded, batch_sizes, sorted_indices, _total = inputs
     ctx.B = padded.shape[1]
     ctx.save_for_backward(batch_sizes, sorted_indices)
 

@@ -26,10 +26,10 @@ from torch.nn.utils.rnn import PackedSequence
 
 from rnnkit.backends import available_backends, run_direction
 from rnnkit.functional import CELLS, Masks
+from rnnkit.nn.errors import RNNShapeError, RNNTypeError
 from rnnkit.nn.packing import repack, unpack
 from rnnkit.nn.projection import run_projected
 from rnnkit.nn.stepping import StepMixin
-from rnnkit.nn.errors import RNNShapeError, RNNTypeError
 from rnnkit.nn.validation import (
     check_flag,
     check_input,
