@@ -13,13 +13,16 @@ from rnnkit.models.language_model import LanguageModel, LanguageModelConfig
 ort = pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture(scope="module", params=["lstm", "gru"])
+@pytest.fixture(scope="module", params=["lstm", "gru", "lstm-proj"])
 def trained(request, tmp_path_factory):
-    """A stacked bidirectional classifier trained for an epoch on the digits."""
+    """A stacked bidirectional classifier trained for an epoch on the digits (lstm-proj:
+    an LSTM with proj_size, which torch.nn.LSTM's own ONNX export refuses)."""
     run = tmp_path_factory.mktemp("runs") / request.param
+    cell, _, proj = request.param.partition("-")
+    extra = ["--proj-size", "6"] if proj else []
     assert main(["train", "seqclass", "--data", "digits", "--epochs", "1", "--layers", "2",
-                 "--bidirectional", "--hidden", "16", "--cell", request.param, "--no-progress",
-                 "--out", str(run)]) == 0
+                 "--bidirectional", "--hidden", "16", "--cell", cell, "--no-progress",
+                 *extra, "--out", str(run)]) == 0
     return run
 
 

