@@ -102,35 +102,38 @@ def check_inputs(engine: str, cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor,
         _fail(f"w_hh: expected a 2-D [gates * H, H] tensor, got shape {tuple(w_hh.shape)}")
     H = w_hh.shape[1]
     G = spec.gates * H
-    expected = {"w_ih": (w_ih, (G, I)), "w_hh": (w_hh, (G, H))}
+    # (name, tensor, shape): a flat list, compared as the loop goes (this runs on every call)
+    checks = [("w_ih", w_ih, (G, I)), ("w_hh", w_hh, (G, H))]
     if (b_ih is None) != (b_hh is None):
         _fail("b_ih, b_hh: expected both or neither")
     if b_ih is not None:
-        expected |= {"b_ih": (b_ih, (G,)), "b_hh": (b_hh, (G,))}
+        checks += [("b_ih", b_ih, (G,)), ("b_hh", b_hh, (G,))]
     if len(extra) != len(spec.extra):
         _fail(f"extra: cell {cell!r} takes {len(spec.extra)} extra parameters "
               f"({', '.join(e.name for e in spec.extra) or 'none'}), got {len(extra)}")
-    for e, t in zip(spec.extra, extra):
-        expected[e.name] = (t, (e.width * H,))
+    checks += [(e.name, t, (e.width * H,)) for e, t in zip(spec.extra, extra)]
     if len(states0) != spec.num_states:
         _fail(f"states0: cell {cell!r} has {spec.num_states} states, got {len(states0)}")
-    for k, s in enumerate(states0):
-        expected[f"states0[{k}]"] = (s, (B, H))
+    checks += [("states0", s, (B, H)) for s in states0]
     if recurrent_mask is not None:
-        expected["recurrent_mask"] = (recurrent_mask, (B, H))
+        checks.append(("recurrent_mask", recurrent_mask, (B, H)))
     if len(zoneout) > spec.num_states:
         _fail(f"zoneout: at most one mask per state ({spec.num_states}), got {len(zoneout)}")
-    for k, m in enumerate(zoneout):
-        if m is not None:
-            expected[f"zoneout[{k}]"] = (m, (T, B, H))
-    for name, (t, shape) in expected.items():
-        if tuple(t.shape) != shape:
+    checks += [("zoneout", m, (T, B, H)) for m in zoneout if m is not None]
+    dtype, device = x.dtype, x.device
+    for name, t, shape in checks:
+        if t.shape == shape and t.dtype == dtype and t.device == device:
+            continue
+        if name in ("states0", "zoneout"):  # named with their index only when one is wrong
+            listed = states0 if name == "states0" else zoneout
+            name = f"{name}[{next(k for k, u in enumerate(listed) if u is t)}]"
+        if t.shape != shape:
             _fail(f"{name}: expected shape {shape} (T={T}, B={B}, I={I}, H={H}, "
                   f"{spec.gates} gate blocks), got {tuple(t.shape)}")
-        if t.dtype != x.dtype:
-            _fail(f"{name}: expected dtype {x.dtype} (the input's), got {t.dtype}")
-        if t.device != x.device:
-            _fail(f"{name}: expected a tensor on {x.device} (the input's), got {t.device}")
+        if t.dtype != dtype:
+            _fail(f"{name}: expected dtype {dtype} (the input's), got {t.dtype}")
+        if t.device != device:
+            _fail(f"{name}: expected a tensor on {device} (the input's), got {t.device}")
     if lengths is not None:
         if lengths.dim() != 1 or lengths.shape[0] != B or lengths.dtype != torch.int64:
             _fail(f"lengths: expected an int64 tensor of shape ({B},), got "
