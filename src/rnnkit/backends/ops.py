@@ -271,7 +271,9 @@ def _grad_targets(x, w_ih, w_hh, b_ih, b_hh, extra, states0) -> list[Tensor | No
 # The autograd (a circular import: it needs the implementations above, ops needs it below).
 from rnnkit.backends.op_autograd import (
     EagerSequenceFunction,
+    PlainSequenceFunction,
     SequenceFunction,
+    _plain_eager,
     op_backward,
     setup_context,
 )
@@ -334,12 +336,18 @@ def run_sequence(engine: str, cell: str, x: Tensor, states0: Sequence[Tensor], w
     """Run ``cell`` with the registered ``engine`` through ``torch.ops.rnnkit.sequence``;
     the :class:`rnnkit.backends.Backend` contract (``y``, final states)."""
     masks = masks or Masks()
-    present = tuple(m is not None for m in masks.zoneout)
     eager = not (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active())
+    if (eager and lengths is None and not extra and masks.recurrent is None
+            and not any(m is not None for m in masks.zoneout) and x.shape[1] > 0
+            and _plain_eager(x)):
+        y, *final = PlainSequenceFunction.apply(engine, cell, x, w_ih, w_hh, b_ih, b_hh,
+                                                *states0)
+        return y, tuple(final)
+    present = tuple(m is not None for m in masks.zoneout)
     function = EagerSequenceFunction if eager else SequenceFunction
     out = function.apply(engine, cell, len(extra), present, x, w_ih, w_hh, b_ih, b_hh,
-                                 lengths, masks.recurrent, *extra, *states0,
-                                 *(m for m in masks.zoneout if m is not None))
+                         lengths, masks.recurrent, *extra, *states0,
+                         *(m for m in masks.zoneout if m is not None))
     n = CELLS[cell].num_states
     return out[0], tuple(out[1: 1 + n])
 
