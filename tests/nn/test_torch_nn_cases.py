@@ -78,11 +78,8 @@ def test_projections_lstm_args_check():
                 model(x, (h, c))
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("proj_size", [0, 3])
+@pytest.mark.parametrize("mode,proj_size", [(m, 0) for m in MODES] + [("LSTM", 3)])
 def test_rnn_initial_hidden_state(mode, proj_size):
-    if proj_size and mode != "LSTM":
-        pytest.skip("projections are the LSTM's")
     kwargs = {"proj_size": proj_size} if proj_size else {}
     model = MODES[mode][1](30, 20, 2, **kwargs)
     x = torch.randn(10, 32, 30)

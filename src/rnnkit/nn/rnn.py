@@ -34,9 +34,11 @@ from rnnkit.nn.validation import (
     check_flag,
     check_input,
     check_lengths,
+    check_probability,
     check_sequence_length,
     check_size,
     check_state,
+    check_zoneout,
 )
 
 
@@ -92,8 +94,8 @@ class RNNBase(StepMixin, nn.Module):
                           f"non-zero dropout expects num_layers greater than 1, but got "
                           f"dropout={dropout} and num_layers={num_layers}", stacklevel=3)
         spec = CELLS[cell]
-        self.zoneout = _check_zoneout(zoneout, spec.num_states)
-        self.recurrent_dropout = _check_probability(recurrent_dropout, "recurrent_dropout")
+        self.zoneout = check_zoneout(zoneout, spec.num_states)
+        self.recurrent_dropout = check_probability(recurrent_dropout, "recurrent_dropout")
         if proj_size and (self.recurrent_dropout or any(self.zoneout)):
             raise NotImplementedError(
                 "proj_size: zoneout and recurrent_dropout act on the hidden state, which the "
@@ -330,23 +332,6 @@ class RNNBase(StepMixin, nn.Module):
         if self.backend is not None:
             s += f", backend={self.backend!r}"
         return s
-
-
-def _check_probability(value: object, name: str) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
-        raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
-    return float(value)
-
-
-def _check_zoneout(value: object, num_states: int) -> tuple[float, ...]:
-    """One probability for every state, or one per state: (hidden, cell) for the LSTMs."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != num_states:
-            what = "(hidden, cell)" if num_states == 2 else "(hidden,)"
-            raise ValueError(f"zoneout: expected a probability or a pair {what} of "
-                             f"probabilities for this cell, got {value!r}")
-        return tuple(_check_probability(v, "zoneout") for v in value)
-    return (_check_probability(value, "zoneout"),) * num_states
 
 
 _REGULARISERS = """

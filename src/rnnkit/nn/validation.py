@@ -6,6 +6,8 @@ user's mistake never surfaces as a stack trace from deep inside torch.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -92,3 +94,20 @@ def check_flag(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise RNNTypeError(f"{name}: expected a bool, got {value!r} ({type(value).__name__})")
     return value
+
+
+def check_probability(value: object, name: str) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
+        raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_zoneout(value: object, num_states: int) -> tuple[float, ...]:
+    """One probability for every state, or one per state: (hidden, cell) for the LSTMs."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != num_states:
+            what = "(hidden, cell)" if num_states == 2 else "(hidden,)"
+            raise ValueError(f"zoneout: expected a probability or a pair {what} of "
+                             f"probabilities for this cell, got {value!r}")
+        return tuple(check_probability(v, "zoneout") for v in value)
+    return (check_probability(value, "zoneout"),) * num_states
