@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 EPILOG = """examples:
@@ -34,25 +35,42 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _task_registry() -> dict[str, Any]:
+def _version() -> str:
+    """rnnkit's version and torch's, read from the installed metadata (torch is not imported)."""
+    import platform
+    from importlib import metadata
+
+    from rnnkit import __version__
+
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return f"rnnkit {__version__} (torch {torch_version}, Python {platform.python_version()})"
+
+
+def _task_registry() -> Mapping[str, Any]:
+    """Task objects by name (each task's module is imported when it is looked up)."""
     from rnnkit.tasks import TASKS
 
     return TASKS
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rnnkit.tasks.catalog import CATALOG
     from rnnkit.training.options import COMMON_OPTIONS, add_options, non_negative, positive_int
 
     parser = _Parser(
         prog="rnnkit", description="Train, evaluate and use recurrent neural networks.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     train = commands.add_parser("train", help="train a model for a task",
                                 description="Train a model for a task; each task has its own options "
                                             "(rnnkit train TASK --help).")
     tasks = train.add_subparsers(dest="task", metavar="TASK", required=True)
-    for task in _task_registry().values():
+    for task in CATALOG.values():  # options only: no task module is imported for parsing
         sub = tasks.add_parser(task.name, help=task.description, description=task.description)
         own = sub.add_argument_group(f"{task.name} options")
         add_options(own, task.options, task.defaults)
@@ -87,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="training sequences (default: 20000)")
     budget = cmp.add_argument_group("the shared budget and model options")
     add_options(budget, [o for o in COMMON_OPTIONS if o.key not in ("cell", "out")],
-                _task_registry()["adding"].defaults)
+                CATALOG["adding"].defaults)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained run",
                                    description="Evaluate a trained run on its test (or validation) split.")
@@ -386,7 +404,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def _cell_list(text: str) -> list[str]:
-    from rnnkit.models.recurrent import CELL_CHOICES
+    from rnnkit.choices import CELL_CHOICES
 
     cells = [c for c in text.split(",") if c]
     bad = [c for c in cells if c not in CELL_CHOICES]

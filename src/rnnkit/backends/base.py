@@ -80,7 +80,6 @@ def select_backend(name: str | None, cell: str, device: torch.device,
     return _REGISTRY[_selected_name(name, cell, device, dtype)]
 
 
-@torch.compiler.assume_constant_result
 def _selected_name(name: str | None, cell: str, device: torch.device, dtype: torch.dtype) -> str:
     # A constant for torch.compile: the choice (which may build the native engine, read the
     # environment and warn) is made once while tracing, not traced into the graph.
@@ -102,6 +101,12 @@ def _selected_name(name: str | None, cell: str, device: torch.device, dtype: tor
                           f"using {fallback.name!r}", RuntimeWarning, stacklevel=5)
         return fallback.name
     return _first_supporting(cell, device, dtype).name
+
+
+# A constant for torch.compile, marked as torch.compiler.assume_constant_result marks a
+# function; the decorator itself would import torch._dynamo (about 1.7 s) with rnnkit.nn.
+# tests/nn/test_startup.py checks that the decorator still marks functions this way.
+_selected_name._dynamo_marked_constant = True
 
 
 def _first_supporting(cell: str, device: torch.device, dtype: torch.dtype) -> Backend:

@@ -44,6 +44,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rnnkit.choices import TOKENIZERS
 from rnnkit.data.cache import cache_dir, pip_fetch
 from rnnkit.data.vocab import _NO_SPACE_AFTER, _NO_SPACE_BEFORE
 
@@ -59,7 +60,6 @@ PARSE_VERSION = 2  # bumped whenever dictd_sentences changes what it extracts
 BUILT_IN = {"en-zh": ("hsk", False), "zh-en": ("hsk", True),
             "de-en": ("dict", False), "en-de": ("dict", True)}
 SOURCES = (*BUILT_IN, "tsv:PATH")
-TOKENIZERS = ("auto", "word", "subword", "char", "jieba")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
 _WORDS = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
 _LABELS = re.compile(r"\s*(\[[^\]]*\]|\{[^}]*\})")

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit.choices import MISSING_CHOICES
+
 BUILTIN = ("airpassengers", "msft", "sunspots", "taylor", "co2")
-MISSING_CHOICES = ("error", "interpolate", "drop")
 _INSTALL = "pip install 'rnnkit[forecast]'  (statsmodels and pmdarima)"
 
 

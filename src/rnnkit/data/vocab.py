@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit.choices import LEVELS
+
 UNK = "<unk>"
 EOS = "<eos>"
-LEVELS = ("char", "word")
 _WORD = re.compile(r"\n|\w+(?:['’]\w+)*|-{2,}|[^\w\s]")
 _NO_SPACE_BEFORE = set(",.;:!?)]}'’\"")
 _NO_SPACE_AFTER = set("([{")

@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-NAMES = ("naive", "seasonal_naive", "ets", "arima", "seasonal_arima")
+from rnnkit.choices import BASELINE_NAMES as NAMES
 
 
 def naive(y: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-TRANSFORMS = ("none", "log")
+from rnnkit.choices import TRANSFORMS
 
 
 @dataclass

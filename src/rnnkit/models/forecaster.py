@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.choices import WINDOW_NORMS
 from rnnkit.models.recurrent import build_initialised_encoder
 
-WINDOW_NORMS = ("last", "none")
 MIN_STD = 1e-3  # floor of the Gaussian head's standard deviation (standardised units)
 
 

@@ -6,12 +6,13 @@ import torch
 from torch import nn
 
 import rnnkit.nn as rnn
+from rnnkit.choices import CELL_CHOICES, INIT_CHOICES
 
 # Names the CLI's --cell and --init accept, and the layer each cell name builds.
 _LAYERS = {"lstm": rnn.LSTM, "gru": rnn.GRU, "ln-lstm": rnn.LayerNormLSTM,
            "ln-gru": rnn.LayerNormGRU, "carry-lstm": rnn.CarryLSTM}
-CELL_CHOICES = ("rnn", "rnn-relu", *_LAYERS)
-INIT_CHOICES = ("torch", "orthogonal", "identity")
+if set(CELL_CHOICES) != {"rnn", "rnn-relu", *_LAYERS}:  # the command line offers CELL_CHOICES
+    raise ImportError("rnnkit.choices.CELL_CHOICES and models.recurrent._LAYERS disagree")
 _LSTM_MODES = ("lstm", "LSTM", "ln_lstm", "carry_lstm")  # cells with a forget gate at block 1
 
 

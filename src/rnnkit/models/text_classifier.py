@@ -24,9 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from rnnkit.choices import POOLINGS
 from rnnkit.models.recurrent import build_initialised_encoder
-
-POOLINGS = ("last", "max", "mean", "attention")
 
 
 @dataclass

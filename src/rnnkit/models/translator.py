@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.choices import ATTENTIONS
 from rnnkit.models.recurrent import build_initialised_encoder
 
-ATTENTIONS = ("none", "dot", "general", "additive")
 State = Tensor | tuple[Tensor, ...]
 
 

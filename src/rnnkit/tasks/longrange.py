@@ -27,8 +27,8 @@ from rnnkit.data.synthetic import (
 )
 from rnnkit.models.classifier import SequenceClassifier, SequenceClassifierConfig
 from rnnkit.models.tagger import SequenceTagger, SequenceTaggerConfig
+from rnnkit.tasks import catalog
 from rnnkit.training.module import TrainingModule
-from rnnkit.training.options import Option, positive_int
 
 DATA_SEEDS = {"train": 1, "validation": 2, "test": 3}
 EVAL_SIZE = 1000
@@ -126,27 +126,14 @@ class CopyModule(_LabModule):
         return loss
 
 
-_TRAIN_SIZE = Option("train-size", positive_int, 20000, "training sequences (generated from "
-                     "seed 1; validation and test: 1,000 each from seeds 2 and 3)", metavar="N")
-# Shared defaults, the recipe measured in the README: with these the LSTM leaves the adding
-# problem's plateau (T=200) after about 2,500 steps and the GRU after about 1,000; at 1e-3
-# and batch 64 the LSTM was still on the plateau after 2,200 steps. Clipping on, Adam.
-_DEFAULTS = {"cell": "lstm", "hidden": 64, "epochs": 6, "lr": 5e-3, "batch_size": 32,
-             "clip": 1.0, "patience": 10, "forget_bias": 1.0}
-
-
 def _model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     return {k: config[k] for k in ("cell", "hidden", "layers", "bidirectional", "dropout", "init",
                                    "forget_bias", "backend", "zoneout", "recurrent_dropout")}
 
 
-class AddingTask:
+class AddingTask(catalog.AddingOptions):
     """``rnnkit train adding``."""
 
-    name = "adding"
-    description = "the adding problem: sum the two marked values of a long sequence"
-    options = [Option("length", positive_int, 200, "sequence length T", metavar="T"), _TRAIN_SIZE]
-    defaults = _DEFAULTS
     monitor = "val_loss"
     mode = "min"
     curves = [("loss", "mean squared error")]
@@ -192,14 +179,9 @@ def _load_sequences(path: str, trailing: tuple[int, ...], what: str) -> np.ndarr
     return array
 
 
-class CopyTask:
+class CopyTask(catalog.CopyOptions):
     """``rnnkit train copy``."""
 
-    name = "copy"
-    description = "copy memory: recall 10 symbols after a long delay"
-    options = [Option("delay", positive_int, 100, "blank steps between the symbols and the "
-                      "recall (sequences are delay + 20 long)", metavar="T"), _TRAIN_SIZE]
-    defaults = _DEFAULTS
     monitor = "val_loss"
     mode = "min"
     curves = [("loss", "cross-entropy per step"), ("copy_accuracy", "accuracy on the recalled symbols")]

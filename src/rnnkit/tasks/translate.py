@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from rnnkit.data.parallel import TOKENIZERS, detokenize
+from rnnkit.data.parallel import detokenize
 from rnnkit.data.translation import (
     BOS,
     EOS,
@@ -46,9 +46,9 @@ from rnnkit.data.translation import (
     TranslationData,
 )
 from rnnkit.data.vocab import Vocabulary
-from rnnkit.models.translator import ATTENTIONS, Translator, TranslatorConfig, cross_entropy
+from rnnkit.models.translator import Translator, TranslatorConfig, cross_entropy
+from rnnkit.tasks import catalog
 from rnnkit.training.module import TrainingModule
-from rnnkit.training.options import Option, non_negative, positive_int, probability
 
 TRANSLATIONS_FILE = "translations.tsv"
 
@@ -265,61 +265,9 @@ PRESETS = {"en-zh": {"epochs": 30, "batch_size": 32}, "zh-en": {"epochs": 30, "b
            "de-en": _DICT, "en-de": _DICT, "tsv": {"epochs": 20, "batch_size": 64}}
 
 
-class TranslationTask:
+class TranslationTask(catalog.TranslateOptions):
     """``rnnkit train translate``."""
 
-    name = "translate"
-    description = ("translate sentences with an attention encoder-decoder (English to "
-                   "Chinese, German to English, your TSV of pairs), scored with BLEU")
-    options = [
-        Option("data", str, "en-zh", "sentence pairs: en-zh (4,246 HSK example sentences, "
-               "pip), de-en (17,382 dictionary sentences, Debian dict-de-en; both fetched on "
-               "first use), zh-en and en-de (the same, reversed), or tsv:PATH (source<TAB>"
-               "target per line)", metavar="SOURCE"),
-        Option("source-tokenizer", str, None, "how the source is split: auto (char for "
-               "Chinese, word otherwise), word, subword (SentencePiece BPE learnt from the "
-               "training split), char, or jieba (Chinese words; pip install jieba)",
-               TOKENIZERS),
-        Option("target-tokenizer", str, None, "how the target is split (as above)",
-               TOKENIZERS),
-        Option("subword-vocab", positive_int, 4000, "subword: pieces per side (at most)"),
-        Option("lowercase-source", bool, True, "lowercase the source before tokenising",
-               flag=True),
-        Option("min-freq", positive_int, 2, "tokens seen fewer times in the training split "
-               "become <unk>"),
-        Option("max-tokens", positive_int, 50, "pairs with a longer side are left out of "
-               "training; longer sources are cut to this when translating"),
-        Option("embedding", positive_int, 256, "token embedding size (both sides)"),
-        Option("attention", str, "general", "attention score: general or dot (Luong), "
-               "additive (Bahdanau), or none (the encoder-decoder without attention)",
-               ATTENTIONS),
-        Option("input-feeding", bool, True, "feed each step's attentional vector into the "
-               "next decoder step (Luong et al. 2015)", flag=True),
-        Option("sampling-ratio", probability, 0.0, "scheduled sampling: the chance that a "
-               "decoder input is the model's own previous prediction instead of the true "
-               "token, rising linearly from 0 to this over the epochs", metavar="P"),
-        Option("tie-embeddings", bool, False, "share the target embedding with the output "
-               "layer (needs --embedding equal to --hidden)", flag=True),
-        Option("beam", positive_int, 5, "beam size for the test translations (and "
-               "rnnkit translate's default); 1 is greedy", metavar="K"),
-        Option("length-penalty", non_negative, 1.0, "beam search ranks finished hypotheses "
-               "by log-probability / length ** this (0: raw log-probability)", metavar="A"),
-        Option("max-length-ratio", non_negative, 2.0, "a translation stops after this many "
-               "tokens per source token ...", metavar="X"),
-        Option("max-length-extra", int, 10, "... plus this many", metavar="N"),
-        Option("split-seed", int, 0, "seed of the train/validation/test split (80/10/10); "
-               "fixed apart from --seed", metavar="S"),
-    ]
-    defaults = {"cell": "gru", "hidden": 256, "layers": 1, "bidirectional": True,
-                "dropout": 0.3, "epochs": None, "batch_size": None, "lr": 2e-3,
-                "optimizer": "adam", "schedule": "none", "clip": 1.0, "patience": 5}
-    shown_defaults = {"epochs": "per source; en-zh 30, de-en 15, tsv 20",
-                      "batch_size": "per source; en-zh 32, de-en 64, tsv 64",
-                      "source_tokenizer": "per source; subword for de-en and en-de, auto "
-                                          "otherwise",
-                      "target_tokenizer": "as --source-tokenizer",
-                      "hidden": "256; for translate, the decoder's width: each direction of "
-                                "the bidirectional encoder has half of it"}
     monitor = "val_bleu"
     mode = "max"
     curves = [("loss", "cross-entropy loss per token"), ("bleu", "BLEU (greedy)")]

@@ -7,44 +7,83 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnnkit.models.recurrent import CELL_CHOICES, INIT_CHOICES
+from rnnkit.choices import CELL_CHOICES, INIT_CHOICES
+
+
+def _number(text: str) -> float:
+    """A finite float: ``nan`` and ``inf`` are refused, since no option means them."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def finite(text: str) -> float:
+    """Any finite float."""
+    return _number(text)
 
 
 def optional_float(text: str) -> float | None:
-    """A float, or ``none``."""
-    return None if str(text).lower() == "none" else float(text)
+    """A finite float, or ``none``."""
+    return None if str(text).lower() == "none" else _number(text)
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
     return value
 
 
+def seed(text: str) -> int:
+    """A random seed: what numpy and torch both accept, 0 to 2**32 - 1."""
+    value = _integer(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {2**32 - 1}, got {text}")
+    return value
+
+
 def probability(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
     return value
 
 
 def non_negative(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def positive(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
     return value
 
 
@@ -93,18 +132,20 @@ COMMON_OPTIONS: list[Option] = [
     Option("backend", str, None, "rnnkit engine (default: automatic)", ("fused", "reference")),
     Option("epochs", positive_int, 10, "maximum passes over the training set"),
     Option("batch-size", positive_int, 64, "sequences per batch"),
-    Option("lr", float, 1e-3, "learning rate"),
+    Option("lr", non_negative, 1e-3, "learning rate"),
     Option("optimizer", str, "adam", "optimizer", ("sgd", "adam", "adamw")),
-    Option("momentum", float, 0.9, "SGD momentum (0 for plain SGD)"),
-    Option("weight-decay", float, 0.0, "weight decay (decoupled for adamw)"),
+    Option("momentum", non_negative, 0.9, "SGD momentum (0 for plain SGD)"),
+    Option("weight-decay", non_negative, 0.0, "weight decay (decoupled for adamw)"),
     Option("schedule", str, "none", "learning-rate schedule over the epochs",
            ("none", "cosine", "plateau")),
     Option("clip", non_negative, 0.0, "gradient clipping threshold (0: off)"),
     Option("clip-mode", str, "norm", "clip the global gradient norm, or each value",
            ("norm", "value")),
+    Option("nan-patience", positive_int, 1, "steps in a row with a non-finite loss or "
+           "gradient (each skipped) before the run stops as diverged", metavar="N"),
     Option("patience", positive_int, 5, "early stopping: epochs without validation "
            "improvement before stopping"),
-    Option("seed", int, 0, "random seed for initialisation, shuffling and dropout"),
+    Option("seed", seed, 0, "random seed for initialisation, shuffling and dropout"),
     Option("devices", str, "1", "devices to train on: a count, 'auto', or a list such as 0,1",
            metavar="N"),
     Option("accelerator", str, "cpu", "where to train", ("cpu", "gpu", "auto")),
@@ -113,7 +154,7 @@ COMMON_OPTIONS: list[Option] = [
     Option("max-time", max_time, None, "wall-clock budget; training then stops cleanly, is "
            "evaluated and saved (default: no limit)", metavar="DD:HH:MM:SS"),
     Option("out", str, None, "run folder (default: runs/<task>/<timestamp>)", metavar="DIR"),
-    Option("grad-diagnostics", int, 0, "every N steps, record ||dLoss/dh_t|| per time step on "
+    Option("grad-diagnostics", non_negative_int, 0, "every N steps, record ||dLoss/dh_t|| per time step on "
            "a fixed batch, and the gradient norm before/after clipping; plots in plots/ (0: off)",
            metavar="N"),
     Option("progress", bool, None, "progress bar; without it, one line per epoch (default: on "
@@ -121,8 +162,8 @@ COMMON_OPTIONS: list[Option] = [
 ]
 
 
-_METAVARS = {positive_int: "N", int: "N", float: "X", probability: "P", non_negative: "X",
-             str: "TEXT"}
+_METAVARS = {positive_int: "N", non_negative_int: "N", int: "N", seed: "S", float: "X",
+             finite: "X", positive: "X", probability: "P", non_negative: "X", str: "TEXT"}
 
 
 def add_options(parser: argparse.ArgumentParser, options: Iterable[Option],

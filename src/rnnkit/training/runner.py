@@ -28,7 +28,7 @@ log = logging.getLogger("rnnkit")
 
 # Options that may change when a run is resumed; the rest define the run.
 RESUMABLE = {"epochs", "max_time", "progress", "devices", "accelerator", "strategy", "num_nodes",
-             "patience"}
+             "patience", "nan_patience"}
 
 
 class Task(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import sys
 import time
 import warnings
@@ -48,6 +49,76 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
 
 
+class TrainingDiverged(ValueError):
+    """Training produced a non-finite loss or gradient for ``--nan-patience`` steps in a row."""
+
+
+class DivergenceGuard(Callback):
+    """Skip the update of a step whose loss or gradients are not finite, and stop the run
+    after ``patience`` such steps in a row with one message: where it happened, the last
+    finite loss, what the run folder still holds and what to try.
+
+    Skipping keeps the weights finite, so the checkpoints (written at the end of an epoch,
+    and refused by :class:`~rnnkit.training.checkpoint_io.AtomicCheckpointIO` when not
+    finite) are never overwritten by a diverged state. In a distributed run the gradients
+    are averaged before this check, so every process takes the same decision.
+    """
+
+    def __init__(self, patience: int, config: dict[str, Any], run_dir: Path) -> None:
+        self.patience, self.config, self.run_dir = patience, config, run_dir
+        self.bad_steps = 0
+        self.loss_finite = True
+        self.last_loss: float | None = None
+        self.last_step: int | None = None
+        self.bad_loss: float | None = None
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss) -> None:
+        value = float(loss.detach())
+        self.loss_finite = math.isfinite(value)
+        if self.loss_finite:
+            self.last_loss, self.last_step = value, trainer.global_step + 1
+        else:
+            self.bad_loss = value
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                 optimizer) -> None:
+        import torch
+
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]
+                 if p.grad is not None]
+        finite = self.loss_finite
+        if trainer.world_size > 1:  # one process's loss may differ from another's
+            finite = not trainer.strategy.reduce_boolean_decision(not finite, all=False)
+        if finite and grads:
+            finite = bool(torch.isfinite(torch.stack([g.detach().abs().amax() for g in grads]))
+                          .all())
+        if finite:
+            self.bad_steps = 0
+            return
+        for group in optimizer.param_groups:  # skip this update: the weights stay as they were
+            for p in group["params"]:
+                p.grad = None
+        self.bad_steps += 1
+        if self.bad_steps >= self.patience:
+            raise TrainingDiverged(self._message(trainer))
+
+    def _message(self, trainer: L.Trainer) -> str:
+        step = trainer.global_step + 1
+        what = (f"the loss was {self.bad_loss}" if not self.loss_finite
+                else "the gradients were not finite")
+        last = (f"the last finite loss was {self.last_loss:.4g} (step {self.last_step})"
+                if self.last_loss is not None else "no step had a finite loss")
+        last_ckpt = self.run_dir / "checkpoints" / "last.ckpt"
+        kept = (f"{last_ckpt} holds the last finite weights" if last_ckpt.is_file()
+                else "no checkpoint was written")
+        streak = f" for {self.bad_steps} steps in a row" if self.bad_steps > 1 else ""
+        clip = self.config.get("clip") or 0
+        hint = f"lower --lr (now {self.config.get('lr')})" + (
+            ", or clip gradients (--clip 1)" if not clip else f", or a lower --clip (now {clip})")
+        return (f"training diverged at step {step} (epoch {trainer.current_epoch + 1}): {what}"
+                f"{streak}; {last}; {kept}. Try a {hint}")
+
+
 class EpochLines(Callback):
     """Without a progress bar (logs, CI), one line per epoch: losses, the monitored metric, time."""
 
@@ -86,7 +157,8 @@ def build_trainer(config: dict[str, Any], run_dir: Path, monitor: str, mode: str
                            save_top_k=1, enable_version_counter=False)
     progress = config["progress"] if config["progress"] is not None else sys.stderr.isatty()
     callbacks = [checkpoints, last, EarlyStopping(monitor=monitor, mode=mode, patience=config["patience"]),
-                 LearningRateMonitor(logging_interval="epoch")]
+                 LearningRateMonitor(logging_interval="epoch"),
+                 DivergenceGuard(config.get("nan_patience", 1), config, run_dir)]
     if not progress:
         callbacks.append(EpochLines(monitor))
     if config.get("grad_diagnostics"):
