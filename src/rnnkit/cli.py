@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     for task in CATALOG.values():  # options only: no task module is imported for parsing
         sub = tasks.add_parser(task.name, help=task.description, description=task.description)
         own = sub.add_argument_group(f"{task.name} options")
-        add_options(own, task.options, task.defaults)
+        add_options(own, task.options, task.defaults, getattr(task, "shown_defaults", None))
         common = sub.add_argument_group("model and training options")
         add_options(common, COMMON_OPTIONS, task.defaults,
                     getattr(task, "shown_defaults", None))
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its "
                          "last checkpoint (only --epochs, --max-time, --patience and device "
                          "options may change)")
+        _threads_option(run)
 
     lab = commands.add_parser("lab", help="the long-range-dependency lab",
                               description="Experiments on long-range dependencies.")
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget = cmp.add_argument_group("the shared budget and model options")
     add_options(budget, [o for o in COMMON_OPTIONS if o.key not in ("cell", "out")],
                 CATALOG["adding"].defaults)
+    _threads_option(cmp)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained run",
                                    description="Evaluate a trained run on its test (or validation) split.")
@@ -122,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     _run_dir_argument(predict, "rnnkit train")
     predict.add_argument("input", metavar="INPUT", help="what to predict on")
     _checkpoint_option(predict)
-    predict.add_argument("--top", type=int, default=3, help="classes to show (default: 3)")
+    predict.add_argument("--top", type=positive_int, default=3, metavar="K",
+                         help="classes to show (default: 3)")
 
     generate = commands.add_parser(
         "generate", help="sample text from a language-model run",
@@ -282,6 +285,19 @@ def _translate(args: argparse.Namespace) -> None:
 
 def _run_dir_argument(parser: argparse.ArgumentParser, written_by: str) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help=f"a run folder written by {written_by}")
+    _threads_option(parser)
+
+
+def _threads_option(parser) -> None:
+    parser.add_argument("--threads", type=_positive, default=None, metavar="N",
+                        help="CPU threads torch may use (default: torch's choice, one per core); "
+                             "on a shared or busy machine, 1 or 2 can be many times faster")
+
+
+def _positive(text: str) -> int:
+    from rnnkit.training.options import positive_int
+
+    return positive_int(text)
 
 
 def _checkpoint_option(parser: argparse.ArgumentParser) -> None:
@@ -325,12 +341,12 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "train":
         task = tasks[args.task]
         given = {k: v for k, v in vars(args).items()
-                 if k not in ("command", "task", "config", "resume")}
+                 if k not in ("command", "task", "config", "resume", "threads")}
         from_file = load_config_file(args.config) if args.config else {}
         config = resolve([*task.options, *COMMON_OPTIONS], task.defaults, given, from_file)
         if args.resume is not None:  # only what was asked for may change the saved run
             config = {k: v for k, v in config.items() if k in given or k in from_file}
-        if task.name == "textclass" and config["folds"] and args.resume is None:
+        if task.name == "textclass" and args.resume is None and config["folds"]:
             from rnnkit.training.crossval import cross_validate
 
             cross_validate(task, config)
@@ -422,7 +438,7 @@ def _lab_compare(args: argparse.Namespace, tasks: dict[str, Any]) -> None:
 
     task = tasks[args.task]
     given = {k: v for k, v in vars(args).items()
-             if k not in ("command", "lab_command", "task", "length", "cells", "out")}
+             if k not in ("command", "lab_command", "task", "length", "cells", "out", "threads")}
     config = resolve([*task.options, *COMMON_OPTIONS], task.defaults, given, {})
     out = Path(args.out) if args.out else Path("runs") / "lab" / f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     compare(task, config, args.length, args.cells, out)
@@ -433,17 +449,43 @@ def main(argv: list[str] | None = None) -> int:
     _show_reports()
     parser = build_parser()
     args = parser.parse_args(argv)
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    if getattr(args, "threads", None):
+        import torch
 
+        torch.set_num_threads(args.threads)
     try:
         _run(args)
-    except (ValueError, MisconfigurationException) as exc:
-        print(f"rnnkit: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("rnnkit: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        detail = f": {_one_line(exc)}" if str(exc) else ""
+        print(f"rnnkit: interrupted{detail}", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a read-only folder, a missing file
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"rnnkit: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if not _is_usage_error(exc):
+            raise
+        print(f"rnnkit: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error message on one line (a parser's message may span several)."""
+    return " ".join(str(exc).split())
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """Errors that mean the user asked for something that cannot be done (one line, exit
+    status 2); anything else is a bug and keeps its traceback."""
+    if isinstance(exc, ValueError):
+        return True
+    if "lightning" not in sys.modules:
+        return False
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    return isinstance(exc, MisconfigurationException)
 
 
 if __name__ == "__main__":

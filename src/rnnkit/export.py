@@ -326,6 +326,8 @@ def export_run(run_dir: str | Path, fmt: str, output: str | Path,
     from rnnkit.training import runner
     from rnnkit.training.run_folder import read_run_config
 
+    if Path(output).is_dir():
+        raise ValueError(f"--output: {output} is a folder; name the file to write")
     saved = read_run_config(run_dir)
     task = TASKS.get(saved.get("task"))
     if task is None:

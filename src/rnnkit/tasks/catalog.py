@@ -64,6 +64,8 @@ def baseline_list(text: str) -> list[str]:
 class SeqclassOptions:
     """The options of ``rnnkit train`` for :class:`rnnkit.tasks.seqclass.SequenceClassificationTask`."""
 
+    shown_defaults = {"shift": "2 for images of 20 pixels or more a side, such as MNIST's "
+                               "28x28; 0 for smaller ones, such as the 8x8 digits"}
     # Class attributes read by the runner and the CLI; never mutated.
     name = "seqclass"
     description = "classify images read as sequences (row-by-row MNIST and friends)"
@@ -75,8 +77,8 @@ class SeqclassOptions:
                "row", flag=True),
         Option("permute", bool, False, "permuted-pixel variant: a fixed random pixel order "
                "(implies --pixels)", flag=True),
-        Option("shift", non_negative_int, 2, "augment training images by random shifts of up to this many "
-               "pixels (0: off)", metavar="PIXELS"),
+        Option("shift", non_negative_int, None, "augment training images by random shifts of up "
+               "to this many pixels (0: off)", metavar="PIXELS"),
         Option("proj-size", non_negative_int, 0, "lstm only: project the hidden state to this "
                "many units (LSTMP, torch.nn.LSTM's proj_size; 0: off)", metavar="UNITS"),
     ]

@@ -25,6 +25,7 @@ from rnnkit.training.module import TrainingModule
 from rnnkit.training.plots import plot_confusion_matrix
 from rnnkit.training.predictions import ranked_predictions
 from rnnkit.training.sampling import epoch_shuffled
+from rnnkit.training.trainer import step_seed
 
 PERMUTATION_SEED = 0
 
@@ -68,7 +69,9 @@ class ImageSequenceData(L.LightningDataModule):
         """Images -> sequences, with random shifts of training images if asked for."""
         images, labels = batch
         if self.shift and self.trainer is not None and self.trainer.training:
-            images = random_shift(images, self.shift)
+            # drawn from the step, not the global generator: a resumed run shifts alike
+            seed = step_seed(self.seed, self.trainer.global_step, self.trainer.global_rank)
+            images = random_shift(images, self.shift, torch.Generator().manual_seed(seed))
         return self.as_sequences(images), labels
 
     def train_dataloader(self) -> DataLoader:
@@ -83,13 +86,22 @@ class ImageSequenceData(L.LightningDataModule):
         return DataLoader(self._dataset("test"), batch_size=256)
 
 
-def random_shift(images: torch.Tensor, shift: int) -> torch.Tensor:
+def default_shift(image_shape: tuple[int, int]) -> int:
+    """Up to 2 pixels (a fourteenth of MNIST's width) for images of 20 pixels or more a
+    side; none for smaller ones, where a pixel is a large part of the digit (the 8x8
+    digits learn from 77% to 66% test accuracy in 5 epochs of a GRU with a 1-pixel shift)."""
+    return 2 if min(image_shape) >= 20 else 0
+
+
+def random_shift(images: torch.Tensor, shift: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Move each image [N, h, w] by its own random offset of up to ``shift`` pixels in
-    each direction, filling with zeros (the background), as MNIST augmentation does."""
+    each direction, filling with zeros (the background), as MNIST augmentation does.
+    The offsets come from ``generator`` (a CPU generator; default: torch's global one)."""
     n, h, w = images.shape
     padded = F.pad(images, (shift, shift, shift, shift))
-    dy = torch.randint(0, 2 * shift + 1, (n,), device=images.device)
-    dx = torch.randint(0, 2 * shift + 1, (n,), device=images.device)
+    dy = torch.randint(0, 2 * shift + 1, (n,), generator=generator).to(images.device)
+    dx = torch.randint(0, 2 * shift + 1, (n,), generator=generator).to(images.device)
     rows = (dy[:, None] + torch.arange(h, device=images.device))[:, :, None]  # [n, h, 1]
     cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, :]  # [n, 1, w]
     return padded[torch.arange(n, device=images.device)[:, None, None], rows, cols]
@@ -152,8 +164,17 @@ class SequenceClassificationTask(catalog.SeqclassOptions):
     mode = "max"
     curves = [("loss", "cross-entropy loss"), ("accuracy", "accuracy")]
 
+    def prepare(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Complete a new run's config: the shift suits the source's image size."""
+        config = dict(config)
+        if config["shift"] is None:
+            config["shift"] = default_shift(load_image_source(config["data"]).image_shape)
+        return config
+
     def build(self, config: dict[str, Any],
               run_dir: Path | None = None) -> tuple[SequenceClassificationModule, ImageSequenceData]:
+        if config["shift"] is None:  # a config not completed by prepare (lab, library use)
+            config = self.prepare(config)
         data = ImageSequenceData(config["data"], config["pixels"], config["permute"],
                                  config["batch_size"], config["shift"], config["seed"])
         model_config = SequenceClassifierConfig(
@@ -193,16 +214,28 @@ def load_images(path: str, shape: tuple[int, int]) -> torch.Tensor:
     if not p.is_file():
         raise ValueError(f"INPUT: no such file {path}")
     suffix = p.suffix.lower()
-    if suffix == ".npy":
-        array = np.load(p).astype(np.float32)
-    elif suffix in (".png", ".jpg", ".jpeg", ".bmp", ".gif"):
-        import matplotlib.image as mpimg
+    kind = {".npy": "a .npy array"}.get(suffix, "an IDX file")
+    try:
+        if suffix == ".npy":
+            array = np.load(p, allow_pickle=False).astype(np.float32)
+        elif suffix in (".png", ".jpg", ".jpeg", ".bmp", ".gif"):
+            import matplotlib.image as mpimg
 
-        array = np.asarray(mpimg.imread(p), dtype=np.float32)
-        if array.ndim == 3:
-            array = array[..., :3].mean(axis=-1)
-    else:
-        array = read_idx(p).astype(np.float32)
+            kind = "an image"
+            array = np.asarray(mpimg.imread(p), dtype=np.float32)
+            if array.ndim == 3:
+                array = array[..., :3].mean(axis=-1)
+        else:
+            array = read_idx(p).astype(np.float32)
+    except ValueError as exc:
+        if str(exc).startswith("INPUT"):
+            raise
+        raise ValueError(f"INPUT: cannot read {path} as {kind} ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - PIL's and numpy's many ways to say "not this format"
+        raise ValueError(f"INPUT: cannot read {path} as {kind} ({type(exc).__name__}: "
+                         f"{exc})") from None
+    if not np.isfinite(array).all():
+        raise ValueError(f"INPUT: {path} holds values that are not finite (NaN or infinity)")
     if array.max(initial=0) > 1.0:
         array = array / 255.0
     if array.ndim == 2:

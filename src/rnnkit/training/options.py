@@ -87,6 +87,22 @@ def positive(text: str) -> float:
     return value
 
 
+def devices(text: str) -> str:
+    """``auto``, a count >= 1, or a list of device indices such as ``0,1``."""
+    text = str(text).strip()
+    if text == "auto":
+        return text
+    parts = text.split(",") if "," in text else [text]
+    try:
+        values = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        values = []
+    if not values or ("," not in text and values[0] < 1) or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 1, 'auto' or a list of device "
+                                         f"indices such as 0,1, got {text!r}")
+    return text
+
+
 def max_time(text: str) -> str | None:
     """Lightning's ``DD:HH:MM:SS`` wall-clock budget, or ``none``."""
     if str(text).lower() == "none":
@@ -146,19 +162,21 @@ COMMON_OPTIONS: list[Option] = [
     Option("patience", positive_int, 5, "early stopping: epochs without validation "
            "improvement before stopping"),
     Option("seed", seed, 0, "random seed for initialisation, shuffling and dropout"),
-    Option("devices", str, "1", "devices to train on: a count, 'auto', or a list such as 0,1",
+    Option("devices", devices, "1", "devices to train on: a count, 'auto', or a list such as 0,1",
            metavar="N"),
     Option("accelerator", str, "cpu", "where to train", ("cpu", "gpu", "auto")),
     Option("strategy", str, "auto", "Lightning strategy, e.g. ddp", metavar="NAME"),
     Option("num-nodes", positive_int, 1, "machines taking part (for DDP across machines)"),
     Option("max-time", max_time, None, "wall-clock budget; training then stops cleanly, is "
-           "evaluated and saved (default: no limit)", metavar="DD:HH:MM:SS"),
+           "evaluated and saved ('none': no limit)", metavar="DD:HH:MM:SS"),
     Option("out", str, None, "run folder (default: runs/<task>/<timestamp>)", metavar="DIR"),
     Option("grad-diagnostics", non_negative_int, 0, "every N steps, record ||dLoss/dh_t|| per time step on "
            "a fixed batch, and the gradient norm before/after clipping; plots in plots/ (0: off)",
            metavar="N"),
     Option("progress", bool, None, "progress bar; without it, one line per epoch (default: on "
            "when run in a terminal)", flag=True),
+    Option("quiet", bool, False, "print only the result: no progress bar, no line per epoch",
+           flag=True),
 ]
 
 

@@ -12,22 +12,89 @@ Layout::
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
+
+LOCK_NAME = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run folder while a process trains into it.
+
+    ``fcntl.flock`` on ``RUN_DIR/.lock``: the operating system releases it when the
+    process ends in any way (a crash or SIGKILL leaves no stale lock), and a second
+    process that tries to train into the same folder gets an error naming the first.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_NAME
+        self.handle = None
+
+    def __enter__(self) -> Self:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # held until __exit__
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise ValueError(f"{self.path.parent}: another rnnkit process (pid {holder}) is "
+                             "training into this run folder; wait for it to finish or stop "
+                             "it, or choose another folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+
+# What a run leaves before its first checkpoint: such a folder may be started again.
+_BEFORE_FIRST_CHECKPOINT = {"config.json", "logs", "tensorboard", "checkpoints", "plots", LOCK_NAME}
+
+
+def never_checkpointed(path: Path) -> bool:
+    """Whether ``path`` holds a run that was stopped before it wrote any checkpoint (and
+    nothing else a user might want to keep)."""
+    if not (path / "config.json").is_file() or any(path.glob("checkpoints/*.ckpt")):
+        return False
+    return all(item.name in _BEFORE_FIRST_CHECKPOINT or item.name.startswith(".")
+               for item in path.iterdir())
 
 
 def new_run_dir(task: str, out: str | None, shared: bool = False) -> Path:
     """``out`` if given (created; must be empty or new), else ``runs/<task>/<timestamp>``.
     With ``shared`` (a run whose processes start together, under torchrun), ``out`` may
     already hold what the other processes wrote, as long as it is not a run yet (no
-    ``config.json``)."""
+    ``config.json``). A folder holding a run stopped before its first checkpoint is
+    started again in place."""
     if out is not None:
         path = Path(out)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"--out: {path} is a file; name a folder for the run")
         busy = path.exists() and ((path / "config.json").exists() if shared
                                   else any(path.iterdir()))
+        if busy and not shared and never_checkpointed(path):
+            with RunLock(path):  # refuses if that run is still going
+                for name in ("config.json", "logs", "tensorboard", "checkpoints", "plots"):
+                    target = path / name
+                    if target.is_dir():
+                        shutil.rmtree(target)
+                    elif target.exists():
+                        target.unlink()
+            busy = False
         if busy:
             raise ValueError(f"--out: {path} exists and is not empty; choose a new folder, or "
                              f"continue that run with --resume {path}")
@@ -57,9 +124,13 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"{run_dir}: not an rnnkit run folder (no config.json)")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object of options, got a "
+                         f"{type(config).__name__}")
+    return config
 
 
 def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:

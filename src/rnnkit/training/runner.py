@@ -8,6 +8,7 @@ testing the best checkpoint, ``metrics.json``, learning curves.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -16,19 +17,27 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import lightning as L
+from lightning.pytorch.callbacks import Timer
 
-from rnnkit.training.checkpoint_io import load_checkpoint_file
+from rnnkit.training.checkpoint_io import load_checkpoint_file, remove_stale_temporaries
 from rnnkit.training.module import TrainingModule
 from rnnkit.training.options import Option
 from rnnkit.training.plots import plot_learning_curves
-from rnnkit.training.run_folder import checkpoint_path, new_run_dir, read_run_config, write_json
+from rnnkit.training.run_folder import (
+    RunLock,
+    checkpoint_path,
+    never_checkpointed,
+    new_run_dir,
+    read_run_config,
+    write_json,
+)
 from rnnkit.training.trainer import build_trainer, quiet_lightning
 
 log = logging.getLogger("rnnkit")
 
 # Options that may change when a run is resumed; the rest define the run.
 RESUMABLE = {"epochs", "max_time", "progress", "devices", "accelerator", "strategy", "num_nodes",
-             "patience", "nan_patience"}
+             "patience", "nan_patience", "quiet"}
 
 
 class Task(Protocol):
@@ -87,34 +96,59 @@ def _say(message: str) -> None:
     log.info(message)
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says what was kept and how to continue."""
+
+
 def train(task: Task, config: dict[str, Any], resume: str | Path | None = None) -> Path:
     """Train (or resume) a run; returns its folder. ``config`` is fully resolved for a new
-    run; on resume it holds only the options given again (``RESUMABLE`` ones take effect)."""
+    run; on resume it holds only the options given again (``RESUMABLE`` ones take effect).
+
+    The process that owns the run (rank 0) holds :class:`RunLock` on the folder while it
+    trains, and removes the temporary files a killed run left there."""
     quiet_lightning()
     secondary = process_rank() > 0
-    if resume is not None:
-        run_dir = Path(resume)
-        saved = run_config(task, run_dir)
-        if saved.get("task") != task.name:
-            raise ValueError(f"--resume: {run_dir} is a {saved.get('task')!r} run, not {task.name!r}")
-        changed = sorted(k for k, v in config.items()
-                         if k in saved and saved[k] != v and k not in RESUMABLE and k != "task")
-        config = {**saved, **{k: v for k, v in config.items() if k in RESUMABLE}}
-        if changed:
-            _say(f"resuming: keeping the run's own {', '.join(changed)} (only "
-                 f"{', '.join(sorted(RESUMABLE))} can change on resume)")
-        last = checkpoint_path(run_dir, "last")
-        load_checkpoint_file(last)  # a damaged checkpoint fails here, with a clear message
-    else:
-        if hasattr(task, "prepare"):
-            config = task.prepare(config)
-        if secondary:
-            run_dir = _shared_run_dir(config)
+    with contextlib.ExitStack() as stack:
+        if resume is not None:
+            run_dir = Path(resume)
+            read_run_config(run_dir)  # not a run folder: say so before anything else
+            if not secondary:
+                stack.enter_context(RunLock(run_dir))
+            saved = run_config(task, run_dir)
+            if saved.get("task") != task.name:
+                raise ValueError(f"--resume: {run_dir} is a {saved.get('task')!r} run, not "
+                                 f"{task.name!r}")
+            changed = sorted(k for k, v in config.items()
+                             if k in saved and saved[k] != v and k not in RESUMABLE and k != "task")
+            config = {**saved, **{k: v for k, v in config.items() if k in RESUMABLE}}
+            if changed:
+                _say(f"resuming: keeping the run's own {', '.join(changed)} (only "
+                     f"{', '.join(sorted(RESUMABLE))} can change on resume)")
+            if not secondary:
+                remove_stale_temporaries(run_dir)
+            if never_checkpointed(run_dir):
+                _say(f"{run_dir} was stopped before its first checkpoint; starting it again "
+                     "with its saved options")
+                last = None
+            else:
+                last = checkpoint_path(run_dir, "last")
+                load_checkpoint_file(last)  # a damaged checkpoint fails here, clearly
         else:
-            started_together = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun
-            run_dir = new_run_dir(task.name, config.get("out"), shared=started_together)
-        config = {**config, "task": task.name}
-        last = None
+            if hasattr(task, "prepare"):
+                config = task.prepare(config)
+            if secondary:
+                run_dir = _shared_run_dir(config)
+            else:
+                started_together = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun
+                run_dir = new_run_dir(task.name, config.get("out"), shared=started_together)
+                stack.enter_context(RunLock(run_dir))
+            config = {**config, "task": task.name}
+            last = None
+        return _train_in(task, config, run_dir, last, resume is not None, secondary)
+
+
+def _train_in(task: Task, config: dict[str, Any], run_dir: Path, last: Path | None,
+              resumed: bool, secondary: bool) -> Path:
     if not secondary:
         write_json(run_dir / "config.json", config)
     # the processes Lightning starts for DDP inherit the environment: the same folder
@@ -125,35 +159,52 @@ def train(task: Task, config: dict[str, Any], resume: str | Path | None = None) 
         if last is None and hasattr(task, "initialise"):
             task.initialise(module, data, config, run_dir)
     except Exception:
-        if last is None and not secondary:  # nothing trained yet: leave no half-made folder
+        if not resumed and not secondary:  # nothing trained yet: leave no half-made folder
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     trainer = build_trainer(config, run_dir, task.monitor, task.mode)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last else None)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if last else None)
+    except SystemExit:  # Lightning's answer to Ctrl-C, after its graceful shutdown
+        raise RunInterrupted(_interrupted_message(task, trainer, run_dir)) from None
     fit_seconds = time.perf_counter() - start
     # read before testing: loading the best checkpoint restores the callbacks' saved state
     stopping = trainer.early_stopping_callback
     stopped_early = bool(stopping is not None and stopping.stopped_epoch)
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    remaining = timer.time_remaining("train") if timer is not None else None
+    timed_out = remaining is not None and remaining <= 0
     epochs = trainer.current_epoch
-    if trainer.interrupted:
-        _say("training was interrupted; the last checkpoint holds what was saved: "
-             f"rnnkit train {task.name} --resume {run_dir}")
     metrics = _final_metrics(task, trainer, module, data, run_dir)
-    previous = _previous_wall_time(run_dir) if resume is not None else 0.0
+    previous = _previous_wall_time(run_dir) if resumed else 0.0
     metrics |= {
         "epochs": epochs,
         "global_step": trainer.global_step,
         "wall_time_s": round(previous + fit_seconds, 2),
         "parameters": sum(p.numel() for p in module.parameters()),
-        "stopped_early": stopped_early,
+        "stopped_early": stopped_early or timed_out,
+        "stop_reason": ("max_time" if timed_out else "early_stopping" if stopped_early
+                        else "max_epochs"),
     }
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
         baselines = task.baselines(config) if hasattr(task, "baselines") else None
         plot_learning_curves(run_dir, task.curves, baselines)
-        _report(task, run_dir, metrics)
+        _report(task, run_dir, metrics, config)
     return run_dir
+
+
+def _interrupted_message(task: Task, trainer: L.Trainer, run_dir: Path) -> str:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    step = trainer.global_step
+    if last.is_file():
+        epoch = int(load_checkpoint_file(last).get("epoch", 0)) + 1
+        kept = (f"{last} keeps the run as it was after epoch {epoch}; the steps since "
+                f"(up to step {step}) are not saved")
+    else:
+        kept = "no epoch had finished, so nothing was saved"
+    return f"{kept}. Continue with: rnnkit train {task.name} --resume {run_dir}"
 
 
 def _final_metrics(task: Task, trainer: L.Trainer, module: TrainingModule,
@@ -195,12 +246,15 @@ def _previous_wall_time(run_dir: Path) -> float:
         return 0.0
 
 
-def _report(task: Task, run_dir: Path, metrics: dict[str, Any]) -> None:
+def _report(task: Task, run_dir: Path, metrics: dict[str, Any], config: dict[str, Any]) -> None:
     test = metrics["test"]
     parts = [f"{name} {_fmt(name, value)}" for name, value in test.items()]
     _say("")
     _say(f"test: {', '.join(parts)}")
-    _say(f"epochs {metrics['epochs']}, {metrics['wall_time_s']:.0f} s, "
+    stop = {"max_time": f", stopped by --max-time {config.get('max_time')}",
+            "early_stopping": f", stopped early (no validation improvement in "
+                              f"{config.get('patience')} epochs)"}.get(metrics["stop_reason"], "")
+    _say(f"epochs {metrics['epochs']}{stop}, {metrics['wall_time_s']:.0f} s, "
          f"{metrics['parameters']:,} parameters")
     _say(f"run folder: {run_dir}  (config.json, metrics.json, checkpoints/, plots/)")
 

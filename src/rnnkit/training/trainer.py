@@ -119,6 +119,42 @@ class DivergenceGuard(Callback):
                 f"{streak}; {last}; {kept}. Try a {hint}")
 
 
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """A 63-bit seed that depends on the run's seed, the training step and the process."""
+    import numpy as np
+
+    high, low = np.random.SeedSequence([seed, step, rank]).generate_state(2)
+    return (int(high) & 0x7FFF_FFFF) << 32 | int(low)
+
+
+class StepSeeds(Callback):
+    """Reseed the global random generators (torch, numpy, random) before every training
+    step from the run's seed, the step and the process's rank.
+
+    Whatever the step draws from them (dropout, zoneout and recurrent-dropout masks) is
+    then a function of those three alone, so a run resumed from a checkpoint draws exactly
+    what the uninterrupted run drew, although the generators' state is not in the
+    checkpoint (and Lightning draws from them a different number of times when it
+    starts afresh). Augmentation, which runs before this hook, seeds its own generator
+    from :func:`step_seed` (see ``rnnkit.tasks.seqclass``).
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch,
+                             batch_idx: int) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        value = step_seed(self.seed, trainer.global_step, trainer.global_rank)
+        torch.manual_seed(value)
+        np.random.seed(value % 2**32)
+        random.seed(value)
+
+
 class EpochLines(Callback):
     """Without a progress bar (logs, CI), one line per epoch: losses, the monitored metric, time."""
 
@@ -156,10 +192,12 @@ def build_trainer(config: dict[str, Any], run_dir: Path, monitor: str, mode: str
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None,
                            save_top_k=1, enable_version_counter=False)
     progress = config["progress"] if config["progress"] is not None else sys.stderr.isatty()
+    progress = progress and not config.get("quiet")
     callbacks = [checkpoints, last, EarlyStopping(monitor=monitor, mode=mode, patience=config["patience"]),
                  LearningRateMonitor(logging_interval="epoch"),
-                 DivergenceGuard(config.get("nan_patience", 1), config, run_dir)]
-    if not progress:
+                 DivergenceGuard(config.get("nan_patience", 1), config, run_dir),
+                 StepSeeds(config["seed"])]
+    if not progress and not config.get("quiet"):
         callbacks.append(EpochLines(monitor))
     if config.get("grad_diagnostics"):
         from rnnkit.training.diagnostics import GradientDiagnostics
