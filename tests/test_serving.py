@@ -208,3 +208,206 @@ def test_serve_refuses_tasks_without_an_endpoint(tmp_path):
     with pytest.raises(ValueError, match="no serving endpoint"):
         build_app(tmp_path)
     torch.set_grad_enabled(True)
+
+
+# --- hostile clients -------------------------------------------------------------------
+
+
+def _raw(url: str, request: bytes, read_until: bytes = b"}") -> tuple[bytes, bytes]:
+    """Send raw bytes; the reply's head and body."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as conn:
+        conn.sendall(request)
+        reply = b""
+        while read_until not in reply.partition(b"\r\n\r\n")[2]:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return head, body
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(server):
+    """No Content-Length: the body comes in 64 KB chunks, 20 MB of them if the server
+    kept reading. It answers 413 once the limit is passed and stops reading."""
+    from rnnkit.serving import MAX_BODY
+
+    url, _ = server
+    host, port = url.removeprefix("http://").split(":")
+    chunk = b'{"texts": ["' + b"a" * 65_000
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=20) as conn:
+        conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        reply = b""
+        try:
+            while sent < 20_000_000 and b"\r\n\r\n" not in reply:
+                conn.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                sent += len(chunk)
+                conn.settimeout(0.001 if sent < MAX_BODY else 0.2)
+                try:
+                    reply += conn.recv(4096)
+                except TimeoutError:
+                    pass
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        conn.settimeout(10)
+        while b"}" not in reply:
+            more = conn.recv(4096)
+            if not more:
+                break
+            reply += more
+    assert reply.startswith(b"HTTP/1.1 413")
+    assert b"over the limit" in reply
+    assert sent < 4 * MAX_BODY  # the server stopped reading soon after the limit
+    assert _post(f"{url}/predict", {"texts": ["a dull film"]})[0] == 200
+
+
+@pytest.mark.parametrize("raw,message", [
+    (b'{"texts": ["\\ud800 lonely"]}', "texts[0]: not valid Unicode"),
+    (b'{"texts": ["fine", "\\udfff"]}', "texts[1]: not valid Unicode"),
+    (b'{"texts": ["fine"], "top": 1e400}', "top"),
+    (b'{"texts": NaN}', "texts"), (b'{"texts": ["fine"], "top": -Infinity}', "top"),
+], ids=["lone-surrogate", "second-text", "huge-top", "nan-texts", "minus-infinity-top"])
+def test_bad_text_values_get_a_422_naming_the_field(server, raw, message):
+    url, _ = server
+    status, answer = _post(f"{url}/predict", raw, raw=True)
+    assert status == 422 and message in json.dumps(answer)
+
+
+class _Client:
+    """A real server on a free port, spoken to with urllib (the ``with`` block stops it)."""
+
+    def __init__(self, app) -> None:
+        self.url, self.instance, self.thread = _start(app)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.instance.should_exit = True
+        self.thread.join(timeout=15)
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None) -> tuple[int, dict, str]:
+        request = urllib.request.Request(f"{self.url}{path}", data=body, method=method,
+                                         headers={"Content-Type": "application/json",
+                                                  **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, dict(response.headers), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read().decode()
+
+    def post(self, path: str, payload=None, raw: bytes | None = None, headers=None):
+        body = raw if raw is not None else json.dumps(payload).encode()
+        return self.request("POST", path, body, headers)
+
+    def get(self, path: str, headers=None):
+        return self.request("GET", path, None, headers)
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    corpus = tmp_path_factory.mktemp("corpus") / "play.txt"
+    corpus.write_text("ROMEO.\nSweet love, fair night.\n\nJULIET.\nThou light of heaven!\n\n" * 80)
+    run = tmp_path_factory.mktemp("lm") / "run"
+    assert main(["train", "lm", "--data", f"text:{corpus}", "--hidden", "16", "--embedding", "8",
+                 "--batch-size", "4", "--bptt", "20", "--epochs", "1", "--eval-streams", "2",
+                 "--no-progress", "--out", str(run)]) == 0
+    return run
+
+
+def test_a_dropped_stream_frees_the_generator_at_once(lm_run):
+    from rnnkit.serving import build_app
+
+    url, instance, thread = _start(build_app(lm_run))
+    try:
+        host, port = url.removeprefix("http://").split(":")
+        for _ in range(3):
+            body = json.dumps({"prompt": "ROMEO.", "length": 5000, "stream": True}).encode()
+            conn = socket.create_connection((host, int(port)), timeout=20)
+            conn.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200")  # streaming has begun
+            conn.close()  # the client goes away mid-stream
+            start = time.monotonic()
+            status, answer = _post(f"{url}/generate", {"prompt": "JULIET.", "length": 20,
+                                                       "seed": 1})
+            assert status == 200 and len(answer["text"]) == 20
+            assert time.monotonic() - start < 1.0
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.mark.parametrize("raw,field", [
+    (b'{"temperature": NaN}', "temperature"), (b'{"temperature": Infinity}', "temperature"),
+    (b'{"temperature": 1e308}', "temperature"), (b'{"seed": 1180591620717411303424}', "seed"),
+    (b'{"seed": -1}', "seed"), (b'{"prompt": "\\ud800"}', "prompt"),
+    (b'{"top_k": 0}', "top_k"), (b'{"length": -5}', "length"),
+], ids=["nan", "inf", "huge", "seed-2**70", "seed-negative", "surrogate", "top-k", "length"])
+def test_generate_answers_bad_numbers_and_text_with_422(lm_run, raw, field):
+    from rnnkit.serving import build_app
+
+    with _Client(build_app(lm_run)) as client:
+        status, _, text = client.post("/generate", raw=raw)
+        assert status == 422, text
+        assert field in text
+        assert client.post("/generate", {"length": 5})[0] == 200
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("img") / "run"
+    assert main(["train", "seqclass", "--data", "digits", "--hidden", "8", "--epochs", "1",
+                 "--no-progress", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e308", "-0.5", "2"])
+def test_images_with_values_that_are_not_pixels_get_a_422(image_run, value):
+    from rnnkit.serving import build_app
+
+    row = ", ".join(["0.5"] * 7 + [value])
+    raw = ('{"images": [[' + ", ".join([f"[{row}]"] + ["[" + ", ".join(["0.1"] * 8) + "]"] * 7)
+           + "]]}").encode()
+    with _Client(build_app(image_run)) as client:
+        status, _, text = client.post("/predict", raw=raw)
+        assert status == 422 and "images[0]" in text
+        status, _, text = client.post("/predict", {"images": [[[0.5] * 8] * 8]})
+        assert status == 200 and json.loads(text)["predictions"][0]["label"]
+
+
+def test_a_token_is_required_when_set_and_docs_can_be_off(image_run):
+    from rnnkit.serving import build_app
+
+    good = {"images": [[[0.5] * 8] * 8]}
+    with _Client(build_app(image_run, token="s3cret", docs=False)) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            status, reply_headers, _ = client.post("/predict", good, headers=headers)
+            assert status == 401
+            assert reply_headers["www-authenticate"] == "Bearer"
+        assert client.get("/health")[0] == 401
+        auth = {"Authorization": "Bearer s3cret"}
+        assert client.post("/predict", good, headers=auth)[0] == 200
+        assert json.loads(client.get("/health", headers=auth)[2])["status"] == "ok"
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert client.get(path, headers=auth)[0] == 404
+    with _Client(build_app(image_run)) as client:
+        assert client.get("/docs")[0] == 200
+
+
+def test_binding_beyond_this_machine_without_a_token_warns(image_run, monkeypatch, capsys):
+    from rnnkit import serving
+
+    started = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: started.append(kw))
+    monkeypatch.delenv(serving.TOKEN_ENV, raising=False)
+    serving.serve(image_run, host="0.0.0.0", port=8123)
+    assert "without a token" in capsys.readouterr().err
+    serving.serve(image_run, host="127.0.0.1", port=8123)
+    monkeypatch.setenv(serving.TOKEN_ENV, "t")
+    serving.serve(image_run, host="0.0.0.0", port=8123)
+    assert capsys.readouterr().err == "" and len(started) == 3

@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_dir_argument(generate, "rnnkit train lm")
     generate.add_argument("--prompt", default="", help="text to continue (default: empty)")
     generate.add_argument("--length", type=_count, default=500, metavar="N",
-                          help="tokens to generate (default: 500)")
+                          help=f"tokens to generate, at most {MAX_LENGTH:,} (default: 500)")
     generate.add_argument("--temperature", type=non_negative, default=0.8, metavar="T",
                           help="softmax temperature; 0 is greedy (default: 0.8)")
     generate.add_argument("--top-k", type=positive_int, default=None, metavar="K",
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the start of its test part), print the table, and optionally plot it "
                     "or write it as CSV.")
     _run_dir_argument(fc, "rnnkit train forecast")
-    fc.add_argument("--horizon", type=positive_int, default=None, metavar="H",
+    fc.add_argument("--horizon", type=_horizon, default=None, metavar="H",
                     help="steps to forecast (default: the run's horizon; with --test, the "
                          "test part's length)")
     fc.add_argument("--test", action="store_true",
@@ -194,11 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     _run_dir_argument(serve, "rnnkit train")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default: 127.0.0.1, this machine only)")
-    serve.add_argument("--port", type=positive_int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
     serve.add_argument("--max-batch", type=positive_int, default=64, metavar="N",
                        help="most inputs of concurrent requests run together (default: 64)")
     serve.add_argument("--max-wait-ms", type=non_negative, default=5.0, metavar="MS",
                        help="how long a batch waits for more requests (default: 5)")
+    serve.add_argument("--token", default=None, metavar="TOKEN",
+                       help="require 'Authorization: Bearer TOKEN' on every request "
+                            "(default: $RNNKIT_SERVE_TOKEN, else none; binding beyond this "
+                            "machine without one prints a warning)")
+    serve.add_argument("--no-docs", action="store_true",
+                       help="serve no /docs, /redoc or /openapi.json")
     _checkpoint_option(serve)
     return parser
 
@@ -305,10 +311,34 @@ def _checkpoint_option(parser: argparse.ArgumentParser) -> None:
                         help="which checkpoint (default: best)")
 
 
+MAX_LENGTH = 100_000  # generate --length: about an hour of sampling a large model here
+MAX_HORIZON = 10_000  # forecast --horizon, as the server caps it
+
+
 def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    from rnnkit.training.options import non_negative_int
+
+    value = non_negative_int(text)
+    if value > MAX_LENGTH:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_LENGTH:,} tokens, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    from rnnkit.training.options import positive_int
+
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text}")
+    return value
+
+
+def _horizon(text: str) -> int:
+    from rnnkit.training.options import positive_int
+
+    value = positive_int(text)
+    if value > MAX_HORIZON:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_HORIZON:,} steps, got {text}")
     return value
 
 
@@ -366,7 +396,7 @@ def _run(args: argparse.Namespace) -> None:
             raise ValueError("rnnkit serve needs FastAPI and uvicorn: pip install "
                              "'rnnkit[serve]'") from None
         serve(args.run_dir, args.host, args.port, args.checkpoint, args.max_batch,
-              args.max_wait_ms)
+              args.max_wait_ms, token=args.token, docs=not args.no_docs)
         return
     saved = read_run_config(args.run_dir)
     task = tasks.get(saved.get("task"))

@@ -17,8 +17,14 @@ Endpoints, by the run's task:
   translates to an empty string, as in ``rnnkit translate``.
 
 Bad requests get a 4xx with a message and never stop the server: malformed JSON or
-wrong types (422, FastAPI's validation), too many or too long inputs (413), bodies over
-:data:`MAX_BODY` bytes (413). Concurrent classification requests are batched: requests
+wrong types (422, FastAPI's validation), values that are not finite or out of range and
+text that is not valid Unicode (422, naming the field), too many or too long inputs
+(413), bodies over :data:`MAX_BODY` bytes (413: read only up to the limit, whether the
+length is declared or the body comes in chunks). With a token (``--token`` or
+:data:`TOKEN_ENV`) every request must carry ``Authorization: Bearer <token>`` (401
+otherwise); ``docs=False`` (``--no-docs``) serves no ``/docs``, ``/redoc`` or
+``/openapi.json``. A client that drops a streaming ``/generate`` frees the generator at
+once for the next request. Concurrent classification requests are batched: requests
 arriving within ``max_wait_ms`` of each other run as one forward pass of at most
 ``max_batch`` inputs, and so do concurrent translation requests (one decoding per beam
 size). The server binds to 127.0.0.1 unless told otherwise and shuts
@@ -33,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 MAX_BODY = 1_000_000  # bytes
+TOKEN_ENV = "RNNKIT_SERVE_TOKEN"
+MAX_SEED = 2**63 - 1
 MAX_TEXTS = 256  # texts or images per request
 MAX_TEXT_CHARS = 10_000
 MAX_GENERATE = 5_000  # tokens
@@ -104,15 +112,84 @@ class MicroBatcher:
             return self.run(items)
 
 
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets a 413, and the server reads
+    no more than ``limit`` bytes of it (a declared ``Content-Length`` is refused before
+    any byte is read; a chunked body is cut off as soon as it passes the limit)."""
+
+    def __init__(self, app, limit: int = MAX_BODY) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length", b"").decode("latin-1")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send, f"request body of {declared} bytes is over the limit "
+                                     f"of {self.limit}")
+            return
+        received = 0
+        started = too_large = False
+        detail = f"request body is over the limit of {self.limit} bytes"
+
+        async def counted_receive():
+            nonlocal received, too_large
+            if too_large:
+                raise _BodyTooLarge
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:  # read no further
+                    too_large = True
+                    raise _BodyTooLarge
+            return message
+
+        async def watched_send(message):
+            nonlocal started
+            if too_large:  # whatever the app made of the cut-off body becomes a 413
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._refuse(send, detail)
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._refuse(send, detail)
+
+    @staticmethod
+    async def _refuse(send, detail: str) -> None:
+        import json
+
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
 def build_app(run_dir: str | Path, checkpoint: str = "best", max_batch: int = 64,
-              max_wait_ms: float = 5.0):
-    """The FastAPI application serving ``run_dir``."""
+              max_wait_ms: float = 5.0, token: str | None = None, docs: bool = True):
+    """The FastAPI application serving ``run_dir``; with ``token``, requests must carry
+    ``Authorization: Bearer <token>``."""
     from contextlib import asynccontextmanager
 
     import torch
     from fastapi import FastAPI, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
     from pydantic import BaseModel, Field
+    from starlette.concurrency import run_in_threadpool
 
     from rnnkit.tasks import TASKS
     from rnnkit.training import runner
@@ -132,7 +209,7 @@ def build_app(run_dir: str | Path, checkpoint: str = "best", max_batch: int = 64
         from rnnkit.tasks.lm import TextGenerator
 
         generator = TextGenerator.from_run(run_dir, checkpoint)
-        generate_lock = threading.Lock()
+        generate_lock = asyncio.Lock()  # one sample at a time: the model is not re-entrant
     elif task.name == "translate":
         from rnnkit.tasks.translate import SentenceTranslator
 
@@ -152,16 +229,33 @@ def build_app(run_dir: str | Path, checkpoint: str = "best", max_batch: int = 64
         if batcher is not None:
             await batcher.stop()
 
-    app = FastAPI(title=f"rnnkit {task.name}", lifespan=lifespan)
+    hidden = {"docs_url": None, "redoc_url": None, "openapi_url": None} if not docs else {}
+    app = FastAPI(title=f"rnnkit {task.name}", lifespan=lifespan, **hidden)
     app.state.batcher = batcher
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY:
-            return JSONResponse({"detail": f"request body of {length} bytes is over the "
-                                           f"limit of {MAX_BODY}"}, status_code=413)
-        return await call_next(request)
+    if token:
+        import hmac
+
+        expected = f"Bearer {token}".encode()
+
+        @app.middleware("http")
+        async def require_token(request: Request, call_next):
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return JSONResponse({"detail": "missing or wrong bearer token (send "
+                                               "Authorization: Bearer <token>)"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return await call_next(request)
+
+    app.add_middleware(BodyLimit, limit=MAX_BODY)  # outermost: before anything reads
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        # FastAPI's own handler echoes each bad input back, and a NaN or 1e400 in it
+        # cannot be written as JSON (a 500); the field and the reason are enough.
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
+                   "type": str(e.get("type", ""))} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.get("/health")
     async def health():
@@ -170,6 +264,13 @@ def build_app(run_dir: str | Path, checkpoint: str = "best", max_batch: int = 64
     def too_many(what: str, count: int, limit: int) -> None:
         if count > limit:
             raise HTTPException(413, f"{what}: {count} is over the limit of {limit}")
+
+    def unicode(what: str, text: str) -> None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise HTTPException(422, f"{what}: not valid Unicode text (a lone surrogate "
+                                     "such as \\ud800)") from None
 
     if task.name == "textclass":
         class TextRequest(BaseModel):
@@ -181,6 +282,7 @@ def build_app(run_dir: str | Path, checkpoint: str = "best", max_batch: int = 64
             too_many("texts", len(body.texts), MAX_TEXTS)
             for i, text in enumerate(body.texts):
                 too_many(f"texts[{i}] characters", len(text), MAX_TEXT_CHARS)
+                unicode(f"texts[{i}]", text)
                 if not text.strip():
                     raise HTTPException(422, f"texts[{i}]: empty text")
             results = await batcher.submit(list(body.texts))
@@ -200,6 +302,9 @@ def build_app(run_dir: str | Path, checkpoint: str = "best", max_batch: int = 64
                 if len(image) != height or any(len(row) != width for row in image):
                     raise HTTPException(422, f"images[{i}]: expected {height}x{width} values "
                                              "(the run's image size)")
+                if not all(0.0 <= v <= 1.0 for row in image for v in row):  # NaN fails too
+                    raise HTTPException(422, f"images[{i}]: expected values in [0, 1] (not "
+                                             "NaN or infinite)")
             results = await batcher.submit(list(body.images))
             return {"predictions": [_top(r, body.top) for r in results]}
 
@@ -207,27 +312,42 @@ def build_app(run_dir: str | Path, checkpoint: str = "best", max_batch: int = 64
         class GenerateRequest(BaseModel):
             prompt: str = ""
             length: int = Field(200, ge=0)
-            temperature: float = Field(0.8, ge=0)
-            top_k: int | None = Field(None, ge=1)
-            seed: int | None = None
+            temperature: float = Field(0.8, ge=0, le=1000, allow_inf_nan=False)
+            top_k: int | None = Field(None, ge=1, le=10**9)
+            seed: int | None = Field(None, ge=0, le=MAX_SEED)
             stream: bool = False
 
         @app.post("/generate")
         async def generate(body: GenerateRequest):
             too_many("length", body.length, MAX_GENERATE)
             too_many("prompt characters", len(body.prompt), MAX_TEXT_CHARS)
+            unicode("prompt", body.prompt)
             ids, unknown = generator.encode_prompt(body.prompt)
 
-            def pieces():
-                with generate_lock:  # one sample at a time: the model is not re-entrant
-                    yield from generator.stream(ids, body.length, body.temperature,
-                                                body.top_k, body.seed)
+            def sample():
+                return generator.stream(ids, body.length, body.temperature, body.top_k,
+                                        body.seed)
 
-            if body.stream:
-                return StreamingResponse(pieces(), media_type="text/plain; charset=utf-8")
-            text = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: "".join(pieces()))
-            return {"prompt": body.prompt, "text": text, "unknown": unknown}
+            if not body.stream:
+                async with generate_lock:
+                    text = await run_in_threadpool(lambda: "".join(sample()))
+                return {"prompt": body.prompt, "text": text, "unknown": unknown}
+
+            async def pieces():
+                # Each token is sampled in a worker thread; if the client goes away the
+                # response is cancelled between tokens and the lock is released at once.
+                async with generate_lock:
+                    tokens = sample()
+                    try:
+                        while True:
+                            piece = await run_in_threadpool(next, tokens, None)
+                            if piece is None:
+                                return
+                            yield piece
+                    finally:
+                        tokens.close()
+
+            return StreamingResponse(pieces(), media_type="text/plain; charset=utf-8")
 
     if task.name == "forecast":
         from rnnkit.tasks.forecast import forecast_frame
@@ -264,6 +384,7 @@ def build_app(run_dir: str | Path, checkpoint: str = "best", max_batch: int = 64
             too_many("sentences", len(body.sentences), MAX_TEXTS)
             for i, text in enumerate(body.sentences):
                 too_many(f"sentences[{i}] characters", len(text), MAX_TEXT_CHARS)
+                unicode(f"sentences[{i}]", text)
             beam = body.beam or translator.config["beam"]
             results = await batcher.submit([(text, beam) for text in body.sentences])
             return {"beam": beam, "translations": results}
@@ -319,9 +440,30 @@ def _classify_batch(task_name: str, module, data) -> Callable[[list[Any]], list[
 
 
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
-          checkpoint: str = "best", max_batch: int = 64, max_wait_ms: float = 5.0) -> None:
-    """Run the server until SIGINT/SIGTERM."""
+          checkpoint: str = "best", max_batch: int = 64, max_wait_ms: float = 5.0,
+          token: str | None = None, docs: bool = True) -> None:
+    """Run the server until SIGINT/SIGTERM. ``token`` (default: :data:`TOKEN_ENV`) makes
+    every request need ``Authorization: Bearer <token>``."""
+    import os
+    import sys
+
     import uvicorn
 
-    app = build_app(run_dir, checkpoint, max_batch, max_wait_ms)
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if token is None and not _loopback(host):
+        print(f"rnnkit: warning: serving on {host} without a token: anyone who can reach "
+              f"this address can use the model; set --token or {TOKEN_ENV}", file=sys.stderr)
+    app = build_app(run_dir, checkpoint, max_batch, max_wait_ms, token=token, docs=docs)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    import ipaddress
+
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

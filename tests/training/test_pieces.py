@@ -122,9 +122,14 @@ def test_shift_applies_to_training_batches_only():
     data.trainer = SimpleNamespace(training=False)
     x, _ = data.on_after_batch_transfer((images, labels), 0)
     assert torch.equal(x, images)  # evaluation sees the images as they are
-    data.trainer = SimpleNamespace(training=True)
+    data.trainer = SimpleNamespace(training=True, global_step=7, global_rank=0)
     x, _ = data.on_after_batch_transfer((images, labels), 0)
     assert not torch.equal(x, images) and x.shape == images.shape
+    torch.rand(5)  # the global generator's state does not matter: the step decides
+    again, _ = data.on_after_batch_transfer((images, labels), 0)
+    assert torch.equal(again, x)
+    data.trainer = SimpleNamespace(training=True, global_step=8, global_rank=0)
+    assert not torch.equal(data.on_after_batch_transfer((images, labels), 0)[0], x)
     pixels = ImageSequenceData("digits", pixels=False, permute=True, batch_size=32)
     seq = pixels.as_sequences(images)
     assert seq.shape == (64, 64, 1)  # --permute implies one pixel per step
