@@ -107,3 +107,25 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         Forecaster(hiden=3)
     with pytest.raises(ValueError, match="baselines"):
         Forecaster(baselines=["naive", "prophet"]).fit(np.arange(100.0))
+
+
+def test_a_baseline_that_fails_is_left_out_and_the_run_completes(tmp_path, capsys):
+    series = sine(120, period=12)
+    csv = tmp_path / "s.csv"
+    series.rename_axis("when").to_csv(csv)
+    run = tmp_path / "run"
+    assert main(["train", "forecast", "--data", f"csv:{csv}", "--time-col", "when",
+                 "--target", "signal", "--horizon", "3", "--hidden", "8", "--epochs", "2",
+                 "--baselines", "naive,ets", "--baseline-timeout", "0.05", "--no-progress",
+                 "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "ets             left out: stopped after 0.05 s (--baseline-timeout)" in out
+    forecast = json.loads((run / "metrics.json").read_text())["forecast"]
+    assert forecast["baselines"]["ets"] == {"failed": "stopped after 0.05 s (--baseline-timeout)"}
+    assert forecast["baselines"]["naive"]["mae"] > 0
+    assert (run / "plots" / "test_forecast.png").is_file()
+    # evaluate prints the same table: the network afresh, the baselines from the run
+    assert main(["evaluate", str(run)]) == 0
+    table = capsys.readouterr().out
+    assert "test: " in table and "rnnkit gru" in table and "naive" in table
+    assert "left out" in table

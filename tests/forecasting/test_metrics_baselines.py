@@ -73,3 +73,21 @@ def test_arima_forecasts_from_each_origin_without_later_data(passengers):
     moved, _ = baselines.arima(changed, 108, origins, 5)
     np.testing.assert_allclose(moved[0], out[0])
     assert not np.allclose(moved[1], out[1])
+
+
+def test_a_failing_or_slow_baseline_is_left_out_and_the_others_still_run():
+    """Each fitted baseline runs in its own child process: a library error or a search
+    past the time limit is reported by name, and the rest of the table is unaffected."""
+    y = np.arange(1.0, 11.0)
+    origins = np.arange(5, 9)
+    out, failed = baselines.run_baselines(y, 5, origins, 2, 4, ("naive", "ets", "arima",
+                                                               "seasonal_arima"), timeout=120)
+    assert set(out) == {"naive", "ets", "arima"}
+    assert list(failed) == ["seasonal_arima"] and "ValueError" in failed["seasonal_arima"]
+    np.testing.assert_array_equal(out["naive"][0], baselines.naive(y, origins, 2))
+    heard = []
+    out, failed = baselines.run_baselines(y, 5, origins, 2, 4, ("naive", "ets"), timeout=0.05,
+                                          report=heard.append)
+    assert list(out) == ["naive"]
+    assert failed == {"ets": "stopped after 0.05 s (--baseline-timeout)"}
+    assert heard[-1] == "baseline ets: left out, stopped after 0.05 s (--baseline-timeout)"

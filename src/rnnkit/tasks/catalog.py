@@ -211,6 +211,9 @@ class ForecastOptions:
         Option("baselines", baseline_list, None, "baselines to score on the same test "
                f"origins: all, none, or a comma list of {', '.join(BASELINE_NAMES)} "
                "(default: all)", metavar="NAMES"),
+        Option("baseline-timeout", non_negative, 180.0, "seconds each fitted baseline (ets, "
+               "arima, seasonal_arima) may take; one that fails or runs longer is reported "
+               "and left out (0: no limit)", metavar="S"),
     ]
     # 200 epochs of 61 windows take about a minute on two cores; the best validation
     # epoch is kept. Per-source sizes: PRESETS.

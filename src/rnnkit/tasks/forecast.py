@@ -222,6 +222,10 @@ class ForecastTask(catalog.ForecastOptions):
             window_norm=config["window_norm"], probabilistic=config["probabilistic"])
         return ForecastModule(config, model_config), data
 
+    def describe_evaluation(self, module: ForecastModule, data: ForecastData, run_dir: Path,
+                            split: str) -> None:
+        describe_evaluation(module, data, run_dir, split)
+
     def after_test(self, run_dir: Path, module: ForecastModule,
                    data: ForecastData) -> dict[str, Any]:
         report = evaluate_forecasts(module, data, data.config)
@@ -231,6 +235,23 @@ class ForecastTask(catalog.ForecastOptions):
                          "freq": data.series.freq, "season": data.series.season,
                          "notes": data.series.notes, **data.sizes()},
                 "forecast": report}
+
+
+def describe_evaluation(module: ForecastModule, data: ForecastData, run_dir: Path,
+                        split: str) -> None:
+    """``rnnkit evaluate`` on a forecast run: the table training printed, with the
+    network's row computed afresh from the checkpoint and the baselines' rows (which do
+    not depend on it) read back from ``metrics.json``."""
+    if split != "test":
+        return
+    report = evaluate_forecasts(module, data, {**data.config, "baselines": []})
+    report.pop("_arrays")
+    try:
+        saved = json.loads((run_dir / "metrics.json").read_text())["forecast"]["baselines"]
+    except (OSError, ValueError, KeyError, TypeError):
+        saved = {}
+    report["baselines"] = saved
+    _log_table(report, data.config)
 
 
 def evaluate_forecasts(module: ForecastModule, data: ForecastData,
@@ -263,10 +284,12 @@ def evaluate_forecasts(module: ForecastModule, data: ForecastData,
             report["intervals"][f"{level}%"] = {
                 "coverage": float(np.mean((actual >= lo) & (actual <= hi))),
                 "mean_width": float(np.mean(hi - lo))}
-    baselines = run_baselines(y, data.pipeline.test_start, origins, horizon, season,
-                              tuple(config["baselines"]))
+    timeout = config.get("baseline_timeout", 180.0) or None
+    baselines, failed = run_baselines(y, data.pipeline.test_start, origins, horizon, season,
+                                      tuple(config["baselines"]), timeout, report=log.info)
     report["baselines"] = {name: {**all_metrics(actual, f, train, season, last), "fitted": info}
                            for name, (f, info) in baselines.items()}
+    report["baselines"] |= {name: {"failed": why} for name, why in failed.items()}
     report["_arrays"] = {"origins": origins, "actual": actual, "model": point,
                          "paths": paths, **{n: f for n, (f, _) in baselines.items()}}
     return report
@@ -282,6 +305,9 @@ def _log_table(report: dict[str, Any], config: dict[str, Any]) -> None:
     log.info(f"{'':16}" + "".join(f"{heads.get(k, k.upper()):>11}" for k in keys))
     rows = [("rnnkit " + config["cell"], report["model"]), *report["baselines"].items()]
     for name, metrics in rows:
+        if "failed" in metrics:
+            log.info(f"{name:16}left out: {metrics['failed']}")
+            continue
         cells = []
         for k in keys:
             v = metrics.get(k)

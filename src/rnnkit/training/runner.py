@@ -301,4 +301,6 @@ def evaluate(task: Task, run_dir: str | Path, checkpoint: str = "best",
     metrics = _strip(result, "test_" if split == "test" else "val_")
     _say(f"{split} ({checkpoint} checkpoint of {run_dir}): "
          + ", ".join(f"{k} {_fmt(k, v)}" for k, v in metrics.items()))
+    if hasattr(task, "describe_evaluation"):  # a task's own summary (forecast: its table)
+        task.describe_evaluation(module, data, Path(run_dir), split)
     return metrics
