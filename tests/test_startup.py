@@ -99,3 +99,15 @@ def test_version_names_rnnkit_and_torch(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"rnnkit {rnnkit.__version__} (torch {metadata.version('torch')}")
+
+
+def test_the_all_extra_holds_every_other_extra():
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    extras = project["project"]["optional-dependencies"]
+    everything = set(extras["all"])
+    for name, requirements in extras.items():
+        if name not in ("all", "test"):
+            assert set(requirements) <= everything, name

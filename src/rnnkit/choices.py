@@ -14,3 +14,8 @@ BASELINE_NAMES = ("naive", "seasonal_naive", "ets", "arima", "seasonal_arima")  
 TRANSFORMS = ("none", "log")  # forecast target transforms
 WINDOW_NORMS = ("last", "none")  # forecaster input normalisation
 MISSING_CHOICES = ("error", "interpolate", "drop")  # gaps in a series
+
+
+def install_hint(extra: str) -> str:
+    """How to get an optional part: from PyPI, and from a clone of the repository."""
+    return f"pip install 'rnnkit[{extra}]' (in a clone: pip install -e '.[{extra}]')"

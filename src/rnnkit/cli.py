@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve a trained run over HTTP (JSON)",
         description="Serve a run: POST /predict (textclass, seqclass), /generate (lm, "
                     "streaming with \"stream\": true), /forecast (forecast); GET /health. "
-                    "Needs pip install 'rnnkit[serve]'.")
+                    "Needs pip install 'rnnkit[serve]' (in a clone: pip install -e "
+                    "'.[serve]').")
     _run_dir_argument(serve, "rnnkit train")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default: 127.0.0.1, this machine only)")
@@ -393,8 +394,10 @@ def _run(args: argparse.Namespace) -> None:
 
             from rnnkit.serving import serve
         except ImportError:
-            raise ValueError("rnnkit serve needs FastAPI and uvicorn: pip install "
-                             "'rnnkit[serve]'") from None
+            from rnnkit.choices import install_hint
+
+            raise ValueError(f"rnnkit serve needs FastAPI and uvicorn: "
+                             f"{install_hint('serve')}") from None
         serve(args.run_dir, args.host, args.port, args.checkpoint, args.max_batch,
               args.max_wait_ms, token=args.token, docs=not args.no_docs)
         return

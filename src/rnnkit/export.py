@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rnnkit.choices import install_hint
+
 FORMATS = ("onnx", "torchscript", "safetensors")
 _TORCH_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}
 _MODELS = {  # class name -> (module, config class) for load_safetensors
@@ -250,8 +252,8 @@ def _trace(wrapped: nn.Module, example: Tensor, fmt: str, tmp: Path, output: Pat
         try:
             import onnx  # noqa: F401  (the exporter writes through it)
         except ImportError:
-            raise ValueError("--format onnx needs the onnx package: pip install "
-                             "'rnnkit[export]'") from None
+            raise ValueError(f"--format onnx needs the onnx package: "
+                             f"{install_hint('export')}") from None
         with torch.no_grad():
             torch.onnx.export(wrapped, (example,), str(tmp), input_names=inputs,
                               output_names=outputs, dynamic_axes=dynamic, opset_version=17,
@@ -268,7 +270,7 @@ def _check_onnx(path: Path, model: nn.Module, spec: dict[str, Any],
         import onnxruntime
     except ImportError:
         return {"max_abs_diff": None, "note": "onnxruntime is not installed; the export was "
-                "not checked (pip install 'rnnkit[export]')"}
+                f"not checked ({install_hint('export')})"}
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return _check(lambda x: [torch.from_numpy(o) for o in
                              session.run(None, {inputs[0]: x.numpy()})], model, spec)

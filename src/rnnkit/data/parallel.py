@@ -44,7 +44,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rnnkit.choices import TOKENIZERS
+from rnnkit.choices import TOKENIZERS, install_hint
 from rnnkit.data.cache import cache_dir, pip_fetch
 from rnnkit.data.vocab import _NO_SPACE_AFTER, _NO_SPACE_BEFORE
 
@@ -291,8 +291,8 @@ def _sentencepiece():
     try:
         import sentencepiece
     except ImportError:
-        raise ValueError("subword tokens need sentencepiece: pip install 'rnnkit[translate]' "
-                         "(or pip install sentencepiece)") from None
+        raise ValueError(f"subword tokens need sentencepiece: "
+                         f"{install_hint('translate')}") from None
     return sentencepiece
 
 

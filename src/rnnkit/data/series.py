@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnkit.choices import MISSING_CHOICES
+from rnnkit.choices import MISSING_CHOICES, install_hint
 
 BUILTIN = ("airpassengers", "msft", "sunspots", "taylor", "co2")
-_INSTALL = "pip install 'rnnkit[forecast]'  (statsmodels and pmdarima)"
+_INSTALL = install_hint("forecast")
 
 
 @dataclass

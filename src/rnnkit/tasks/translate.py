@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from rnnkit.choices import install_hint
 from rnnkit.data.parallel import detokenize
 from rnnkit.data.translation import (
     BOS,
@@ -57,8 +58,8 @@ def _sacrebleu():
     try:
         import sacrebleu
     except ImportError:
-        raise ValueError("the translate task scores with sacrebleu: pip install "
-                         "'rnnkit[translate]' (or pip install sacrebleu)") from None
+        raise ValueError(f"the translate task scores with sacrebleu: "
+                         f"{install_hint('translate')}") from None
     return sacrebleu
 
 
