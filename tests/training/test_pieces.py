@@ -141,3 +141,18 @@ def test_identity_init_is_the_irnn_recipe():
     initialise_recurrent(rnn, "identity")
     assert torch.equal(rnn.weight_hh_l0, torch.eye(5))
     assert torch.all(rnn.bias_ih_l0 == 0) and float(rnn.weight_ih_l0.detach().abs().max()) < 0.01
+
+
+def test_missing_glyphs_get_one_hint_and_no_warning_per_character(tmp_path, monkeypatch, caplog):
+    import warnings
+
+    from rnnkit.training import plots
+
+    monkeypatch.setattr(plots, "font_for", lambda text: None)  # as on a machine without CJK fonts
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plots.plot_matrix(np.eye(3), ["我", "爱", "你"], ["I", "love", "you"], tmp_path / "a.png",
+                          "source", "target", "attention")
+    assert (tmp_path / "a.png").stat().st_size > 1000
+    assert not [w for w in caught if "Glyph" in str(w.message)]
+    assert sum("no installed font has these characters" in r.message for r in caplog.records) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,13 +188,16 @@ def plot_matrix(matrix: np.ndarray, columns: list[str], rows: list[str], path: P
             "no installed font has these characters, so they are drawn as boxes; install "
             "one, e.g. apt-get install fonts-wqy-microhei (or fonts-noto-cjk)")
     text = {"fontproperties": FontProperties(fname=font)} if font else {}
-    width = max(4.0, 0.42 * len(columns) + 2.2)
-    height = max(3.0, 0.36 * len(rows) + 1.8)
-    fig, ax = plt.subplots(figsize=(width, height), dpi=120)
-    im = ax.imshow(matrix, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(columns)), columns, rotation=60, ha="right", **text)
-    ax.set_yticks(range(len(rows)), rows, **text)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9, **text)
-    return _save_with_colorbar(fig, ax, im, path)
+    with warnings.catch_warnings():
+        # the hint above said it once; matplotlib would add a line per missing glyph
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from")
+        width = max(4.0, 0.42 * len(columns) + 2.2)
+        height = max(3.0, 0.36 * len(rows) + 1.8)
+        fig, ax = plt.subplots(figsize=(width, height), dpi=120)
+        im = ax.imshow(matrix, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(columns)), columns, rotation=60, ha="right", **text)
+        ax.set_yticks(range(len(rows)), rows, **text)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=9, **text)
+        return _save_with_colorbar(fig, ax, im, path)
