@@ -132,3 +132,14 @@ def test_invalid_options_and_files_get_one_line_and_a_non_zero_exit(run, tmp_pat
         if code == 0 or isinstance(code, str) or len(lines) != 1 or not lines[0].startswith("rnnkit"):
             failures.append((argv, code, err[-400:]))
     assert not failures, json.dumps(failures, indent=1)
+
+
+def test_threads_sets_torchs_cpu_threads_for_any_command(run):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["evaluate", str(run), "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -129,3 +129,12 @@ def test_a_baseline_that_fails_is_left_out_and_the_run_completes(tmp_path, capsy
     table = capsys.readouterr().out
     assert "test: " in table and "rnnkit gru" in table and "naive" in table
     assert "left out" in table
+
+
+def test_forecaster_quiet_prints_nothing_while_fitting(tmp_path, capsys):
+    Forecaster(horizon=3, out=tmp_path / "loud", hidden=4, epochs=3,
+               baselines="naive").fit(sine(120))
+    assert capsys.readouterr().out.count("epoch ") == 3
+    Forecaster(horizon=3, out=tmp_path / "quiet", hidden=4, epochs=3, baselines="naive",
+               quiet=True).fit(sine(120))
+    assert "epoch " not in capsys.readouterr().out

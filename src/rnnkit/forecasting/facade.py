@@ -29,7 +29,8 @@ class Forecaster:
         out: folder for the run (default: a new temporary folder).
         **options: any option of ``rnnkit train forecast --help``, with underscores:
             ``input_length``, ``output_length``, ``cell``, ``hidden``, ``epochs``, ``lr``,
-            ``probabilistic``, ``transform``, ``difference``, ``season``, ``seed``, ...
+            ``probabilistic``, ``transform``, ``difference``, ``season``, ``seed``, ...;
+            ``quiet=True`` prints nothing while fitting (no line per epoch).
     """
 
     def __init__(self, horizon: int | None = None, out: str | Path | None = None,
