@@ -100,3 +100,35 @@ def test_a_checkpoint_of_the_right_form_but_not_tensors_is_refused(tmp_path):
     torch.save([1, 2], path)
     with pytest.raises(ValueError, match="not a Lightning checkpoint"):
         load_checkpoint_file(path)
+
+
+def test_nothing_else_in_rnnkit_unpickles_what_it_reads():
+    """Every checkpoint goes through load_checkpoint_file; arrays are loaded without pickle;
+    the only pickle is the one the baselines' child process gets from its own parent."""
+    import ast
+    from pathlib import Path
+
+    import rnnkit
+
+    root = Path(rnnkit.__file__).parent
+    calls = []
+    for path in root.rglob("*.py"):
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("load", "loads", "unsafe_load")
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id in ("torch", "pickle", "np", "numpy", "yaml",
+                                               "joblib", "dill")):
+                calls.append((path.relative_to(root).as_posix(),
+                               ast.get_source_segment(source, node)))
+    allowed = {
+        ("training/checkpoint_io.py", 'torch.load(path, map_location="cpu", weights_only=True)'),
+        ("training/checkpoint_io.py", 'torch.load(path, map_location="cpu", weights_only=False)'),
+        ("forecasting/baselines.py", "pickle.loads(done.stdout)"),
+        ("forecasting/baselines.py", "pickle.load(sys.stdin.buffer)"),
+    }
+    assert len(calls) >= 4
+    for where, code in calls:
+        if (where, code) not in allowed:
+            assert code.startswith("np.load(") and "allow_pickle=False" in code, (where, code)

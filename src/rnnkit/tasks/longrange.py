@@ -170,12 +170,12 @@ def _load_sequences(path: str, trailing: tuple[int, ...], what: str) -> np.ndarr
     p = Path(path)
     if p.suffix.lower() != ".npy" or not p.is_file():
         raise ValueError(f"INPUT: expected an existing .npy file holding {what}, got {path}")
-    array = np.load(p)
+    array = np.load(p, allow_pickle=False)
     single = array.ndim == 1 + len(trailing)
     if single:
         array = array[None]
     if array.ndim != 2 + len(trailing) or tuple(array.shape[2:]) != trailing:
-        raise ValueError(f"INPUT: expected {what}, got an array of shape {np.load(p).shape}")
+        raise ValueError(f"INPUT: expected {what}, got an array of shape {np.load(p, allow_pickle=False).shape}")
     return array
 
 
