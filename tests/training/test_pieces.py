@@ -144,11 +144,14 @@ def test_identity_init_is_the_irnn_recipe():
 
 
 def test_missing_glyphs_get_one_hint_and_no_warning_per_character(tmp_path, monkeypatch, caplog):
+    import logging
     import warnings
 
     from rnnkit.training import plots
 
     monkeypatch.setattr(plots, "font_for", lambda text: None)  # as on a machine without CJK fonts
+    # the CLI (run by earlier tests in this process) stops the rnnkit logger's propagation
+    monkeypatch.setattr(logging.getLogger("rnnkit"), "propagate", True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         plots.plot_matrix(np.eye(3), ["我", "爱", "你"], ["I", "love", "you"], tmp_path / "a.png",
