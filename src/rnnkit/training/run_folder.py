@@ -113,8 +113,12 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON atomically: a temporary file, then a rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process (DDP)
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: leave the previous file, and no partial one
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
