@@ -199,3 +199,17 @@ def test_every_readme_command_runs_with_a_tiny_budget(tmp_path, monkeypatch, cap
     assert ran >= 35
     assert not failures, "\n".join(failures)
     np.testing.assert_equal(Path("digits.onnx").is_file(), True)
+
+
+def test_the_examples_in_rnnkit_help_are_accepted_too():
+    from rnnkit.cli import EPILOG, build_parser
+
+    examples = [line.split("  ")[1] if line.startswith("  rnnkit") else None
+                for line in EPILOG.splitlines()]
+    examples = [shlex.split(e) for e in examples if e]
+    assert len(examples) >= 15
+    for argv in examples:
+        try:
+            build_parser().parse_args(argv[1:])
+        except SystemExit as exc:
+            pytest.fail(f"rnnkit --help example {' '.join(argv)} is refused (exit {exc.code})")

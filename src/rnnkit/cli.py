@@ -10,11 +10,11 @@ from typing import Any
 
 EPILOG = """examples:
   rnnkit train seqclass                          LSTM on row-by-row MNIST, default recipe
-  rnnkit train seqclass --data digits --epochs 5 quick run on scikit-learn's 8x8 digits
+  rnnkit train seqclass --data digits --epochs 5  quick run on scikit-learn's 8x8 digits
   rnnkit train seqclass --resume runs/seqclass/20261123-101500
   rnnkit evaluate runs/seqclass/20261123-101500
   rnnkit predict runs/seqclass/20261123-101500 digit.png
-  rnnkit train textclass                         BiLSTM on movie-review sentence polarity
+  rnnkit train textclass                         BiGRU on movie-review sentence polarity
   rnnkit predict runs/textclass/20261123-130000 "a gorgeous, witty film"
   rnnkit train lm                                character-level GRU on Shakespeare
   rnnkit generate runs/lm/20261123-120000 --prompt "ROMEO." --length 400 --seed 1
