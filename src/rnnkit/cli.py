@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--config", metavar="FILE", help="YAML or JSON file with any of the options "
                          "above (keys with - or _); command-line options override it")
         run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its "
-                         "last checkpoint (only --epochs, --max-time, --patience and device "
-                         "options may change)")
+                         "last checkpoint (only --epochs, --max-time, --patience, --nan-patience, "
+                         "--quiet and device options may change)")
         _threads_option(run)
 
     lab = commands.add_parser("lab", help="the long-range-dependency lab",
