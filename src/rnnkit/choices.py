@@ -6,6 +6,7 @@ the modules that act on a name import it from here, so the two cannot drift.
 
 CELL_CHOICES = ("rnn", "rnn-relu", "lstm", "gru", "ln-lstm", "ln-gru", "carry-lstm")
 INIT_CHOICES = ("torch", "orthogonal", "identity")
+BACKEND_CHOICES = ("native", "fused", "reference")  # rnnkit.available_backends(), CPU build
 LEVELS = ("char", "word")  # language-model tokens
 POOLINGS = ("last", "max", "mean", "attention")  # text classifier
 ATTENTIONS = ("none", "dot", "general", "additive")  # translator

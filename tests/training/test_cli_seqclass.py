@@ -198,3 +198,24 @@ def test_variant_cells_and_regularisers_reach_the_layer(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["parameters"] == sum(p.numel() for p in module.parameters())
     assert main(["evaluate", str(run)]) == 0
+
+
+def test_backend_native_can_be_named_and_reaches_the_layer(tmp_path):
+    import rnnkit
+    from rnnkit.choices import BACKEND_CHOICES
+    from rnnkit.tasks import TASKS
+    from rnnkit.training.runner import load_trained
+
+    assert set(BACKEND_CHOICES) == set(rnnkit.available_backends())
+    run = _train(tmp_path, "--epochs", "1", "--backend", "native")
+    module, _, config = load_trained(TASKS["seqclass"], run)
+    assert config["backend"] == "native" and module.model.encoder.backend == "native"
+
+
+def test_an_option_the_task_does_not_use_is_refused(tmp_path, capsys):
+    for option in ("--zoneout", "--recurrent-dropout"):
+        assert main(["train", "translate", option, "0.3", "--out", str(tmp_path / "t")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"rnnkit: error: {option}: the translate task does not use")
+        assert err.count("\n") == 1
+    assert not (tmp_path / "t").exists()

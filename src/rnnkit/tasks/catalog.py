@@ -227,6 +227,11 @@ class ForecastOptions:
 class TranslateOptions:
     """The options of ``rnnkit train`` for :class:`rnnkit.tasks.translate.TranslationTask`."""
 
+    # common options this task does not consume, and why (refused when changed)
+    unused_options = {
+        "zoneout": "the translator's encoder and decoder are not built with it",
+        "recurrent_dropout": "the translator's encoder and decoder are not built with it",
+    }
     name = "translate"
     description = ("translate sentences with an attention encoder-decoder (English to "
                    "Chinese, German to English, your TSV of pairs), scored with BLEU")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnnkit.choices import CELL_CHOICES, INIT_CHOICES
+from rnnkit.choices import BACKEND_CHOICES, CELL_CHOICES, INIT_CHOICES
 
 
 def _number(text: str) -> float:
@@ -145,7 +145,8 @@ COMMON_OPTIONS: list[Option] = [
            "recurrent weights, or identity (IRNN, with --cell rnn-relu)", INIT_CHOICES),
     Option("forget-bias", optional_float, 1.0, "LSTM forget-gate bias ('none' keeps the "
            "init's)", metavar="B"),
-    Option("backend", str, None, "rnnkit engine (default: automatic)", ("fused", "reference")),
+    Option("backend", str, None, "rnnkit engine; one that cannot run the case falls back "
+           "with a warning (default: automatic, native where it runs)", BACKEND_CHOICES),
     Option("epochs", positive_int, 10, "maximum passes over the training set"),
     Option("batch-size", positive_int, 64, "sequences per batch"),
     Option("lr", non_negative, 1e-3, "learning rate"),
@@ -231,6 +232,17 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"--config: {path} must hold a mapping of option names to values, "
                          f"got {type(data).__name__}")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def refuse_unused(task: Any, config: dict[str, Any]) -> None:
+    """A new run's options that its task does not consume must be at their defaults:
+    ``task.unused_options`` names them; a changed one is an error naming option and task,
+    never a silent no-op."""
+    defaults = {o.key: o.default for o in COMMON_OPTIONS}
+    for key in getattr(task, "unused_options", ()):
+        if config.get(key, defaults.get(key)) != defaults.get(key):
+            raise ValueError(f"--{key.replace('_', '-')}: the {task.name} task does not use "
+                             f"this option ({task.unused_options[key]}); leave it out")
 
 
 def resolve(options: Iterable[Option], defaults: dict[str, Any], given: dict[str, Any],

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Timer
 
 from rnnkit.training.checkpoint_io import load_checkpoint_file, remove_stale_temporaries
 from rnnkit.training.module import TrainingModule
-from rnnkit.training.options import Option
+from rnnkit.training.options import Option, refuse_unused
 from rnnkit.training.plots import plot_learning_curves
 from rnnkit.training.run_folder import (
     RunLock,
@@ -134,6 +134,7 @@ def train(task: Task, config: dict[str, Any], resume: str | Path | None = None) 
                 last = checkpoint_path(run_dir, "last")
                 load_checkpoint_file(last)  # a damaged checkpoint fails here, clearly
         else:
+            refuse_unused(task, config)
             if hasattr(task, "prepare"):
                 config = task.prepare(config)
             if secondary:
