@@ -40,13 +40,6 @@ def seasonal_naive(y: np.ndarray, origins: np.ndarray, horizon: int, season: int
     return np.asarray(y, dtype=np.float64)[rows]
 
 
-def _quiet():
-    manager = warnings.catch_warnings()
-    manager.__enter__()
-    warnings.simplefilter("ignore")
-    return manager
-
-
 def ets(y: np.ndarray, fit_end: int, origins: np.ndarray, horizon: int,
         season: int) -> tuple[np.ndarray, dict]:
     """Forecasts ``[N, horizon]`` and a description of the chosen model."""
