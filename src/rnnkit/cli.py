@@ -8,6 +8,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from rnnkit import commands as handlers
+from rnnkit.training.options import at_most, non_negative_int, positive_int
+
 EPILOG = """examples:
   rnnkit train seqclass                          LSTM on row-by-row MNIST, default recipe
   rnnkit train seqclass --data digits --epochs 5  quick run on scikit-learn's 8x8 digits
@@ -210,101 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _export(args: argparse.Namespace) -> None:
-    from rnnkit.export import export_run
-
-    report = export_run(args.run_dir, args.format, args.output, args.checkpoint)
-    print(f"wrote {report['output']} ({report['format']})")
-    if report.get("inputs"):
-        print(f"inputs: {', '.join(report['inputs'])}; outputs: {', '.join(report['outputs'])} "
-              "(batch and steps dynamic)")
-    if report.get("max_abs_diff") is None:
-        print(report.get("note", "not checked"))
-    elif report.get("checked_shapes"):
-        shapes = ", ".join(f"{b}x{t}" for b, t in report["checked_shapes"])
-        print(f"checked against PyTorch on batch x steps {shapes}: max |difference| "
-              f"{report['max_abs_diff']:.2e}")
-    else:
-        print(f"reloaded without pickle: max |weight difference| {report['max_abs_diff']:.2e}")
-
-
-def _forecast(args: argparse.Namespace, task: Any) -> None:
-    from rnnkit.tasks.forecast import forecast_frame, plot_frame
-    from rnnkit.training import runner
-
-    module, data, config = runner.load_trained(task, args.run_dir, args.checkpoint)
-    start = data.pipeline.test_start if args.test else None
-    horizon = args.horizon or (len(data.series) - data.pipeline.test_start if args.test
-                               else config["horizon"])
-    frame = forecast_frame(module, data, horizon, start, seed=config["seed"])
-    with __import__("pandas").option_context("display.max_rows", 200, "display.width", 120):
-        print(frame.to_string(float_format=lambda v: f"{v:.4g}"))
-    if args.csv:
-        frame.to_csv(args.csv, index_label="time" if data.series.index is not None else "step")
-        print(f"wrote {args.csv}")
-    if args.plot:
-        plot_frame(args.plot, data, frame, len(data.series) if start is None else start)
-        print(f"wrote {args.plot}")
-
-
-def _translate(args: argparse.Namespace) -> None:
-    """Translations to stdout, one line each; notes about the input to stderr."""
-    from pathlib import Path
-
-    from rnnkit.tasks.translate import SentenceTranslator, plot_attention
-
-    sentences = list(args.sentences)
-    if sentences == ["-"]:
-        sentences = [line.rstrip("\n") for line in sys.stdin]
-    elif "-" in sentences:
-        raise ValueError("SENTENCE: - (read stdin) must be the only sentence")
-    if args.file:
-        try:
-            sentences += Path(args.file).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"--file: cannot read {args.file} as UTF-8 text ({exc})") from None
-    if not sentences:
-        raise ValueError("SENTENCE: expected a sentence to translate, - for stdin, or --file")
-    translator = SentenceTranslator.from_run(args.run_dir, args.checkpoint)
-    results = translator.translate(sentences, args.beam)
-    known = translator.data.source_vocab.index
-    for number, item in enumerate(results, 1):
-        where = f"sentence {number}: " if len(results) > 1 else ""
-        if item.truncated:
-            print(f"rnnkit: note: {where}{item.truncated} tokens past the run's --max-tokens "
-                  f"{translator.config['max_tokens']} were cut off", file=sys.stderr)
-        unknown = list(dict.fromkeys(t for t in item.source_tokens if t not in known))
-        if unknown:
-            print(f"rnnkit: note: {where}not in the run's vocabulary, read as <unk>: "
-                  f"{', '.join(repr(t) for t in unknown[:10])}", file=sys.stderr)
-        print(item.text)
-    if args.show_attention:
-        base = Path(args.show_attention)
-        for number, item in enumerate(results, 1):
-            path = base if len(results) == 1 else base.with_name(
-                f"{base.stem}-{number}{base.suffix or '.png'}")
-            if item.tokens:
-                plot_attention(path, item, known)
-                print(f"wrote {path}", file=sys.stderr)
-            elif len(results) == 1:
-                plot_attention(path, item)  # explains why there is nothing to draw
-
-
 def _run_dir_argument(parser: argparse.ArgumentParser, written_by: str) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help=f"a run folder written by {written_by}")
     _threads_option(parser)
 
 
 def _threads_option(parser) -> None:
-    parser.add_argument("--threads", type=_positive, default=None, metavar="N",
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                         help="CPU threads torch may use (default: torch's choice, one per core); "
                              "on a shared or busy machine, 1 or 2 can be many times faster")
-
-
-def _positive(text: str) -> int:
-    from rnnkit.training.options import positive_int
-
-    return positive_int(text)
 
 
 def _checkpoint_option(parser: argparse.ArgumentParser) -> None:
@@ -314,50 +231,9 @@ def _checkpoint_option(parser: argparse.ArgumentParser) -> None:
 
 MAX_LENGTH = 100_000  # generate --length: about an hour of sampling a large model here
 MAX_HORIZON = 10_000  # forecast --horizon, as the server caps it
-
-
-def _count(text: str) -> int:
-    from rnnkit.training.options import non_negative_int
-
-    value = non_negative_int(text)
-    if value > MAX_LENGTH:
-        raise argparse.ArgumentTypeError(f"expected at most {MAX_LENGTH:,} tokens, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    from rnnkit.training.options import positive_int
-
-    value = positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text}")
-    return value
-
-
-def _horizon(text: str) -> int:
-    from rnnkit.training.options import positive_int
-
-    value = positive_int(text)
-    if value > MAX_HORIZON:
-        raise argparse.ArgumentTypeError(f"expected at most {MAX_HORIZON:,} steps, got {text}")
-    return value
-
-
-def _generate(args: argparse.Namespace) -> None:
-    """Stream a sample to stdout; notices about the prompt go to stderr."""
-    from rnnkit.tasks.lm import TextGenerator
-
-    generator = TextGenerator.from_run(args.run_dir, args.checkpoint)
-    ids, unknown = generator.encode_prompt(args.prompt)
-    if unknown:
-        shown = ", ".join(repr(t) for t in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-        print(f"rnnkit: note: not in the run's vocabulary, read as <unk>: {shown}",
-              file=sys.stderr)
-    sys.stdout.write(args.prompt)
-    for piece in generator.stream(ids, args.length, args.temperature, args.top_k, args.seed):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
+_count = at_most(non_negative_int, MAX_LENGTH, "tokens")
+_horizon = at_most(positive_int, MAX_HORIZON, "steps")
+_port = at_most(positive_int, 65535, "(the highest port)")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -367,7 +243,7 @@ def _run(args: argparse.Namespace) -> None:
 
     tasks = _task_registry()
     if args.command == "lab":
-        _lab_compare(args, tasks)
+        handlers.lab_compare(args, tasks)
         return
     if args.command == "train":
         task = tasks[args.task]
@@ -385,7 +261,7 @@ def _run(args: argparse.Namespace) -> None:
         runner.train(task, config, resume=args.resume)
         return
     if args.command == "export":
-        _export(args)
+        handlers.export(args)
         return
     if args.command == "serve":
         try:
@@ -405,9 +281,9 @@ def _run(args: argparse.Namespace) -> None:
     task = tasks.get(saved.get("task"))
     if task is None:
         raise ValueError(f"{args.run_dir}: unknown task {saved.get('task')!r} in config.json")
-    commands = {"translate": ("translate", "uses translate runs", _translate),
-                "forecast": ("forecast", "uses forecast runs", lambda a: _forecast(a, task)),
-                "generate": ("lm", "samples from language-model runs", _generate)}
+    commands = {"translate": ("translate", "uses translate runs", handlers.translate),
+                "forecast": ("forecast", "uses forecast runs", lambda a: handlers.forecast(a, task)),
+                "generate": ("lm", "samples from language-model runs", handlers.generate)}
     if args.command in commands:
         wanted, what, handler = commands[args.command]
         if task.name != wanted:
@@ -460,21 +336,6 @@ def _cell_list(text: str) -> list[str]:
     if bad or not cells:
         raise argparse.ArgumentTypeError(f"expected cells from {', '.join(CELL_CHOICES)}, got {text!r}")
     return cells
-
-
-def _lab_compare(args: argparse.Namespace, tasks: dict[str, Any]) -> None:
-    import time
-    from pathlib import Path
-
-    from rnnkit.training.compare import compare
-    from rnnkit.training.options import COMMON_OPTIONS, resolve
-
-    task = tasks[args.task]
-    given = {k: v for k, v in vars(args).items()
-             if k not in ("command", "lab_command", "task", "length", "cells", "out", "threads")}
-    config = resolve([*task.options, *COMMON_OPTIONS], task.defaults, given, {})
-    out = Path(args.out) if args.out else Path("runs") / "lab" / f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    compare(task, config, args.length, args.cells, out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,11 +80,15 @@ def non_negative(text: str) -> float:
     return value
 
 
-def positive(text: str) -> float:
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
+def at_most(parse: Callable[[str], int], limit: int, unit: str) -> Callable[[str], int]:
+    """``parse``, and no more than ``limit`` (``unit`` follows the limit in the error)."""
+    def check(text: str) -> int:
+        value = parse(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"expected at most {limit:,} {unit}, got {text}")
+        return value
+
+    return check
 
 
 def devices(text: str) -> str:
@@ -182,7 +186,7 @@ COMMON_OPTIONS: list[Option] = [
 
 
 _METAVARS = {positive_int: "N", non_negative_int: "N", int: "N", seed: "S", float: "X",
-             finite: "X", positive: "X", probability: "P", non_negative: "X", str: "TEXT"}
+             finite: "X", probability: "P", non_negative: "X", str: "TEXT"}
 
 
 def add_options(parser: argparse.ArgumentParser, options: Iterable[Option],
