@@ -92,7 +92,7 @@ def test_safetensors_round_trip_without_pickle(tmp_path):
 
 def test_what_cannot_be_exported_says_so(tmp_path):
     ln = SequenceClassifier(SequenceClassifierConfig(input_size=2, num_classes=2, cell="ln-gru"))
-    with pytest.raises(ValueError, match="ln_gru cell has no torch.nn counterpart"):
+    with pytest.raises(ValueError, match="ln-gru cell has no torch.nn counterpart"):
         export_model(ln, "onnx", tmp_path / "x.onnx")
     zoned = SequenceClassifier(SequenceClassifierConfig(input_size=2, num_classes=2, zoneout=0.1))
     with pytest.raises(ValueError, match="zoneout"):

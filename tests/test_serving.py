@@ -3,7 +3,6 @@ requests refused with a 4xx and a message while the server keeps serving."""
 
 import json
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -13,6 +12,8 @@ import pytest
 import torch
 
 from rnnkit.cli import main
+from tests.helpers import Client as _Client
+from tests.helpers import start_server as _start
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
@@ -38,20 +39,6 @@ def run(tmp_path_factory):
                  "--label-col", "label", "--hidden", "8", "--embedding", "8", "--epochs", "4",
                  "--lr", "0.02", "--min-freq", "1", "--no-progress", "--out", str(out)]) == 0
     return out
-
-
-def _start(app):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                             log_level="warning"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not instance.started and time.time() < deadline:
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", instance, thread
 
 
 @pytest.fixture(scope="module")
@@ -274,38 +261,6 @@ def test_bad_text_values_get_a_422_naming_the_field(server, raw, message):
     url, _ = server
     status, answer = _post(f"{url}/predict", raw, raw=True)
     assert status == 422 and message in json.dumps(answer)
-
-
-class _Client:
-    """A real server on a free port, spoken to with urllib (the ``with`` block stops it)."""
-
-    def __init__(self, app) -> None:
-        self.url, self.instance, self.thread = _start(app)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.instance.should_exit = True
-        self.thread.join(timeout=15)
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict | None = None) -> tuple[int, dict, str]:
-        request = urllib.request.Request(f"{self.url}{path}", data=body, method=method,
-                                         headers={"Content-Type": "application/json",
-                                                  **(headers or {})})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, dict(response.headers), response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read().decode()
-
-    def post(self, path: str, payload=None, raw: bytes | None = None, headers=None):
-        body = raw if raw is not None else json.dumps(payload).encode()
-        return self.request("POST", path, body, headers)
-
-    def get(self, path: str, headers=None):
-        return self.request("GET", path, None, headers)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,33 @@
 the modules that act on a name import it from here, so the two cannot drift.
 """
 
-CELL_CHOICES = ("rnn", "rnn-relu", "lstm", "gru", "ln-lstm", "ln-gru", "carry-lstm")
+from collections.abc import Sequence
+
+
+class Names(Sequence):
+    """A list of names that registration can extend (argparse reads it when the parser is
+    built, so a cell registered before that is offered by ``--cell``)."""
+
+    def __init__(self, *names: str) -> None:
+        self._names = list(names)
+
+    def __getitem__(self, index):
+        return self._names[index]
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return f"Names{tuple(self._names)}"
+
+    def add(self, name: str) -> None:
+        if name not in self._names:
+            self._names.append(name)
+
+
+# The built-in cells, in registry order; rnnkit.functional.register_cell adds to it, and a
+# test checks it against rnnkit.functional.CELLS (which this module cannot import: torch).
+CELL_CHOICES = Names("rnn", "rnn-relu", "lstm", "gru", "ln-lstm", "ln-gru", "carry-lstm")
 INIT_CHOICES = ("torch", "orthogonal", "identity")
 BACKEND_CHOICES = ("native", "fused", "reference")  # rnnkit.available_backends(), CPU build
 LEVELS = ("char", "word")  # language-model tokens

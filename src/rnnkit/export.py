@@ -37,9 +37,10 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.choices import install_hint
+from rnnkit.functional import cell_spec
 
 FORMATS = ("onnx", "torchscript", "safetensors")
-_TORCH_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}
+_TORCH_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "rnn-relu": "RNN"}  # torch.nn has these
 _MODELS = {  # class name -> (module, config class) for load_safetensors
     "SequenceClassifier": ("rnnkit.models.classifier", "SequenceClassifierConfig"),
     "SequenceForecaster": ("rnnkit.models.forecaster", "ForecasterConfig"),
@@ -57,8 +58,8 @@ class _TorchRecurrent(nn.Module):
         super().__init__()
         cls = getattr(nn, _TORCH_MODES[layer.mode])
         kwargs = {}
-        if layer.mode.startswith("rnn_"):
-            kwargs["nonlinearity"] = layer.mode.removeprefix("rnn_")
+        if cls is nn.RNN:
+            kwargs["nonlinearity"] = "relu" if layer.mode == "rnn-relu" else "tanh"
         self.rnn = cls(layer.input_size, layer.hidden_size, layer.num_layers, bias=layer.bias,
                        batch_first=layer.batch_first, dropout=layer.dropout,
                        bidirectional=layer.bidirectional, **kwargs)
@@ -172,7 +173,7 @@ def _signature(model: nn.Module) -> tuple[list[str], list[str], dict[str, Any]]:
     kind = type(model).__name__
     config = model.config
     if kind == "LanguageModel":
-        states = ["h_n", "c_n"] if config.cell in ("lstm", "ln-lstm", "carry-lstm") else ["h_n"]
+        states = ["h_n", "c_n"] if cell_spec(config.cell).num_states == 2 else ["h_n"]
         return ["tokens"], ["logits", *states], {"vocab": config.vocab_size}
     if kind == "SequenceForecaster":
         outputs = ["mean", "std"] if config.probabilistic else ["mean"]

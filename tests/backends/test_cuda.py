@@ -12,7 +12,7 @@ import torch
 import rnnkit
 from rnnkit.backends import run_direction
 from tests.backends.test_fused_vs_reference import random_masks
-from tests.conftest import CELLS, NUM_STATES, make_extra, make_weights, random_lengths
+from tests.helpers import CELLS, NUM_STATES, make_extra, make_weights, random_lengths
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -15,7 +15,7 @@ from rnnkit.backends import run_direction
 from rnnkit.backends.ops import run_sequence
 from rnnkit.functional import CELLS as SPECS
 from rnnkit.functional import Masks
-from tests.conftest import CELLS, NUM_STATES, make_extra, make_weights, random_lengths
+from tests.helpers import CELLS, NUM_STATES, make_extra, make_weights, random_lengths
 
 TOL = {torch.float64: {"rtol": 1e-10, "atol": 1e-10}, torch.float32: {"rtol": 1e-5, "atol": 1e-5}}
 # A layer norm over a handful of units divides by their spread, which magnifies float32
@@ -54,7 +54,7 @@ def _run_both(cell, T, B, I, H, dtype, lengths, reverse=False, bias=True, masks=
 
 def _assert_same(results, dtype, cell=""):
     (y_r, f_r, g_r), (y_f, f_f, g_f) = results["reference"], results["fused"]
-    tol = TOL_LAYER_NORM_FLOAT32 if cell.startswith("ln_") and dtype == torch.float32 else TOL[dtype]
+    tol = TOL_LAYER_NORM_FLOAT32 if cell.startswith("ln-") and dtype == torch.float32 else TOL[dtype]
     torch.testing.assert_close(y_f, y_r, **tol)
     for a, b in zip(f_f, f_r):
         torch.testing.assert_close(a, b, **tol)

@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import rnnkit
 from rnnkit.backends import native, record_state_gradients, run_direction
 from tests.backends.test_fused_vs_reference import random_masks
-from tests.conftest import NUM_STATES, make_weights, random_lengths
+from tests.helpers import NUM_STATES, make_weights, random_lengths
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native engine not built here")
 

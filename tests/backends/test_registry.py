@@ -18,7 +18,7 @@ def test_builtin_backends_and_automatic_choice():
     assert select_backend(None, "lstm", CPU, F32).name == expected
     assert select_backend(None, "gru", CPU, torch.float64).name == expected
     # What the native loops do not cover goes to the fused engine, without a warning.
-    assert select_backend(None, "ln_lstm", CPU, F32).name == "fused"
+    assert select_backend(None, "ln-lstm", CPU, F32).name == "fused"
     assert select_backend(None, "lstm", CPU, torch.bfloat16).name == "fused"
 
 
@@ -69,9 +69,9 @@ def test_unsupported_case_falls_back_with_a_warning(monkeypatch):
     monkeypatch.setattr(registry, "_PREFERENCE", list(registry._PREFERENCE))
     registry.register_backend(Picky(), preference=0)
     # Automatic selection skips it; naming it warns and falls back to the next in line.
-    assert select_backend(None, "ln_gru", CPU, F32).name == "fused"
+    assert select_backend(None, "ln-gru", CPU, F32).name == "fused"
     with pytest.warns(RuntimeWarning, match=r"backend 'picky' cannot run this case \(float16 only\); using 'fused'"):
-        assert select_backend("picky", "ln_gru", CPU, F32).name == "fused"
+        assert select_backend("picky", "ln-gru", CPU, F32).name == "fused"
 
 
 def test_unknown_explicit_name():

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from rnnkit.functional import CELLS as SPECS
-from rnnkit.functional import STEPS, gate_blocks
-from tests.conftest import GATES, NUM_STATES, PLAIN_CELLS
+from rnnkit.functional import gate_blocks
+from tests.helpers import GATES, NUM_STATES, PLAIN_CELLS
 
 
 @pytest.mark.parametrize("cell", PLAIN_CELLS)
@@ -25,7 +25,7 @@ def test_backward_step_matches_autograd(cell: str, bias: bool) -> None:
     w_hh = (torch.randn(G, H, dtype=dtype) * H ** -0.5).requires_grad_()
     b_hh = torch.randn(G, dtype=dtype, requires_grad=True) if bias else None
 
-    new_state, cache = STEPS[cell](x_proj, state, w_hh, b_hh)
+    new_state, cache = SPECS[cell].step(x_proj, state, w_hh, b_hh)
     upstream = [torch.randn_like(s) for s in new_state]
     leaves = [x_proj, *state, w_hh] + ([b_hh] if bias else [])
     expected = torch.autograd.grad(new_state, leaves, upstream)

@@ -8,8 +8,8 @@ import torch
 import rnnkit
 
 CELLS = {
-    "rnn_tanh": (torch.nn.RNNCell, rnnkit.nn.RNNCell, {"nonlinearity": "tanh"}),
-    "rnn_relu": (torch.nn.RNNCell, rnnkit.nn.RNNCell, {"nonlinearity": "relu"}),
+    "rnn": (torch.nn.RNNCell, rnnkit.nn.RNNCell, {"nonlinearity": "tanh"}),
+    "rnn-relu": (torch.nn.RNNCell, rnnkit.nn.RNNCell, {"nonlinearity": "relu"}),
     "lstm": (torch.nn.LSTMCell, rnnkit.nn.LSTMCell, {}),
     "gru": (torch.nn.GRUCell, rnnkit.nn.GRUCell, {}),
 }

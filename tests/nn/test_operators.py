@@ -16,12 +16,12 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import rnnkit
 from rnnkit.backends import run_direction
 from rnnkit.backends.native import available as native_available
-from tests.conftest import CELLS, NUM_STATES, make_extra, make_weights
+from tests.helpers import CELLS, NUM_STATES, make_extra, make_weights
 
 NATIVE = pytest.mark.skipif(not native_available(), reason="the native engine is not built")
 ENGINES = ["reference", "fused", pytest.param("native", marks=NATIVE)]
-TORCH_LAYERS = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN}
-OURS = {"lstm": rnnkit.nn.LSTM, "gru": rnnkit.nn.GRU, "rnn_tanh": rnnkit.nn.RNN}
+TORCH_LAYERS = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
+OURS = {"lstm": rnnkit.nn.LSTM, "gru": rnnkit.nn.GRU, "rnn": rnnkit.nn.RNN}
 
 
 @pytest.fixture(autouse=True)
@@ -115,7 +115,7 @@ def test_compile_fullgraph_packed_sequence(enforce_sorted):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 def test_gradient_penalty_equals_torch_nn(kind, engine):
     # The case: the penalty's weight gradients were silently dropped.
     ref, ours = pair(kind, engine)
@@ -199,7 +199,7 @@ def _outputs_and_grads(model, x):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("scale", [1.0, 100.0, 1e3, 1e4])
 def test_unnormalised_inputs_match_torch_nn(kind, engine, dtype, scale):
@@ -222,7 +222,7 @@ def test_unnormalised_inputs_match_torch_nn(kind, engine, dtype, scale):
         err_torch = float((b.double() - t).abs().max() / size)
         factor, limit = (4, 1e-10) if dtype == torch.float64 else (4, 1e-4)
         assert err_ours <= factor * err_torch + limit, (err_ours, err_torch)
-    if kind != "rnn_tanh":
+    if kind != "rnn":
         with torch.no_grad():
             step, _ = ours.step(x[0])
         torch.testing.assert_close(step.double(), truth[0][0].detach(),
@@ -254,13 +254,13 @@ def test_variants_stay_finite_and_agree_on_large_inputs(cls, engine):
 @pytest.mark.parametrize("kind,name,shape", [
     ("gru", "weight_hh_l0", (14, 5)), ("gru", "weight_ih_l0", (15, 3)),
     ("lstm", "bias_hh_l0", (19,)), ("lstm", "weight_hh_l0", (20, 4)),
-    ("rnn_tanh", "bias_ih_l0", (4,))])
+    ("rnn", "bias_ih_l0", (4,))])
 def test_mis_shaped_weights_raise_for_every_engine(kind, name, shape, engine):
     model = OURS[kind](4, 5, backend=engine)
     setattr(model, name, torch.nn.Parameter(torch.randn(shape)))
     with pytest.raises(RuntimeError, match=rf"{name}: expected shape"):
         model(torch.randn(3, 2, 4))
-    if kind != "rnn_tanh":
+    if kind != "rnn":
         with torch.no_grad(), pytest.raises(RuntimeError, match="expected shape"):
             model.step(torch.randn(2, 4))
 
@@ -297,7 +297,7 @@ def test_native_ops_check_every_shape():
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 def test_empty_batch_as_torch_nn(kind, engine):
     ref, ours = pair(kind, engine, torch.float32, num_layers=2, bidirectional=True)
     outs = []
@@ -310,7 +310,7 @@ def test_empty_batch_as_torch_nn(kind, engine):
     assert outs[0] == outs[1]
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 def test_zero_length_sequence_refused_as_torch_nn(kind):
     _, ours = pair(kind, None, torch.float32)
     for x in (torch.ones(0, 10, 4), torch.ones(0, 4)):

@@ -14,11 +14,11 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
-from tests.conftest import random_lengths
+from tests.helpers import random_lengths
 
 KINDS = {
-    "rnn_tanh": (torch.nn.RNN, rnnkit.nn.RNN, {"nonlinearity": "tanh"}),
-    "rnn_relu": (torch.nn.RNN, rnnkit.nn.RNN, {"nonlinearity": "relu"}),
+    "rnn": (torch.nn.RNN, rnnkit.nn.RNN, {"nonlinearity": "tanh"}),
+    "rnn-relu": (torch.nn.RNN, rnnkit.nn.RNN, {"nonlinearity": "relu"}),
     "lstm": (torch.nn.LSTM, rnnkit.nn.LSTM, {}),
     "gru": (torch.nn.GRU, rnnkit.nn.GRU, {}),
 }
@@ -180,7 +180,7 @@ def test_state_dict_round_trip_and_parameter_order():
     assert len(ours.all_weights) == len(reference.all_weights) == 4
 
 
-@pytest.mark.parametrize("kind", ["gru", "rnn_tanh"])
+@pytest.mark.parametrize("kind", ["gru", "rnn"])
 def test_outputs_can_be_modified_in_place(kind):
     # torch.nn.GRU/RNN allow an in-place op on their output before backward; so must we,
     # without the change reaching the cache the backward reads.

@@ -10,12 +10,12 @@ import torch.nn.functional as F
 import rnnkit
 from rnnkit.backends import run_direction
 from rnnkit.functional import Masks
-from tests.conftest import CELLS, NUM_STATES, make_extra, make_weights
+from tests.helpers import CELLS, NUM_STATES, make_extra, make_weights
 
 D = torch.float64
 TOL = {"rtol": 1e-10, "atol": 1e-10}
-VARIANTS = {"ln_lstm": rnnkit.nn.LayerNormLSTM, "ln_gru": rnnkit.nn.LayerNormGRU,
-            "carry_lstm": rnnkit.nn.CarryLSTM}
+VARIANTS = {"ln-lstm": rnnkit.nn.LayerNormLSTM, "ln-gru": rnnkit.nn.LayerNormGRU,
+            "carry-lstm": rnnkit.nn.CarryLSTM}
 
 
 def _perturb(layer: torch.nn.Module) -> None:

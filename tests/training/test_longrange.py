@@ -17,7 +17,7 @@ from rnnkit.data.synthetic import (
     copy_baseline_cross_entropy,
     copy_memory,
 )
-from rnnkit.functional import STEPS
+from rnnkit.functional import CELLS
 from rnnkit.training.diagnostics import state_gradient_norms
 
 
@@ -82,7 +82,7 @@ def test_state_gradient_norms_equal_autograd():
     c = torch.zeros_like(h)
     hs = []
     for t in range(9):
-        (h, c), _ = STEPS["lstm"](x[:, t] @ p["weight_ih_l0"].T + p["bias_ih_l0"], (h, c),
+        (h, c), _ = CELLS["lstm"].step(x[:, t] @ p["weight_ih_l0"].T + p["bias_ih_l0"], (h, c),
                                  p["weight_hh_l0"], p["bias_hh_l0"])
         h.retain_grad()
         hs.append(h)

@@ -16,9 +16,9 @@ PAD, BOS, EOS = 2, 3, 1
 def _model(attention="general", cell="gru", input_feeding=True, vocab=12, hidden=16,
            **kwargs) -> Translator:
     torch.manual_seed(0)
-    config = TranslatorConfig(vocab, vocab, embedding=8, hidden=hidden, cell=cell,
-                              attention=attention, input_feeding=input_feeding, dropout=0.0,
-                              **kwargs)
+    config = TranslatorConfig(source_vocab=vocab, target_vocab=vocab, embedding=8, hidden=hidden,
+                              cell=cell, bidirectional=True, attention=attention,
+                              input_feeding=input_feeding, dropout=0.0, **kwargs)
     return Translator(config).eval()
 
 
@@ -157,11 +157,12 @@ def test_a_wide_beam_finds_the_exhaustive_best():
 
 def test_bad_configuration_and_input_are_refused():
     with pytest.raises(ValueError, match="--attention"):
-        TranslatorConfig(5, 5, attention="luong")
+        TranslatorConfig(source_vocab=5, target_vocab=5, attention="luong")
     with pytest.raises(ValueError, match="--tie-embeddings"):
-        TranslatorConfig(5, 5, embedding=8, hidden=16, tie_embeddings=True)
+        TranslatorConfig(source_vocab=5, target_vocab=5, embedding=8, hidden=16,
+                         tie_embeddings=True)
     with pytest.raises(ValueError, match="--hidden"):
-        TranslatorConfig(5, 5, hidden=15)
+        TranslatorConfig(source_vocab=5, target_vocab=5, hidden=15, bidirectional=True)
     model = _model()
     with pytest.raises(ValueError, match="lengths"):
         model.encode(torch.tensor([[4, 5]]), torch.tensor([3]))
@@ -192,8 +193,8 @@ def _reverse_batch(n: int, generator: torch.Generator, symbols: int = 8):
 @functools.cache
 def _reverse_model(attention: str, steps: int) -> Translator:
     torch.manual_seed(0)
-    model = Translator(TranslatorConfig(12, 12, embedding=16, hidden=32, dropout=0.0,
-                                        attention=attention))
+    model = Translator(TranslatorConfig(source_vocab=12, target_vocab=12, embedding=16, hidden=32,
+                                        bidirectional=True, dropout=0.0, attention=attention))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     generator = torch.Generator().manual_seed(1)
     for _ in range(steps):

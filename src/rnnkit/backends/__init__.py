@@ -55,7 +55,7 @@ def run_direction(cell: str, x: Tensor, states0: tuple[Tensor, ...], w_ih: Tenso
     """Run ``cell`` over one direction of one layer with the selected backend.
 
     Args:
-        cell: a key of :data:`rnnkit.functional.CELLS` (``"lstm"``, ``"ln_gru"``...).
+        cell: a key of :data:`rnnkit.functional.CELLS` (``"lstm"``, ``"ln-gru"``...).
         x: [T, B, I]; states0: tuple of [B, H]; weights as torch.nn names them.
         lengths: int64 CPU tensor [B] of valid lengths (1..T), or None for all T.
         reverse: run from each sequence's last valid step back to its first.

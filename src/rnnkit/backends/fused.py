@@ -110,6 +110,8 @@ class FusedBackend:
     def unsupported_reason(self, cell: str, device: torch.device, dtype: torch.dtype) -> str | None:
         if cell not in CELLS:
             return f"unknown cell {cell!r}"
+        if CELLS[cell].step_into is None:
+            return f"the {cell} cell has no hand-derived backward (only its plain step)"
         if not dtype.is_floating_point:
             return f"dtype {dtype} is not floating point"
         return None

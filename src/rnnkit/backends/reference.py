@@ -13,23 +13,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.functional import CELLS, LAYER_NORM_EPS, STEPS, Masks
+from rnnkit.functional import CELLS, LAYER_NORM_EPS, Masks
 
 
 class ReferenceBackend:
-    """Autograd through :data:`rnnkit.functional.STEPS`; supports every cell, device and dtype."""
+    """Autograd through each cell's plain ``step`` (:class:`rnnkit.functional.CellSpec`);
+    supports every registered cell, device and dtype."""
 
     name = "reference"
 
     def unsupported_reason(self, cell: str, device: torch.device, dtype: torch.dtype) -> str | None:
-        return None if cell in STEPS else f"unknown cell {cell!r}"
+        return None if cell in CELLS else f"unknown cell {cell!r}"
 
     def run(self, cell: str, x: Tensor, states0: tuple[Tensor, ...], w_ih: Tensor,
             w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
             lengths: Tensor | None, extra: Sequence[Tensor] = (),
             masks: Masks | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
-        step = STEPS[cell]
         spec = CELLS[cell]
+        step = spec.step
         masks = masks or Masks()
         T = x.shape[0]
         if spec.input_norm:  # LN(W_ih x; w_x) + b_ih

@@ -193,7 +193,8 @@ def lstm_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh:
     recurrent_grad(dh, dgx.flat, w_hh, dy_prev, mask)  # dh_{t-1} = dy_{t-1} + dgates @ W_hh
 
 
-LSTM = CellSpec(name="lstm", gates=4, num_states=2, fold_hidden_bias=True,
+LSTM = CellSpec(name="lstm", gates=4, num_states=2, step=lstm_step, forget_gate=1,
+                aliases=("LSTM",), fold_hidden_bias=True,
                 separate_hidden_grads=False, cache_widths=(1,), step_into=lstm_step_into,
                 local_derivatives=lstm_local_derivatives, backward_step=lstm_backward_step,
                 prepare=lstm_prepare)
@@ -258,7 +259,8 @@ def carry_lstm_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor],
     recurrent_grad(dh, dgx.flat, w_hh, dh, mask)  # + dgates @ W_hh
 
 
-CARRY_LSTM = CellSpec(name="carry_lstm", gates=5, num_states=2, fold_hidden_bias=True,
+CARRY_LSTM = CellSpec(name="carry-lstm", gates=5, num_states=2, step=carry_lstm_step,
+                      forget_gate=1, aliases=("carry_lstm",), fold_hidden_bias=True,
                       separate_hidden_grads=False, cache_widths=(1,),
                       step_into=carry_lstm_step_into,
                       local_derivatives=carry_lstm_local_derivatives,

@@ -98,8 +98,9 @@ def rnn_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh: 
     recurrent_grad(dh, dgx.flat, w_hh, dy_prev, mask)  # dh_{t-1} = dy_{t-1} + (da_t @ W_hh) m
 
 
-def _spec(name: str, activation, local_derivatives) -> CellSpec:
-    return CellSpec(name=name, gates=1, num_states=1, fold_hidden_bias=True,
+def _spec(name: str, step, activation, local_derivatives, aliases) -> CellSpec:
+    return CellSpec(name=name, gates=1, num_states=1, step=step, aliases=aliases,
+                    fold_hidden_bias=True,
                     separate_hidden_grads=False, cache_widths=(),
                     step_into=_step_into(activation), local_derivatives=local_derivatives,
                     backward_step=rnn_backward_step)
@@ -109,5 +110,7 @@ def _relu_into(a: Tensor, out: Tensor) -> None:
     torch.clamp_min(a, 0, out=out)
 
 
-RNN_TANH = _spec("rnn_tanh", torch.tanh, rnn_tanh_local_derivatives)
-RNN_RELU = _spec("rnn_relu", _relu_into, rnn_relu_local_derivatives)
+RNN_TANH = _spec("rnn", rnn_tanh_step, torch.tanh, rnn_tanh_local_derivatives,
+                 ("rnn_tanh", "RNN_TANH"))
+RNN_RELU = _spec("rnn-relu", rnn_relu_step, _relu_into, rnn_relu_local_derivatives,
+                 ("rnn_relu", "RNN_RELU"))

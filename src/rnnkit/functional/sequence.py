@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -87,12 +87,23 @@ LAYER_NORM_EPS = 1e-5
 
 @dataclass(frozen=True)
 class CellSpec:
-    """What the sequence loop needs to know about one cell type.
+    """Everything rnnkit knows about one cell type: the single description every layer,
+    engine, task, export and server asks (see :func:`rnnkit.functional.register_cell`).
+
+    A cell needs only ``name``, ``gates``, ``num_states`` and ``step``: it then runs on the
+    reference engine (autograd through ``step``). The hand-derived fields (``step_into``,
+    ``local_derivatives``, ``backward_step``...) add the fused engine's loop.
 
     Attributes:
-        name: registry key, e.g. ``"lstm"``.
+        name: the cell's one name, as ``--cell`` spells it, e.g. ``"ln-lstm"``.
         gates: number of gate blocks stacked in ``W_ih`` / ``W_hh`` (1, 3 or 4).
         num_states: 1 (``h``) or 2 (``h, c``).
+        step: the plain, autograd-friendly step
+            ``(x_proj_t, state, w_hh, b_hh, extra=(), h_in=None) -> (state, cache)``.
+        forget_gate: the gate block whose bias is the forget gate's (``--forget-bias``
+            sets it), or None for a cell without one.
+        aliases: other spellings accepted for ``name`` (older run folders, torch.nn's
+            ``mode`` strings).
         fold_hidden_bias: True when ``b_hh`` enters the cell only through the sum
             ``W_ih x + b_ih + W_hh h + b_hh`` and can be added to the input projection.
         separate_hidden_grads: True when the gradient reaching ``W_hh h + b_hh``
@@ -127,12 +138,15 @@ class CellSpec:
     name: str
     gates: int
     num_states: int
-    fold_hidden_bias: bool
-    separate_hidden_grads: bool
-    cache_widths: tuple[int, ...]
-    step_into: Callable[..., None]
-    local_derivatives: Callable[..., tuple[Tensor, ...]]
-    backward_step: Callable[..., None]
+    step: Callable[..., tuple[tuple[Tensor, ...], Any]]
+    forget_gate: int | None = None
+    aliases: tuple[str, ...] = ()
+    fold_hidden_bias: bool = True
+    separate_hidden_grads: bool = False
+    cache_widths: tuple[int, ...] = ()
+    step_into: Callable[..., None] | None = None
+    local_derivatives: Callable[..., tuple[Tensor, ...]] | None = None
+    backward_step: Callable[..., None] | None = None
     prepare: Callable[..., tuple[Tensor, ...]] | None = None
     extra: tuple[ExtraParam, ...] = ()
     input_norm: bool = False

@@ -7,26 +7,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rnnkit.models.recurrent import build_initialised_encoder
+from rnnkit.models.recurrent import EncoderConfig, build_initialised_encoder
 
 
-@dataclass
-class SequenceClassifierConfig:
+@dataclass(kw_only=True)
+class SequenceClassifierConfig(EncoderConfig):
     """Everything needed to rebuild a :class:`SequenceClassifier`."""
 
     input_size: int
     num_classes: int
-    cell: str = "lstm"
-    hidden: int = 128
-    layers: int = 1
-    bidirectional: bool = False
-    dropout: float = 0.0  # between recurrent layers and before the head
-    init: str = "torch"
-    forget_bias: float | None = 1.0  # LSTM only; Jozefowicz et al. 2015
-    backend: str | None = None
-    zoneout: float = 0.0  # inside the recurrence (rnnkit.nn.RNNBase)
-    recurrent_dropout: float = 0.0
-    proj_size: int = 0  # LSTM only: h projected to this width (LSTMP, Sak et al. 2014)
 
 
 class SequenceClassifier(nn.Module):

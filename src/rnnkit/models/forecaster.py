@@ -9,27 +9,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.choices import WINDOW_NORMS
-from rnnkit.models.recurrent import build_initialised_encoder
+from rnnkit.models.recurrent import EncoderConfig, build_initialised_encoder
 
 MIN_STD = 1e-3  # floor of the Gaussian head's standard deviation (standardised units)
 
 
-@dataclass
-class ForecasterConfig:
+@dataclass(kw_only=True)
+class ForecasterConfig(EncoderConfig):
     """Everything needed to rebuild a :class:`SequenceForecaster`."""
 
     input_size: int  # columns per step: the target, then covariates
     output_length: int  # target steps forecast at once
-    cell: str = "gru"
-    hidden: int = 32
-    layers: int = 1
-    bidirectional: bool = False
-    dropout: float = 0.0
-    init: str = "torch"
-    forget_bias: float | None = 1.0
-    backend: str | None = None
-    zoneout: float = 0.0
-    recurrent_dropout: float = 0.0
     window_norm: str = "last"  # subtract the window's last target value (and add it back)
     probabilistic: bool = False  # Gaussian head: a mean and a standard deviation per step
 

@@ -16,30 +16,21 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rnnkit.models.recurrent import build_initialised_encoder
+from rnnkit.models.recurrent import EncoderConfig, build_initialised_encoder
 
 State = Tensor | tuple[Tensor, ...]
 
 
-@dataclass
-class LanguageModelConfig:
+@dataclass(kw_only=True)
+class LanguageModelConfig(EncoderConfig):
     """Everything needed to rebuild a :class:`LanguageModel`."""
 
     vocab_size: int
     embedding: int = 64
-    cell: str = "lstm"
-    hidden: int = 512
-    layers: int = 1
-    dropout: float = 0.0  # on the embeddings, between layers and before the output layer
     tie_weights: bool = False
-    init: str = "torch"
-    forget_bias: float | None = 1.0  # LSTMs only; Jozefowicz et al. 2015
-    backend: str | None = None
-    zoneout: float = 0.0
-    recurrent_dropout: float = 0.0
-    bidirectional: bool = False  # a language model reads left to right; kept for the encoder
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.vocab_size < 1:
             raise ValueError(f"vocab_size: expected a positive integer, got {self.vocab_size}")
         if self.bidirectional:

@@ -2,18 +2,58 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
 import torch
 from torch import nn
 
 import rnnkit.nn as rnn
-from rnnkit.choices import CELL_CHOICES, INIT_CHOICES
+from rnnkit.choices import INIT_CHOICES
+from rnnkit.functional import CELLS, cell_spec
 
-# Names the CLI's --cell and --init accept, and the layer each cell name builds.
-_LAYERS = {"lstm": rnn.LSTM, "gru": rnn.GRU, "ln-lstm": rnn.LayerNormLSTM,
-           "ln-gru": rnn.LayerNormGRU, "carry-lstm": rnn.CarryLSTM}
-if set(CELL_CHOICES) != {"rnn", "rnn-relu", *_LAYERS}:  # the command line offers CELL_CHOICES
-    raise ImportError("rnnkit.choices.CELL_CHOICES and models.recurrent._LAYERS disagree")
-_LSTM_MODES = ("lstm", "LSTM", "ln_lstm", "carry_lstm")  # cells with a forget gate at block 1
+
+@dataclass(kw_only=True)
+class EncoderConfig:
+    """The recurrent encoder, declared once: every model config extends it, every task
+    fills it from its options with :meth:`from_options`, and :func:`build_initialised_encoder`
+    builds it. The defaults are the library's; each task's own are in its options."""
+
+    cell: str = "lstm"  # a registered cell's name (rnnkit.functional.CELLS)
+    hidden: int = 128
+    layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0  # between recurrent layers (and, per model, around them)
+    init: str = "torch"
+    forget_bias: float | None = 1.0  # cells with a forget gate; Jozefowicz et al. 2015
+    backend: str | None = None
+    zoneout: float = 0.0  # inside the recurrence (rnnkit.nn.RNNBase)
+    recurrent_dropout: float = 0.0
+    proj_size: int = 0  # LSTM only: h projected to this width (LSTMP, Sak et al. 2014)
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"--cell: expected one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.init not in INIT_CHOICES:
+            raise ValueError(f"--init: expected one of {', '.join(INIT_CHOICES)}, got "
+                             f"{self.init!r}")
+        if (CELLS[self.cell].forget_gate is None and self.forget_bias is not None
+                and self.forget_bias != EncoderConfig.forget_bias):
+            raise ValueError(f"--forget-bias: the {self.cell} cell has no forget gate, so "
+                             f"{self.forget_bias} would change nothing; leave it out")
+
+    @property
+    def encoder(self) -> EncoderConfig:
+        """Just the encoder's fields, as an :class:`EncoderConfig`."""
+        return EncoderConfig(**{f.name: getattr(self, f.name) for f in fields(EncoderConfig)})
+
+    @staticmethod
+    def from_options(options: Mapping[str, Any]) -> dict[str, Any]:
+        """The encoder's fields found in a run's options (``config.json``), as keyword
+        arguments for a model config; a run written before an option existed lacks it and
+        gets the default."""
+        return {f.name: options[f.name] for f in fields(EncoderConfig) if f.name in options}
 
 
 def build_recurrent(cell: str, input_size: int, hidden: int, layers: int = 1,
@@ -23,15 +63,16 @@ def build_recurrent(cell: str, input_size: int, hidden: int, layers: int = 1,
     """An ``rnnkit.nn`` layer with ``batch_first=True``.
 
     Args:
-        cell: one of :data:`CELL_CHOICES` (``rnn`` is the tanh RNN; ``ln-lstm``,
-            ``ln-gru`` the layer-norm variants; ``carry-lstm`` the carry-gate LSTM).
+        cell: a registered cell's name (:data:`rnnkit.functional.CELLS`: ``rnn`` is the tanh
+            RNN; ``ln-lstm``, ``ln-gru`` the layer-norm variants; ``carry-lstm`` the
+            carry-gate LSTM; and any cell added with ``register_cell``).
         input_size, hidden, layers, bidirectional, dropout: as torch.nn's layers.
         backend: rnnkit engine, or None for automatic.
         zoneout, recurrent_dropout: regularisers inside the recurrence (:class:`rnnkit.nn.RNNBase`).
         proj_size: LSTM only, the width of the projected hidden state (0: none).
     """
-    if cell not in CELL_CHOICES:
-        raise ValueError(f"cell: expected one of {', '.join(CELL_CHOICES)}, got {cell!r}")
+    if cell not in CELLS:
+        raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {cell!r}")
     kwargs = {"num_layers": layers, "bidirectional": bidirectional, "batch_first": True,
               "dropout": dropout if layers > 1 else 0.0, "backend": backend,
               "zoneout": zoneout, "recurrent_dropout": recurrent_dropout}
@@ -39,9 +80,7 @@ def build_recurrent(cell: str, input_size: int, hidden: int, layers: int = 1,
         if cell != "lstm":
             raise ValueError(f"proj_size: only the lstm cell has a projection, got cell {cell!r}")
         kwargs["proj_size"] = proj_size
-    if cell in _LAYERS:
-        return _LAYERS[cell](input_size, hidden, **kwargs)
-    return rnn.RNN(input_size, hidden, nonlinearity="relu" if cell == "rnn-relu" else "tanh", **kwargs)
+    return rnn.layer_class(cell)(input_size, hidden, **kwargs)
 
 
 @torch.no_grad()
@@ -56,13 +95,15 @@ def initialise_recurrent(layer: nn.Module, scheme: str = "torch",
             ``weight_ih`` Xavier-uniform, with zero biases; ``"identity"`` is the IRNN
             recipe (Le et al. 2015, meant for relu RNNs): each ``weight_hh`` block the
             identity, ``weight_ih`` ~ N(0, 0.001^2), zero biases.
-        forget_bias: for the LSTMs (plain, layer-norm, carry-gate), the forget gate's total bias (``bias_ih`` + ``bias_hh``) is set
-            to this value (Jozefowicz et al. 2015: 1.0 eases learning long memories);
+        forget_bias: for a cell with a forget gate (its description's ``forget_gate``: the
+            plain, layer-norm and carry-gate LSTMs), the forget gate's total bias
+            (``bias_ih`` + ``bias_hh``) is set to this value (Jozefowicz et al. 2015: 1.0 eases learning long memories);
             None leaves the biases as the scheme made them.
     """
     if scheme not in INIT_CHOICES:
         raise ValueError(f"init: expected one of {', '.join(INIT_CHOICES)}, got {scheme!r}")
     hidden = layer.hidden_size
+    forget = cell_spec(layer.mode).forget_gate  # torch.nn's "LSTM" is an alias of "lstm"
     for name, param in layer.named_parameters():
         if scheme in ("orthogonal", "identity"):
             if name.startswith("weight_hh"):
@@ -79,21 +120,18 @@ def initialise_recurrent(layer: nn.Module, scheme: str = "torch",
                         nn.init.normal_(block, std=1e-3)
             elif name.startswith("bias"):
                 param.zero_()
-        if forget_bias is not None and getattr(layer, "mode", "") in _LSTM_MODES:
+        if forget_bias is not None and forget is not None:
             if name.startswith("bias_ih"):
-                param[hidden: 2 * hidden] = forget_bias
+                param[forget * hidden: (forget + 1) * hidden] = forget_bias
             elif name.startswith("bias_hh"):
-                param[hidden: 2 * hidden] = 0.0
+                param[forget * hidden: (forget + 1) * hidden] = 0.0
 
 
-def build_initialised_encoder(config, input_size: int) -> rnn.RNNBase:
-    """:func:`build_recurrent` then :func:`initialise_recurrent`, from a model config with
-    ``cell, hidden, layers, bidirectional, dropout, backend, init, forget_bias`` (and
-    ``zoneout``, ``recurrent_dropout``, ``proj_size``, zero when absent)."""
+def build_initialised_encoder(config: EncoderConfig, input_size: int) -> rnn.RNNBase:
+    """:func:`build_recurrent` then :func:`initialise_recurrent`, from an
+    :class:`EncoderConfig` (or a model config, which extends it)."""
     encoder = build_recurrent(config.cell, input_size, config.hidden, config.layers,
                               config.bidirectional, config.dropout, config.backend,
-                              getattr(config, "zoneout", 0.0),
-                              getattr(config, "recurrent_dropout", 0.0),
-                              getattr(config, "proj_size", 0))
+                              config.zoneout, config.recurrent_dropout, config.proj_size)
     initialise_recurrent(encoder, config.init, config.forget_bias)
     return encoder

@@ -7,25 +7,15 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.models.recurrent import build_initialised_encoder
+from rnnkit.models.recurrent import EncoderConfig, build_initialised_encoder
 
 
-@dataclass
-class SequenceTaggerConfig:
+@dataclass(kw_only=True)
+class SequenceTaggerConfig(EncoderConfig):
     """Everything needed to rebuild a :class:`SequenceTagger`."""
 
     vocab: int  # input symbols, fed one-hot
     num_classes: int
-    cell: str = "lstm"
-    hidden: int = 128
-    layers: int = 1
-    bidirectional: bool = False
-    dropout: float = 0.0
-    init: str = "torch"
-    forget_bias: float | None = 1.0
-    backend: str | None = None
-    zoneout: float = 0.0  # inside the recurrence (rnnkit.nn.RNNBase)
-    recurrent_dropout: float = 0.0
 
 
 class SequenceTagger(nn.Module):
@@ -36,9 +26,10 @@ class SequenceTagger(nn.Module):
         self.config = config
         self.encoder = build_initialised_encoder(config, config.vocab)
         directions = 2 if config.bidirectional else 1
+        self.dropout = nn.Dropout(config.dropout)  # before the head, as the classifier's
         self.head = nn.Linear(config.hidden * directions, config.num_classes)
 
     def forward(self, symbols: Tensor) -> Tensor:
         x = F.one_hot(symbols, self.config.vocab).to(self.head.weight.dtype)
         y, _ = self.encoder(x)
-        return self.head(y)
+        return self.head(self.dropout(y))

@@ -25,29 +25,20 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.choices import POOLINGS
-from rnnkit.models.recurrent import build_initialised_encoder
+from rnnkit.models.recurrent import EncoderConfig, build_initialised_encoder
 
 
-@dataclass
-class TextClassifierConfig:
+@dataclass(kw_only=True)
+class TextClassifierConfig(EncoderConfig):
     """Everything needed to rebuild a :class:`TextClassifier`."""
 
     vocab_size: int
     num_classes: int
     embedding: int = 128
-    cell: str = "lstm"
-    hidden: int = 128
-    layers: int = 1
-    bidirectional: bool = True
-    dropout: float = 0.5  # on the embeddings, between layers and before the head
     pooling: str = "max"
-    init: str = "torch"
-    forget_bias: float | None = 1.0
-    backend: str | None = None
-    zoneout: float = 0.0
-    recurrent_dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.pooling not in POOLINGS:
             raise ValueError(f"--pooling: expected one of {', '.join(POOLINGS)}, got "
                              f"{self.pooling!r}")

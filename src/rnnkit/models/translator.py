@@ -25,42 +25,35 @@ each sentence stops at its end token or at its own maximum length.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from types import SimpleNamespace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.choices import ATTENTIONS
-from rnnkit.models.recurrent import build_initialised_encoder
+from rnnkit.functional import cell_spec
+from rnnkit.models.recurrent import EncoderConfig, build_initialised_encoder
 
 State = Tensor | tuple[Tensor, ...]
 
 
-@dataclass
-class TranslatorConfig:
+@dataclass(kw_only=True)
+class TranslatorConfig(EncoderConfig):
     """Everything needed to rebuild a :class:`Translator`."""
 
     source_vocab: int
     target_vocab: int
     embedding: int = 256
-    cell: str = "gru"
-    hidden: int = 256  # decoder width and encoder output width
-    layers: int = 1
-    bidirectional: bool = True  # the encoder
-    dropout: float = 0.3
     attention: str = "general"
     input_feeding: bool = True
     tie_embeddings: bool = False
-    init: str = "torch"
-    forget_bias: float | None = 1.0
-    backend: str | None = None
     pad: int = 2
     bos: int = 3
     eos: int = 1
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("source_vocab", "target_vocab", "embedding", "hidden", "layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -134,16 +127,15 @@ class Translator(nn.Module):
     def __init__(self, config: TranslatorConfig) -> None:
         super().__init__()
         self.config = c = config
-        settings = asdict(c)
         directions = 2 if c.bidirectional else 1
         self.source_embedding = nn.Embedding(c.source_vocab, c.embedding, padding_idx=c.pad)
         self.target_embedding = nn.Embedding(c.target_vocab, c.embedding, padding_idx=c.pad)
         self.encoder = build_initialised_encoder(
-            SimpleNamespace(**{**settings, "hidden": c.hidden // directions}), c.embedding)
+            replace(c.encoder, hidden=c.hidden // directions), c.embedding)
         feed = c.hidden if c.input_feeding else 0
         self.decoder = build_initialised_encoder(
-            SimpleNamespace(**{**settings, "bidirectional": False}), c.embedding + feed)
-        self.lstm = isinstance(self.decoder.mode, str) and "lstm" in self.decoder.mode.lower()
+            replace(c.encoder, bidirectional=False), c.embedding + feed)
+        self.lstm = cell_spec(self.decoder.mode).num_states == 2  # the decoder carries (h, c)
         self.bridge = nn.ModuleList(nn.Linear(c.hidden, c.hidden)
                                     for _ in range(2 if self.lstm else 1))
         self.attention = Attention(c.attention, c.hidden) if c.attention != "none" else None

@@ -2,7 +2,16 @@
 variants torch.nn lacks."""
 
 from rnnkit.nn.cells import GRUCell, LSTMCell, RNNCell, RNNCellBase
-from rnnkit.nn.rnn import GRU, LSTM, RNN, CarryLSTM, LayerNormGRU, LayerNormLSTM, RNNBase
+from rnnkit.nn.rnn import (
+    GRU,
+    LSTM,
+    RNN,
+    CarryLSTM,
+    LayerNormGRU,
+    LayerNormLSTM,
+    RNNBase,
+    layer_class,
+)
 
 __all__ = ["GRU", "LSTM", "RNN", "CarryLSTM", "GRUCell", "LSTMCell", "LayerNormGRU",
-           "LayerNormLSTM", "RNNBase", "RNNCell", "RNNCellBase"]
+           "LayerNormLSTM", "RNNBase", "RNNCell", "RNNCellBase", "layer_class"]

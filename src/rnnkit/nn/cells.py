@@ -73,7 +73,7 @@ class RNNCellBase(nn.Module):
         s = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:
             s += ", bias=False"
-        if self.mode == "rnn_relu":
+        if self.mode == "rnn-relu":
             s += ", nonlinearity='relu'"
         return s
 
@@ -87,7 +87,7 @@ class RNNCell(RNNCellBase):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        super().__init__(f"rnn_{nonlinearity}", 1, input_size, hidden_size, bias, device, dtype,
+        super().__init__("rnn" if nonlinearity == "tanh" else "rnn-relu", 1, input_size, hidden_size, bias, device, dtype,
                          backend=backend)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:

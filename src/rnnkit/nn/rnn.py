@@ -15,6 +15,7 @@ loads unchanged and outputs match. What is added:
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from rnnkit.backends import available_backends, run_direction
-from rnnkit.functional import CELLS, Masks
+from rnnkit.functional import CELLS, Masks, cell_spec
 from rnnkit.nn.errors import RNNShapeError, RNNTypeError
 from rnnkit.nn.packing import repack, unpack
 from rnnkit.nn.projection import run_projected
@@ -46,8 +47,8 @@ class RNNBase(StepMixin, nn.Module):
     """Shared machinery of :class:`RNN`, :class:`LSTM` and :class:`GRU`.
 
     Args:
-        cell: a key of :data:`rnnkit.functional.CELLS` (``"rnn_tanh"``, ``"lstm"``,
-            ``"ln_gru"``...).
+        cell: a cell's name in :data:`rnnkit.functional.CELLS` (``"rnn"``, ``"lstm"``,
+            ``"ln-gru"``...) or one of its aliases.
         Others as torch.nn.RNNBase; ``backend`` names an engine or None for automatic.
         zoneout: probability that a state unit keeps its previous value at a step
             (Krueger et al. 2017), in training; in evaluation every unit takes the
@@ -64,6 +65,8 @@ class RNNBase(StepMixin, nn.Module):
                  *, backend: str | None = None, zoneout: float | tuple[float, float] = 0.0,
                  recurrent_dropout: float = 0.0) -> None:
         super().__init__()
+        spec = cell_spec(cell)
+        cell = spec.name
         check_size(input_size, "input_size")
         check_size(hidden_size, "hidden_size")
         check_size(num_layers, "num_layers")
@@ -93,7 +96,6 @@ class RNNBase(StepMixin, nn.Module):
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
                           f"non-zero dropout expects num_layers greater than 1, but got "
                           f"dropout={dropout} and num_layers={num_layers}", stacklevel=3)
-        spec = CELLS[cell]
         self.zoneout = check_zoneout(zoneout, spec.num_states)
         self.recurrent_dropout = check_probability(recurrent_dropout, "recurrent_dropout")
         if proj_size and (self.recurrent_dropout or any(self.zoneout)):
@@ -313,7 +315,7 @@ class RNNBase(StepMixin, nn.Module):
         s = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
-        if self.mode == "rnn_relu":
+        if self.mode == "rnn-relu":
             s += ", nonlinearity='relu'"
         if not self.bias:
             s += ", bias=False"
@@ -355,7 +357,7 @@ class RNN(RNNBase):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias,
+        super().__init__("rnn" if nonlinearity == "tanh" else "rnn-relu", input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, 0, device, dtype, backend=backend,
                          zoneout=zoneout, recurrent_dropout=recurrent_dropout)
 
@@ -424,7 +426,7 @@ class LayerNormLSTM(_LSTMLike):
         + _REGULARISERS + """
     """
 
-    _cell = "ln_lstm"
+    _cell = "ln-lstm"
 
 
 class LayerNormGRU(_GRULike):
@@ -435,7 +437,7 @@ class LayerNormGRU(_GRULike):
     ``ln_ih_weight`` and ``ln_hh_weight`` [3H], initialised to 1.""" + _REGULARISERS + """
     """
 
-    _cell = "ln_gru"
+    _cell = "ln-gru"
 
 
 class CarryLSTM(_LSTMLike):
@@ -445,4 +447,28 @@ class CarryLSTM(_LSTMLike):
     :data:`rnnkit.functional.lstm.CARRY_LSTM`); torch.nn.LSTM's arguments.""" + _REGULARISERS + """
     """
 
-    _cell = "carry_lstm"
+    _cell = "carry-lstm"
+
+
+# The layer each cell name builds. A cell registered only through its description
+# (rnnkit.functional.register_cell) gets a layer class made on first use: torch.nn.LSTM's
+# constructor for a cell with two states, torch.nn.GRU's for one.
+_LAYERS: dict[str, type[RNNBase]] = {"lstm": LSTM, "gru": GRU, "ln-lstm": LayerNormLSTM,
+                                     "ln-gru": LayerNormGRU, "carry-lstm": CarryLSTM}
+
+
+def layer_class(cell: str):
+    """The layer class of a cell (by name or alias), as a constructor taking torch.nn's
+    arguments: ``layer_class("ln-gru")(input_size, hidden_size, num_layers, ...)``."""
+    spec = cell_spec(cell)
+    if spec.name in ("rnn", "rnn-relu"):
+        return functools.partial(RNN, nonlinearity="relu" if spec.name == "rnn-relu" else "tanh")
+    if spec.name not in _LAYERS:
+        base = _LSTMLike if spec.num_states == 2 else _GRULike
+        name = "".join(part.capitalize() for part in spec.name.replace("_", "-").split("-"))
+        _LAYERS[spec.name] = type(name, (base,), {
+            "_cell": spec.name, "__module__": __name__,
+            "__doc__": f"A layer of the {spec.name} cell (registered through its "
+                       f"description), with torch.nn.{'LSTM' if spec.num_states == 2 else 'GRU'}'s "
+                       f"arguments."})
+    return _LAYERS[spec.name]

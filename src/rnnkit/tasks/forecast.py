@@ -215,11 +215,7 @@ class ForecastTask(catalog.ForecastOptions):
         data = ForecastData(config, run_dir)
         model_config = ForecasterConfig(
             input_size=data.series.values.shape[1], output_length=config["output_length"],
-            cell=config["cell"], hidden=config["hidden"], layers=config["layers"],
-            bidirectional=config["bidirectional"], dropout=config["dropout"], init=config["init"],
-            forget_bias=config["forget_bias"], backend=config["backend"],
-            zoneout=config["zoneout"], recurrent_dropout=config["recurrent_dropout"],
-            window_norm=config["window_norm"], probabilistic=config["probabilistic"])
+            **ForecasterConfig.from_options(config), window_norm=config["window_norm"], probabilistic=config["probabilistic"])
         return ForecastModule(config, model_config), data
 
     def describe_evaluation(self, module: ForecastModule, data: ForecastData, run_dir: Path,

@@ -244,12 +244,8 @@ class TextGenerator:
 def model_config(config: dict[str, Any], vocab_size: int) -> LanguageModelConfig:
     """The network a run's config describes."""
     return LanguageModelConfig(
-        vocab_size=vocab_size, embedding=config["embedding"], cell=config["cell"],
-        hidden=config["hidden"], layers=config["layers"], dropout=config["dropout"],
-        tie_weights=config["tie_weights"], init=config["init"],
-        forget_bias=config["forget_bias"], backend=config["backend"],
-        zoneout=config["zoneout"], recurrent_dropout=config["recurrent_dropout"],
-        bidirectional=config["bidirectional"])
+        vocab_size=vocab_size, embedding=config["embedding"], tie_weights=config["tie_weights"],
+        **LanguageModelConfig.from_options(config))
 
 
 class LanguageModelTask(catalog.LanguageModelOptions):

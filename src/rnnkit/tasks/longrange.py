@@ -26,6 +26,7 @@ from rnnkit.data.synthetic import (
     copy_memory,
 )
 from rnnkit.models.classifier import SequenceClassifier, SequenceClassifierConfig
+from rnnkit.models.recurrent import EncoderConfig
 from rnnkit.models.tagger import SequenceTagger, SequenceTaggerConfig
 from rnnkit.tasks import catalog
 from rnnkit.training.module import TrainingModule
@@ -127,8 +128,7 @@ class CopyModule(_LabModule):
 
 
 def _model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: config[k] for k in ("cell", "hidden", "layers", "bidirectional", "dropout", "init",
-                                   "forget_bias", "backend", "zoneout", "recurrent_dropout")}
+    return EncoderConfig.from_options(config)
 
 
 class AddingTask(catalog.AddingOptions):

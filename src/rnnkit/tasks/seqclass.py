@@ -178,12 +178,8 @@ class SequenceClassificationTask(catalog.SeqclassOptions):
         data = ImageSequenceData(config["data"], config["pixels"], config["permute"],
                                  config["batch_size"], config["shift"], config["seed"])
         model_config = SequenceClassifierConfig(
-            input_size=data.input_size, num_classes=len(data.classes), cell=config["cell"],
-            hidden=config["hidden"], layers=config["layers"], bidirectional=config["bidirectional"],
-            dropout=config["dropout"], init=config["init"], forget_bias=config["forget_bias"],
-            backend=config["backend"], zoneout=config["zoneout"],
-            recurrent_dropout=config["recurrent_dropout"],
-            proj_size=config.get("proj_size", 0))  # runs from before the option have none
+            input_size=data.input_size, num_classes=len(data.classes),
+            **SequenceClassifierConfig.from_options(config))
         return SequenceClassificationModule(config, model_config), data
 
     def after_test(self, run_dir: Path, module: SequenceClassificationModule,

@@ -219,11 +219,7 @@ class TextClassificationModule(TrainingModule):
 def model_config(config: dict[str, Any], vocab_size: int, num_classes: int) -> TextClassifierConfig:
     return TextClassifierConfig(
         vocab_size=vocab_size, num_classes=num_classes, embedding=config["embedding"],
-        cell=config["cell"], hidden=config["hidden"], layers=config["layers"],
-        bidirectional=config["bidirectional"], dropout=config["dropout"],
-        pooling=config["pooling"], init=config["init"], forget_bias=config["forget_bias"],
-        backend=config["backend"], zoneout=config["zoneout"],
-        recurrent_dropout=config["recurrent_dropout"])
+        pooling=config["pooling"], **TextClassifierConfig.from_options(config))
 
 
 def _say(message: str) -> None:

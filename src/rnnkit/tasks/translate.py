@@ -165,11 +165,8 @@ class TranslationModule(TrainingModule):
 def model_config(config: dict[str, Any], source_vocab: int, target_vocab: int) -> TranslatorConfig:
     return TranslatorConfig(
         source_vocab=source_vocab, target_vocab=target_vocab, embedding=config["embedding"],
-        cell=config["cell"], hidden=config["hidden"], layers=config["layers"],
-        bidirectional=config["bidirectional"], dropout=config["dropout"],
         attention=config["attention"], input_feeding=config["input_feeding"],
-        tie_embeddings=config["tie_embeddings"], init=config["init"],
-        forget_bias=config["forget_bias"], backend=config["backend"],
+        tie_embeddings=config["tie_embeddings"], **TranslatorConfig.from_options(config),
         pad=SPECIALS.index(PAD), bos=SPECIALS.index(BOS), eos=SPECIALS.index(EOS))
 
 
@@ -281,9 +278,7 @@ class TranslationTask(catalog.TranslateOptions):
         for key in ("epochs", "batch_size", "source_tokenizer", "target_tokenizer"):
             if config.get(key) is None:
                 config[key] = preset.get(key, "auto")
-        TranslatorConfig(1, 1, embedding=config["embedding"], hidden=config["hidden"],
-                         bidirectional=config["bidirectional"], attention=config["attention"],
-                         tie_embeddings=config["tie_embeddings"])  # checks the sizes early
+        model_config(config, 1, 1)  # checks the sizes and the cell's options early
         return config
 
     def build(self, config: dict[str, Any],
