@@ -1,7 +1,8 @@
-"""Every ``rnnkit`` command the README shows is one the command line accepts, and (in the
-slow suite) runs to the end with a tiny budget on data that needs no fetch.
+"""Every ``rnnkit`` command the README and the documentation pages (``docs/*.md``) show is
+one the command line accepts, and (in the slow suite) runs to the end with a tiny budget
+on data that needs no fetch.
 
-The commands are read from the README's fenced shell blocks: line continuations joined,
+The commands are read from the pages' fenced shell blocks: line continuations joined,
 comments, environment assignments, redirections and pipes removed.
 """
 
@@ -13,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).parents[1] / "README.md"
+ROOT = Path(__file__).parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def readme_commands() -> list[tuple[int, list[str]]]:
-    """(line number, argv) of every ``rnnkit`` command in the README's shell blocks."""
+def readme_commands(page: Path) -> list[tuple[str, list[str]]]:
+    """("page-line", argv) of every ``rnnkit`` command in a page's shell blocks."""
     commands = []
     fence, joined, start = None, "", 0
-    for number, line in enumerate(README.read_text().splitlines(), 1):
+    for number, line in enumerate(page.read_text().splitlines(), 1):
         if line.startswith("```"):
             fence = None if fence is not None else line[3:].strip()
             continue
@@ -34,15 +36,17 @@ def readme_commands() -> list[tuple[int, list[str]]]:
         text, joined = joined, ""
         for part in re.split(r"&&|\|", text):
             part = re.sub(r"^\s*([A-Z_]+=(\$\([^)]*\)|\S+)\s+)+", "", part)  # VAR=value cmd
+            if not re.search(r"(^|\s)rnnkit\s", part):
+                continue  # other programs' lines (pip, python, sanitizer runs)
             words = shlex.split(part, comments=True)
             if ">" in words:
                 words = words[:words.index(">")]
             if words[:1] == ["rnnkit"]:
-                commands.append((start, words))
+                commands.append((f"{page.stem}-{start}", words))
     return commands
 
 
-COMMANDS = readme_commands()
+COMMANDS = [command for page in PAGES for command in readme_commands(page)]
 
 
 def test_the_readme_shows_the_commands_it_should():
@@ -55,14 +59,14 @@ def test_the_readme_shows_the_commands_it_should():
                                                  "translate", "export", "serve"}
 
 
-@pytest.mark.parametrize("line,argv", COMMANDS, ids=[f"README:{n}" for n, _ in COMMANDS])
+@pytest.mark.parametrize("line,argv", COMMANDS, ids=[n for n, _ in COMMANDS])
 def test_every_readme_command_is_accepted_by_the_parser(line, argv):
     from rnnkit.cli import build_parser
 
     try:
         build_parser().parse_args(argv[1:])
     except SystemExit as exc:
-        pytest.fail(f"README line {line}: {' '.join(argv)} is refused (exit {exc.code})")
+        pytest.fail(f"{line}: {' '.join(argv)} is refused (exit {exc.code})")
 
 
 # --- every command, run with a tiny budget (slow suite) ----------------------------------
@@ -193,7 +197,7 @@ def test_every_readme_command_runs_with_a_tiny_budget(tmp_path, monkeypatch, cap
         err = capsys.readouterr().err
         ran += 1
         if code != 0:
-            failures.append(f"README:{line} {' '.join(args)} -> exit {code}: {err[-300:]}")
+            failures.append(f"{line}: {' '.join(args)} -> exit {code}: {err[-300:]}")
         elif args[0] == "train" and "--resume" not in args and "--folds" not in args:
             latest.setdefault(args[1], args[args.index("--out") + 1])  # the default recipe
     assert ran >= 35

@@ -97,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(test metric, baseline, steps to solve, wall time) and one plot of the "
                     "learning curves against the baseline.")
     what = cmp.add_argument_group("what to compare")
-    what.add_argument("--task", choices=("adding", "copy"), default="adding",
-                      help="the problem (default: adding)")
+    lab_tasks = [name for name, spec in CATALOG.items() if getattr(spec, "lab", False)]
+    what.add_argument("--task", choices=lab_tasks, default=lab_tasks[0],
+                      help=f"the problem (default: {lab_tasks[0]})")
     what.add_argument("--length", type=_int_list, default=[200], metavar="T[,T...]",
                       help="sequence lengths (adding) or delays (copy) (default: 200)")
     what.add_argument("--cells", type=_cell_list, default=["rnn", "lstm", "gru"], metavar="CELLS",
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="training sequences (default: 20000)")
     budget = cmp.add_argument_group("the shared budget and model options")
     add_options(budget, [o for o in COMMON_OPTIONS if o.key not in ("cell", "out")],
-                CATALOG["adding"].defaults)
+                CATALOG[lab_tasks[0]].defaults)
     _threads_option(cmp)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a trained run",
@@ -253,7 +254,7 @@ def _run(args: argparse.Namespace) -> None:
         config = resolve([*task.options, *COMMON_OPTIONS], task.defaults, given, from_file)
         if args.resume is not None:  # only what was asked for may change the saved run
             config = {k: v for k, v in config.items() if k in given or k in from_file}
-        if task.name == "textclass" and args.resume is None and config["folds"]:
+        if args.resume is None and config.get("folds"):  # a task with --folds
             from rnnkit.training.crossval import cross_validate
 
             cross_validate(task, config)
@@ -281,14 +282,18 @@ def _run(args: argparse.Namespace) -> None:
     task = tasks.get(saved.get("task"))
     if task is None:
         raise ValueError(f"{args.run_dir}: unknown task {saved.get('task')!r} in config.json")
-    commands = {"translate": ("translate", "uses translate runs", handlers.translate),
-                "forecast": ("forecast", "uses forecast runs", lambda a: handlers.forecast(a, task)),
-                "generate": ("lm", "samples from language-model runs", handlers.generate)}
+    commands = {"translate": ("translates with", handlers.translate),
+                "generate": ("samples from", handlers.generate),
+                "forecast": ("forecasts with", lambda a: handlers.forecast(a, task))}
     if args.command in commands:
-        wanted, what, handler = commands[args.command]
-        if task.name != wanted:
+        what, handler = commands[args.command]
+        if args.command not in getattr(task, "run_commands", ()):  # the task says what it offers
+            from rnnkit.tasks.catalog import CATALOG
+
+            wanted = [n for n, s in CATALOG.items() if args.command in getattr(s, "run_commands", ())]
             raise ValueError(f"{args.run_dir} is a {task.name!r} run; rnnkit {args.command} "
-                             f"{what} (rnnkit train {wanted})")
+                             f"{what} {' or '.join(CATALOG[w].noun for w in wanted)} runs "
+                             f"(rnnkit train {wanted[0]})")
         handler(args)
     elif args.command == "evaluate":
         runner.evaluate(task, args.run_dir, args.checkpoint, args.split)

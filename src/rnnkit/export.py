@@ -36,8 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rnnkit.atomic import atomic_path
 from rnnkit.choices import install_hint
-from rnnkit.functional import cell_spec
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 _TORCH_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "rnn-relu": "RNN"}  # torch.nn has these
@@ -151,39 +151,25 @@ def torch_twin(model: nn.Module) -> nn.Module:
 
 
 class _Exported(nn.Module):
-    """The network with plain tensor inputs and outputs, as the formats need them."""
+    """The network with plain tensor inputs and outputs, as the formats need them (the
+    network's own ``export_forward``)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.kind = type(model).__name__
 
     def forward(self, x: Tensor):
-        if self.kind == "SequenceForecaster":
-            mean, std = self.model(x)
-            return (mean,) if std is None else (mean, std)
-        if self.kind == "LanguageModel":
-            logits, state = self.model(x)
-            return (logits, *state) if isinstance(state, tuple) else (logits, state)
-        return (self.model(x),)
+        return self.model.export_forward(x)
 
 
 def _signature(model: nn.Module) -> tuple[list[str], list[str], dict[str, Any]]:
-    """(input names, output names, how to draw an input of batch B and length T)."""
-    kind = type(model).__name__
-    config = model.config
-    if kind == "LanguageModel":
-        states = ["h_n", "c_n"] if cell_spec(config.cell).num_states == 2 else ["h_n"]
-        return ["tokens"], ["logits", *states], {"vocab": config.vocab_size}
-    if kind == "SequenceForecaster":
-        outputs = ["mean", "std"] if config.probabilistic else ["mean"]
-        return ["x"], outputs, {"features": config.input_size}
-    if kind == "SequenceClassifier":
-        return ["x"], ["logits"], {"features": config.input_size}
-    if kind == "SequenceTagger":
-        return ["symbols"], ["logits"], {"vocab": config.vocab}
-    raise ValueError(f"export: {kind} takes per-sentence lengths, which ONNX and TorchScript "
-                     "exports do not carry yet; use --format safetensors")
+    """(input names, output names, how to draw an input of batch B and length T), from the
+    network's ``export_signature``; a network without one reads per-sentence lengths."""
+    if not hasattr(model, "export_signature"):
+        raise ValueError(f"export: {type(model).__name__} takes per-sentence lengths, which "
+                         "ONNX and TorchScript exports do not carry yet; use --format "
+                         "safetensors")
+    return model.export_signature()
 
 
 def _draw(spec: dict[str, Any], batch: int, steps: int, seed: int) -> Tensor:
@@ -225,22 +211,21 @@ def export_model(model: nn.Module, fmt: str, output: str | Path,
     inputs, outputs, spec = _signature(model)
     wrapped = _Exported(torch_twin(model)).eval()
     example = _draw(spec, 2, 9, seed=0)
-    tmp = output.with_name(output.name + ".tmp")
     with warnings.catch_warnings():
         # the tracer's warnings about shapes read as constants (the number of directions)
         # and the GRU batch-size note: each export is checked on other shapes below
         warnings.simplefilter("ignore")
-        return _trace(wrapped, example, fmt, tmp, output, model, spec, inputs, outputs)
+        return _trace(wrapped, example, fmt, output, model, spec, inputs, outputs)
 
 
-def _trace(wrapped: nn.Module, example: Tensor, fmt: str, tmp: Path, output: Path,
+def _trace(wrapped: nn.Module, example: Tensor, fmt: str, output: Path,
            model: nn.Module, spec: dict[str, Any], inputs: list[str],
            outputs: list[str]) -> dict[str, Any]:
     if fmt == "torchscript":
         with torch.no_grad():
             traced = torch.jit.trace(wrapped, (example,), check_trace=False)
-        traced.save(str(tmp))
-        tmp.replace(output)
+        with atomic_path(output) as tmp:
+            traced.save(str(tmp))
         loaded = torch.jit.load(str(output))
         report = _check(lambda x: loaded(x), model, spec)
     else:
@@ -255,11 +240,10 @@ def _trace(wrapped: nn.Module, example: Tensor, fmt: str, tmp: Path, output: Pat
         except ImportError:
             raise ValueError(f"--format onnx needs the onnx package: "
                              f"{install_hint('export')}") from None
-        with torch.no_grad():
+        with torch.no_grad(), atomic_path(output) as tmp:
             torch.onnx.export(wrapped, (example,), str(tmp), input_names=inputs,
                               output_names=outputs, dynamic_axes=dynamic, opset_version=17,
                               dynamo=False)
-        tmp.replace(output)
         report = _check_onnx(output, model, spec, inputs)
     return {"format": fmt, "output": str(output), "inputs": inputs, "outputs": outputs,
             **report}
@@ -286,9 +270,8 @@ def _save_safetensors(model: nn.Module, output: Path, metadata: dict[str, Any]) 
     header = {"rnnkit_model": kind,
               "rnnkit_config": json.dumps(dataclasses.asdict(model.config)),
               "rnnkit_run": json.dumps(metadata)}
-    tmp = output.with_name(output.name + ".tmp")
-    save_model(model, str(tmp), metadata=header)
-    tmp.replace(output)
+    with atomic_path(output) as tmp:
+        save_model(model, str(tmp), metadata=header)
     loaded = load_safetensors(output)
     worst = max(float((a - b).abs().max()) for a, b in
                 zip(model.state_dict().values(), loaded.state_dict().values(), strict=True))

@@ -16,9 +16,10 @@ PAD, BOS, EOS = 2, 3, 1
 def _model(attention="general", cell="gru", input_feeding=True, vocab=12, hidden=16,
            **kwargs) -> Translator:
     torch.manual_seed(0)
+    kwargs.setdefault("bidirectional", True)  # the task's default encoder
     config = TranslatorConfig(source_vocab=vocab, target_vocab=vocab, embedding=8, hidden=hidden,
-                              cell=cell, bidirectional=True, attention=attention,
-                              input_feeding=input_feeding, dropout=0.0, **kwargs)
+                              cell=cell, attention=attention, input_feeding=input_feeding,
+                              dropout=0.0, **kwargs)
     return Translator(config).eval()
 
 

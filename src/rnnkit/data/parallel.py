@@ -36,7 +36,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import re
 import subprocess
 import tarfile
@@ -44,6 +43,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rnnkit.atomic import write_text
 from rnnkit.choices import TOKENIZERS, install_hint
 from rnnkit.data.cache import cache_dir, pip_fetch
 from rnnkit.data.vocab import _NO_SPACE_AFTER, _NO_SPACE_BEFORE
@@ -196,10 +196,7 @@ def load_dict_de_en() -> list[tuple[str, str]]:
         return [tuple(line.split("\t")) for line in
                 cached.read_text(encoding="utf-8").splitlines() if line.count("\t") == 1]
     pairs = dictd_sentences(*_dictd_files())
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(f"{g}\t{e}\n" for g, e in pairs), encoding="utf-8")
-    os.replace(tmp, cached)
+    write_text(cached, "".join(f"{g}\t{e}\n" for g, e in pairs))
     return pairs
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from rnnkit.atomic import write_bytes, write_json
 from rnnkit.data.batching import SplitLoaders, bucketed_loader
 from rnnkit.data.parallel import (
     Pairs,
@@ -28,7 +29,6 @@ from rnnkit.data.parallel import (
     tokenize,
 )
 from rnnkit.data.vocab import EOS, UNK, Vocabulary
-from rnnkit.training.run_folder import write_json
 
 PAD, BOS = "<pad>", "<s>"
 SPECIALS = [UNK, EOS, PAD, BOS]  # ids 0..3: the Translator's eos=1, pad=2, bos=3
@@ -79,10 +79,7 @@ class Spec:
         for side in ("source", "target"):
             model = getattr(self, f"{side}_subwords")
             if model is not None:
-                path = run_dir / SUBWORD_FILES[side]
-                tmp = path.with_name(path.name + ".tmp")
-                tmp.write_bytes(model.proto)
-                tmp.replace(path)
+                write_bytes(run_dir / SUBWORD_FILES[side], model.proto)
 
     @classmethod
     def load(cls, run_dir: Path) -> Spec:

@@ -11,7 +11,6 @@ replacement character) at character level and as ``<unk>`` at word level.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit.atomic import write_text
 from rnnkit.choices import LEVELS
 
 UNK = "<unk>"
@@ -128,9 +128,7 @@ class Vocabulary:
         path = Path(path)
         payload = {"format": FORMAT_VERSION, "level": self.level, "min_freq": self.min_freq,
                    "tokens": self.tokens}
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_text(path, json.dumps(payload, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:

@@ -34,6 +34,14 @@ class SequenceClassifier(nn.Module):
         width = config.proj_size or config.hidden  # of h, which the head reads
         self.head = nn.Linear(width * directions, config.num_classes)
 
+    def export_signature(self) -> tuple[list[str], list[str], dict[str, int]]:
+        """For ONNX and TorchScript (:mod:`rnnkit.export`): input and output names, and
+        what an input holds (``features`` per step, or token ids below ``vocab``)."""
+        return ["x"], ["logits"], {"features": self.config.input_size}
+
+    def export_forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        return (self(x),)
+
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         _, state = self.encoder(x, lengths=lengths)
         h_n = state[0] if isinstance(state, tuple) else state  # [layers * dirs, B, H]

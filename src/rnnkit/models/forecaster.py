@@ -46,6 +46,16 @@ class SequenceForecaster(nn.Module):
         outputs = config.output_length * (2 if config.probabilistic else 1)
         self.head = nn.Linear(config.hidden * directions, outputs)
 
+    def export_signature(self) -> tuple[list[str], list[str], dict[str, int]]:
+        """For ONNX and TorchScript: the mean, and the standard deviation when
+        probabilistic."""
+        outputs = ["mean", "std"] if self.config.probabilistic else ["mean"]
+        return ["x"], outputs, {"features": self.config.input_size}
+
+    def export_forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        mean, std = self(x)
+        return (mean,) if std is None else (mean, std)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """Returns the mean ``[B, K]`` and the standard deviation ``[B, K]`` (or None)."""
         if x.dim() != 3 or x.shape[-1] != self.config.input_size:

@@ -64,6 +64,16 @@ class LanguageModel(nn.Module):
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight
 
+    def export_signature(self) -> tuple[list[str], list[str], dict[str, int]]:
+        """For ONNX and TorchScript: next-token logits from a zero initial state, and the
+        final state (``c_n`` too for a cell with two states)."""
+        states = ["h_n", "c_n"] if self.encoder._num_states == 2 else ["h_n"]
+        return ["tokens"], ["logits", *states], {"vocab": self.config.vocab_size}
+
+    def export_forward(self, tokens: Tensor) -> tuple[Tensor, ...]:
+        logits, state = self(tokens)
+        return (logits, *state) if isinstance(state, tuple) else (logits, state)
+
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Args: tokens int64 [B, T]; state: the encoder's state from the previous window,
         or None for zeros. Returns logits [B, T, vocab_size] and the final state."""

@@ -29,6 +29,13 @@ class SequenceTagger(nn.Module):
         self.dropout = nn.Dropout(config.dropout)  # before the head, as the classifier's
         self.head = nn.Linear(config.hidden * directions, config.num_classes)
 
+    def export_signature(self) -> tuple[list[str], list[str], dict[str, int]]:
+        """For ONNX and TorchScript, as :meth:`SequenceClassifier.export_signature`."""
+        return ["symbols"], ["logits"], {"vocab": self.config.vocab}
+
+    def export_forward(self, symbols: Tensor) -> tuple[Tensor, ...]:
+        return (self(symbols),)
+
     def forward(self, symbols: Tensor) -> Tensor:
         x = F.one_hot(symbols, self.config.vocab).to(self.head.weight.dtype)
         y, _ = self.encoder(x)

@@ -49,7 +49,8 @@ class RNNBase(StepMixin, nn.Module):
     Args:
         cell: a cell's name in :data:`rnnkit.functional.CELLS` (``"rnn"``, ``"lstm"``,
             ``"ln-gru"``...) or one of its aliases.
-        Others as torch.nn.RNNBase; ``backend`` names an engine or None for automatic.
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size, device, dtype: as torch.nn.RNNBase.
+        backend: an engine's name, or None for automatic.
         zoneout: probability that a state unit keeps its previous value at a step
             (Krueger et al. 2017), in training; in evaluation every unit takes the
             expectation ``p * s_{t-1} + (1 - p) * s~_t``. One number for every state, or

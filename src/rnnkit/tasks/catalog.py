@@ -144,6 +144,8 @@ class LanguageModelOptions:
     """The options of ``rnnkit train`` for :class:`rnnkit.tasks.lm.LanguageModelTask`."""
 
     name = "lm"
+    run_commands = ("generate",)  # rnnkit generate RUN reads these runs
+    noun = "language-model"  # what its runs are called in messages
     description = "language modelling on Shakespeare or your own text; sample with rnnkit generate"
     options = [
         Option("data", str, "shakespeare", "corpus: shakespeare (42 works, 5.06M characters, "
@@ -174,6 +176,8 @@ class ForecastOptions:
     """The options of ``rnnkit train`` for :class:`rnnkit.tasks.forecast.ForecastTask`."""
 
     name = "forecast"
+    run_commands = ("forecast",)
+    noun = "forecast"
     description = "forecast a time series (AirPassengers, MSFT prices, your CSV) with baselines"
     options = [
         Option("data", str, "airpassengers", "series: airpassengers, msft, sunspots, taylor, co2, "
@@ -233,6 +237,8 @@ class TranslateOptions:
         "recurrent_dropout": "the translator's encoder and decoder are not built with it",
     }
     name = "translate"
+    run_commands = ("translate",)
+    noun = "translate"
     description = ("translate sentences with an attention encoder-decoder (English to "
                    "Chinese, German to English, your TSV of pairs), scored with BLEU")
     options = [
@@ -299,6 +305,7 @@ class AddingOptions:
     """The options of ``rnnkit train`` for :class:`rnnkit.tasks.longrange.AddingTask`."""
 
     name = "adding"
+    lab = True  # rnnkit lab compare offers it
     description = "the adding problem: sum the two marked values of a long sequence"
     options = [Option("length", positive_int, 200, "sequence length T", metavar="T"), TRAIN_SIZE]
     defaults = LONGRANGE_DEFAULTS
@@ -308,6 +315,7 @@ class CopyOptions:
     """The options of ``rnnkit train`` for :class:`rnnkit.tasks.longrange.CopyTask`."""
 
     name = "copy"
+    lab = True
     description = "copy memory: recall 10 symbols after a long delay"
     options = [Option("delay", positive_int, 100, "blank steps between the symbols and the "
                       "recall (sequences are delay + 20 long)", metavar="T"), TRAIN_SIZE]

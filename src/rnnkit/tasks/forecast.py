@@ -195,6 +195,12 @@ class ForecastModule(TrainingModule):
 class ForecastTask(catalog.ForecastOptions):
     """``rnnkit train forecast``."""
 
+    def add_routes(self, app, ctx) -> None:
+        """The server's endpoint for these runs (:func:`rnnkit.tasks.routes.forecast`)."""
+        from rnnkit.tasks import routes
+
+        routes.forecast(app, ctx, self)
+
     monitor = "val_loss"
     mode = "min"
     curves = [("loss", "loss on standardised values (MSE, or Gaussian NLL)")]

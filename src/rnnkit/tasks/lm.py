@@ -251,6 +251,12 @@ def model_config(config: dict[str, Any], vocab_size: int) -> LanguageModelConfig
 class LanguageModelTask(catalog.LanguageModelOptions):
     """``rnnkit train lm``."""
 
+    def add_routes(self, app, ctx) -> None:
+        """The server's endpoint for these runs (:func:`rnnkit.tasks.routes.generate`)."""
+        from rnnkit.tasks import routes
+
+        routes.generate(app, ctx, self)
+
     monitor = "val_loss"
     mode = "min"
     curves = [("loss", "cross-entropy (nats per token)")]

@@ -140,6 +140,9 @@ class AddingTask(catalog.AddingOptions):
     length_option = "length"  # what rnnkit lab compare varies
     # When a run counts as solved: (validation metric, "below"/"above", threshold, words).
     solved = ("val_loss", "below", 0.01, "validation MSE < 0.01")
+    # What rnnkit lab compare reports beside the loss: (test metric, column), and the loss.
+    compare_metric: tuple[str, str] | None = None
+    loss_name = "MSE"
 
     def baselines(self, config: dict[str, Any]) -> dict[str, tuple[float, str]]:
         return {"loss": (adding_baseline_mse(), "always predict 1 (MSE 0.167)")}
@@ -187,6 +190,8 @@ class CopyTask(catalog.CopyOptions):
     curves = [("loss", "cross-entropy per step"), ("copy_accuracy", "accuracy on the recalled symbols")]
     length_option = "delay"
     solved = ("val_copy_accuracy", "above", 0.99, "validation recall accuracy > 99%")
+    compare_metric = ("copy_accuracy", "test recall accuracy")
+    loss_name = "cross-entropy"
 
     def baselines(self, config: dict[str, Any]) -> dict[str, tuple[float, str]]:
         value = copy_baseline_cross_entropy(config["delay"])

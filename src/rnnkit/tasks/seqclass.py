@@ -160,6 +160,12 @@ class SequenceClassificationModule(TrainingModule):
 class SequenceClassificationTask(catalog.SeqclassOptions):
     """``rnnkit train seqclass``."""
 
+    def add_routes(self, app, ctx) -> None:
+        """The server's endpoint for these runs (:func:`rnnkit.tasks.routes.classify_images`)."""
+        from rnnkit.tasks import routes
+
+        routes.classify_images(app, ctx, self)
+
     monitor = "val_accuracy"
     mode = "max"
     curves = [("loss", "cross-entropy loss"), ("accuracy", "accuracy")]

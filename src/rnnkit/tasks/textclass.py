@@ -231,6 +231,12 @@ def _say(message: str) -> None:
 class TextClassificationTask(catalog.TextclassOptions):
     """``rnnkit train textclass``."""
 
+    def add_routes(self, app, ctx) -> None:
+        """The server's endpoint for these runs (:func:`rnnkit.tasks.routes.classify_texts`)."""
+        from rnnkit.tasks import routes
+
+        routes.classify_texts(app, ctx, self)
+
     monitor = "val_accuracy"
     mode = "max"
     curves = [("loss", "cross-entropy loss"), ("accuracy", "accuracy")]

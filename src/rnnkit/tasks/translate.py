@@ -266,6 +266,12 @@ PRESETS = {"en-zh": {"epochs": 30, "batch_size": 32}, "zh-en": {"epochs": 30, "b
 class TranslationTask(catalog.TranslateOptions):
     """``rnnkit train translate``."""
 
+    def add_routes(self, app, ctx) -> None:
+        """The server's endpoint for these runs (:func:`rnnkit.tasks.routes.translate`)."""
+        from rnnkit.tasks import routes
+
+        routes.translate(app, ctx, self)
+
     monitor = "val_bleu"
     mode = "max"
     curves = [("loss", "cross-entropy loss per token"), ("bleu", "BLEU (greedy)")]

@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from rnnkit.atomic import TMP_MARK, atomic_path
+
 TRUST_ENV = "RNNKIT_TRUST_CHECKPOINTS"
-TMP_MARK = ".tmp-"  # the infix of a checkpoint being written (see AtomicCheckpointIO)
 _NOTED: set[str] = set()
 
 
@@ -97,6 +98,7 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         if not where.is_dir():
             continue
         for item in where.iterdir():
+            # ".<name>.tmp-<pid>" (rnnkit.atomic); ".<name>.<pid>.tmp" from older versions
             if item.is_file() and item.name.startswith(".") and (
                     TMP_MARK in item.name or item.name.endswith(".tmp")):
                 try:
@@ -127,17 +129,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                                    f"{' ...' if len(bad) > 3 else ''} are not finite, so the "
                                    f"checkpoint was not written ({kept}). Try a lower --lr "
                                    "or gradient clipping (--clip)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
         return load_checkpoint_file(path)

@@ -71,8 +71,8 @@ def _row(task: Task, run_dir: Path, cell: str, length: int, config: dict[str, An
 
 
 def _markdown(task: Task, rows: list[dict[str, Any]]) -> str:
-    extra = "copy_accuracy" if task.name == "copy" else None
-    head = ["T", "cell", "test loss", "baseline"] + (["test recall accuracy"] if extra else []) + [
+    extra, column = task.compare_metric or (None, None)  # a metric the task reports beside
+    head = ["T", "cell", "test loss", "baseline"] + ([column] if extra else []) + [
         f"steps to solve ({task.solved[3]})", "steps trained", "wall time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -98,7 +98,7 @@ def _plot_curves(task: Task, out: Path, rows: list[dict[str, Any]]) -> None:
                     textcoords="offset points", xytext=(0, 3), fontsize=8, color="grey")
     ax.set_yscale("log")
     ax.set_xlabel("training step")
-    ax.set_ylabel("validation loss" + (" (MSE)" if task.name == "adding" else " (cross-entropy)"))
+    ax.set_ylabel(f"validation loss ({task.loss_name})")
     ax.set_title(f"{task.name}: cells under the same budget")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Self
 
+from rnnkit import atomic
+
 LOCK_NAME = ".lock"
 
 
@@ -110,15 +112,8 @@ def new_run_dir(task: str, out: str | None, shared: bool = False) -> Path:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically: a temporary file, then a rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process (DDP)
-    try:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:  # a full disk: leave the previous file, and no partial one
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write JSON atomically (:func:`rnnkit.atomic.write_json`)."""
+    atomic.write_json(path, payload)
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:

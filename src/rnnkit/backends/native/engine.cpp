@@ -948,8 +948,6 @@ at::Tensor matmul(const at::Tensor& a, const at::Tensor& w, const std::optional<
   return out;
 }
 
-bool has_blas() { return sgemm_ != nullptr && dgemm_ != nullptr; }
-
 }  // namespace
 
 TORCH_LIBRARY(rnnkit, m) {
@@ -968,5 +966,4 @@ TORCH_LIBRARY(rnnkit, m) {
   m.def("gru_step(Tensor x, Tensor? h0, Tensor[] weights, int layers, bool has_bias) "
         "-> (Tensor, Tensor)", &gru_step);
   m.def("matmul(Tensor a, Tensor w, Tensor? bias, bool transposed) -> Tensor", &matmul);
-  m.def("has_blas() -> bool", &has_blas);
 }
