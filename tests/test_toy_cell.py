@@ -41,7 +41,7 @@ MGU = CellSpec(name="mgu", gates=2, num_states=1, step=mgu_step)
 @pytest.fixture
 def mgu():
     """Register the toy for one test, and leave every registry as it was."""
-    import rnnkit.nn.rnn as layers
+    from rnnkit.nn import layers
 
     saved = (dict(functional.CELLS), dict(functional._ALIASES), list(CELL_CHOICES._names),
              dict(layers._LAYERS))

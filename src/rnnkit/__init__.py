@@ -28,7 +28,7 @@ def __getattr__(name: str):
 
         return available_backends
     if name == "Forecaster":  # pulls in Lightning and pandas
-        from rnnkit.forecasting.facade import Forecaster
+        from rnnkit.forecaster import Forecaster
 
         return Forecaster
     raise AttributeError(f"module 'rnnkit' has no attribute {name!r}")

@@ -60,14 +60,21 @@ def _task_registry() -> Mapping[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rnnkit.tasks.catalog import CATALOG
-    from rnnkit.training.options import COMMON_OPTIONS, add_options, non_negative, positive_int
-
     parser = _Parser(
         prog="rnnkit", description="Train, evaluate and use recurrent neural networks.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_train, _add_lab, _add_evaluate_and_predict, _add_generate, _add_forecast,
+                _add_translate, _add_export, _add_serve):
+        add(commands)
+    return parser
+
+
+def _add_train(commands) -> None:
+    """``rnnkit train TASK``: one sub-command per task of the catalog, its options first."""
+    from rnnkit.tasks.catalog import CATALOG
+    from rnnkit.training.options import COMMON_OPTIONS, add_options
 
     train = commands.add_parser("train", help="train a model for a task",
                                 description="Train a model for a task; each task has its own options "
@@ -87,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "last checkpoint (only --epochs, --max-time, --patience, --nan-patience, "
                          "--quiet and device options may change)")
         _threads_option(run)
+
+
+
+def _add_lab(commands) -> None:
+    """``rnnkit lab compare``: the tasks that call themselves lab problems."""
+    from rnnkit.tasks.catalog import CATALOG
+    from rnnkit.training.options import COMMON_OPTIONS, add_options
 
     lab = commands.add_parser("lab", help="the long-range-dependency lab",
                               description="Experiments on long-range dependencies.")
@@ -113,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
                 CATALOG[lab_tasks[0]].defaults)
     _threads_option(cmp)
 
+
+
+def _add_evaluate_and_predict(commands) -> None:
+    from rnnkit.training.options import positive_int
+
     evaluate = commands.add_parser("evaluate", help="metrics of a trained run",
                                    description="Evaluate a trained run on its test (or validation) split.")
     _run_dir_argument(evaluate, "rnnkit train")
@@ -131,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=positive_int, default=3, metavar="K",
                          help="classes to show (default: 3)")
 
+
+
+def _add_generate(commands) -> None:
+    from rnnkit.training.options import non_negative, positive_int
+
     generate = commands.add_parser(
         "generate", help="sample text from a language-model run",
         description="Continue a prompt with a trained language model (rnnkit train lm), "
@@ -148,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=None, metavar="S",
                           help="random seed, for a reproducible sample (default: none)")
     _checkpoint_option(generate)
+
+
+def _add_forecast(commands) -> None:
     fc = commands.add_parser(
         "forecast", help="forecast with a trained forecast run",
         description="Forecast past the end of a forecast run's series (or, with --test, from "
@@ -162,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--plot", metavar="PNG", help="draw history, forecast and intervals")
     fc.add_argument("--csv", metavar="FILE", help="write the forecast table as CSV")
     _checkpoint_option(fc)
+
+
+def _add_translate(commands) -> None:
+    from rnnkit.training.options import positive_int
+
     tr = commands.add_parser(
         "translate", help="translate sentences with a trained translate run",
         description="Translate sentences with a run of rnnkit train translate, one output line "
@@ -179,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="draw the attention matrix of the translation (several sentences: "
                          "PNG-1.png, PNG-2.png, ...)")
     _checkpoint_option(tr)
+
+
+def _add_export(commands) -> None:
     export = commands.add_parser(
         "export", help="write a trained network as ONNX, TorchScript or safetensors",
         description="Export a run's network. ONNX and TorchScript keep batch and sequence "
@@ -190,12 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the file format")
     export.add_argument("--output", required=True, metavar="PATH", help="the file to write")
     _checkpoint_option(export)
+
+
+def _add_serve(commands) -> None:
+    from rnnkit.training.options import non_negative, positive_int
+
     serve = commands.add_parser(
         "serve", help="serve a trained run over HTTP (JSON)",
-        description="Serve a run: POST /predict (textclass, seqclass), /generate (lm, "
-                    "streaming with \"stream\": true), /forecast (forecast); GET /health. "
-                    "Needs pip install 'rnnkit[serve]' (in a clone: pip install -e "
-                    "'.[serve]').")
+        description="Serve a run: GET /health, and the endpoint its task offers (POST "
+                    "/predict for classifiers, /generate for language models, streaming "
+                    "with \"stream\": true, /forecast, /translate). Needs pip install "
+                    "'rnnkit[serve]' (in a clone: pip install -e '.[serve]').")
     _run_dir_argument(serve, "rnnkit train")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default: 127.0.0.1, this machine only)")
@@ -211,7 +251,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-docs", action="store_true",
                        help="serve no /docs, /redoc or /openapi.json")
     _checkpoint_option(serve)
-    return parser
 
 
 def _run_dir_argument(parser: argparse.ArgumentParser, written_by: str) -> None:

@@ -67,7 +67,8 @@ def test_unsupported_case_falls_back_with_a_warning(monkeypatch):
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     monkeypatch.setattr(registry, "_PREFERENCE", list(registry._PREFERENCE))
-    registry.register_backend(Picky(), preference=0)
+    monkeypatch.setattr(registry, "_PRIORITY", dict(registry._PRIORITY))
+    registry.register_backend(Picky(), priority=100)
     # Automatic selection skips it; naming it warns and falls back to the next in line.
     assert select_backend(None, "ln-gru", CPU, F32).name == "fused"
     with pytest.warns(RuntimeWarning, match=r"backend 'picky' cannot run this case \(float16 only\); using 'fused'"):
@@ -77,3 +78,37 @@ def test_unsupported_case_falls_back_with_a_warning(monkeypatch):
 def test_unknown_explicit_name():
     with pytest.raises(ValueError, match=r"backend=: expected one of"):
         select_backend("cudnn", "lstm", CPU, F32)
+
+
+def test_one_rule_with_explicit_priorities_and_the_masks_case(monkeypatch):
+    """Priorities order the automatic choice, whatever the order of registration; a run
+    with recurrent-dropout or zoneout masks goes past an engine that does not run them
+    (native), and naming that engine says so once."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_PREFERENCE", list(registry._PREFERENCE))
+    monkeypatch.setattr(registry, "_PRIORITY", dict(registry._PRIORITY))
+    monkeypatch.setattr(registry, "_WARNED", set())
+    assert registry.available_backends() == ["native", "fused", "reference"]
+
+    class Middle:
+        name = "middle"
+
+        def unsupported_reason(self, cell, device, dtype):
+            return None
+
+    registry.register_backend(Middle(), priority=25)
+    assert registry.available_backends() == ["native", "middle", "fused", "reference"]
+    registry.register_backend(Middle(), priority=5)  # re-registering moves it
+    assert registry.available_backends() == ["native", "fused", "reference", "middle"]
+    if registry.get_backend("native").unsupported_reason("lstm", CPU, F32) is None:
+        assert select_backend(None, "lstm", CPU, F32).name == "native"
+    assert select_backend(None, "lstm", CPU, F32, masked=True).name == "fused"
+    with pytest.warns(RuntimeWarning, match="recurrent dropout and zoneout.*using 'fused'"):
+        assert select_backend("native", "lstm", CPU, F32, masked=True).name == "fused"
+
+
+def test_the_command_line_offers_the_registered_engines():
+    from rnnkit.backends import available_backends
+    from rnnkit.choices import BACKEND_CHOICES
+
+    assert list(BACKEND_CHOICES) == available_backends()

@@ -2,7 +2,8 @@
 
 ``reference`` (autograd loop, the oracle), ``fused`` (hand-written BPTT as tensor
 operations, any device) and ``native`` (the LSTM and GRU loops in C++, CPU) are built in;
-the automatic choice tries ``native``, then ``fused``, then ``reference``.
+the automatic choice tries ``native``, then ``fused``, then ``reference``
+(:mod:`rnnkit.backends.base` holds the one selection rule).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from rnnkit.backends.native import NativeBackend
 from rnnkit.backends.reference import ReferenceBackend
 from rnnkit.functional import Masks
 
-register_backend(ReferenceBackend())
-register_backend(FusedBackend(), preference=0)
-register_backend(NativeBackend(), preference=0)
+register_backend(ReferenceBackend(), priority=10)
+register_backend(FusedBackend(), priority=20)
+register_backend(NativeBackend(), priority=30)
 
 
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
@@ -68,7 +69,9 @@ def run_direction(cell: str, x: Tensor, states0: tuple[Tensor, ...], w_ih: Tenso
     Returns:
         ``y`` [T, B, H] in the original time order, and the final states.
     """
-    engine = select_backend(backend, cell, x.device, x.dtype)
+    masked = masks is not None and (masks.recurrent is not None
+                                    or any(m is not None for m in masks.zoneout))
+    engine = select_backend(backend, cell, x.device, x.dtype, masked)
     if reverse:
         x = reverse_padded(x, lengths)
     y, final = engine.run(cell, x, states0, w_ih, w_hh, b_ih, b_hh, lengths, tuple(extra), masks)

@@ -34,126 +34,20 @@ Shapes: T time steps, B batch, I input features, H hidden units, G = gates * H.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-
-class GateBlock(NamedTuple):
-    """One time step of a [T, B, gates * H] buffer, in the shapes the cells use.
-
-    The views are made for all steps at once before the loop: inside it, each slice
-    would cost a dispatch.
-    """
-
-    flat: Tensor  # [n, G], for the matrix products
-    split: Tensor  # [n, gates, H], for products broadcast over the gate blocks
-    gates: tuple[Tensor, ...]  # one [n, H] view per gate block
-
-    def rows(self, n: int) -> GateBlock:
-        """The first ``n`` rows (the sequences still running)."""
-        return GateBlock(self.flat[:n], self.split[:n], tuple(g[:n] for g in self.gates))
-
-
-def gate_blocks(buf: Tensor, gates: int) -> list[GateBlock]:
-    """Per-step :class:`GateBlock` views of ``buf`` [T, B, gates * H]."""
-    T, B, G = buf.shape
-    split = buf.view(T, B, gates, G // gates)
-    per_gate = [g.unbind(0) for g in split.unbind(2)]
-    return [GateBlock(f, s, tuple(g[t] for g in per_gate))
-            for t, (f, s) in enumerate(zip(buf.unbind(0), split.unbind(0)))]
-
-
-class Masks(NamedTuple):
-    """The regularisation masks of one run (see the module docstring); all optional."""
-
-    recurrent: Tensor | None = None  # [B, H], multiplies h_{t-1} in the recurrent product
-    zoneout: tuple[Tensor | None, ...] = ()  # one [T, B, H] per state (or None), indexed by step
-
-
-class ExtraParam(NamedTuple):
-    """A per-direction parameter a variant adds to W_ih, W_hh, b_ih, b_hh."""
-
-    name: str  # e.g. "ln_hh_weight"; the layer registers it as f"{name}_l{k}[_reverse]"
-    width: int  # in units of H
-    init: float  # initial value of every element
-
-
-LAYER_NORM_EPS = 1e-5
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    """Everything rnnkit knows about one cell type: the single description every layer,
-    engine, task, export and server asks (see :func:`rnnkit.functional.register_cell`).
-
-    A cell needs only ``name``, ``gates``, ``num_states`` and ``step``: it then runs on the
-    reference engine (autograd through ``step``). The hand-derived fields (``step_into``,
-    ``local_derivatives``, ``backward_step``...) add the fused engine's loop.
-
-    Attributes:
-        name: the cell's one name, as ``--cell`` spells it, e.g. ``"ln-lstm"``.
-        gates: number of gate blocks stacked in ``W_ih`` / ``W_hh`` (1, 3 or 4).
-        num_states: 1 (``h``) or 2 (``h, c``).
-        step: the plain, autograd-friendly step
-            ``(x_proj_t, state, w_hh, b_hh, extra=(), h_in=None) -> (state, cache)``.
-        forget_gate: the gate block whose bias is the forget gate's (``--forget-bias``
-            sets it), or None for a cell without one.
-        aliases: other spellings accepted for ``name`` (older run folders, torch.nn's
-            ``mode`` strings).
-        fold_hidden_bias: True when ``b_hh`` enters the cell only through the sum
-            ``W_ih x + b_ih + W_hh h + b_hh`` and can be added to the input projection.
-        separate_hidden_grads: True when the gradient reaching ``W_hh h + b_hh``
-            differs from the one reaching ``W_ih x + b_ih`` (GRU's reset gate).
-        cache_widths: width, in units of H, of each extra cache buffer the step fills.
-            The first cache buffer is always the input projection [T, B, G], which
-            the step may overwrite in place (LSTM and GRU turn it into their gate
-            activations, so the hidden product is accumulated without a copy).
-        step_into: fused forward step ``(x_t: GateBlock, prev, w_hh_t, b_hh, out, cache)``,
-            writing into preallocated slots.
-        local_derivatives: ``(cache, states) -> tensors [T, B, ...]``, the per-step
-            Jacobian factors, computed for all steps at once.
-        backward_step: one step of hand-derived BPTT
-            ``(drec, derivs_t, w_hh, dgx: GateBlock, dgh: GateBlock, dy_prev)``.
-        prepare: optional, called once per sequence as ``prepare(x_proj, w_hh_t, extra)``
-            with the input projections [T, B, G] and the transposed recurrent weight
-            [H, G] (both private copies) to put them in the form ``step_into`` expects;
-            returns the extra parameters as the step should see them.
-        extra: the parameters the cell adds to the four of torch.nn (layer norm gains...).
-        input_norm: layer-normalise ``W_ih x_t`` (gain ``extra[0]``) before the biases.
-        recurrent_norm: the recurrent product ``W_hh h_{t-1}`` goes through a layer norm
-            inside the step, so the gradient reaching it (buffer ``dr``, from which
-            ``dW_hh`` is made) differs from the one reaching the pre-activation.
-        norm_stats: how many layer norms the step applies; each gets two [T, B, 1]
-            cache buffers (mean, 1/std) after the ``cache_widths`` ones.
-        accumulators: width (units of H) of zeroed vectors handed to every backward step,
-            in which it sums the extra parameters' gradients over the steps.
-        extra_grads: ``(accumulators) -> grads`` of the extra parameters (all but the
-            input-norm gain, which the loop handles).
-    """
-
-    name: str
-    gates: int
-    num_states: int
-    step: Callable[..., tuple[tuple[Tensor, ...], Any]]
-    forget_gate: int | None = None
-    aliases: tuple[str, ...] = ()
-    fold_hidden_bias: bool = True
-    separate_hidden_grads: bool = False
-    cache_widths: tuple[int, ...] = ()
-    step_into: Callable[..., None] | None = None
-    local_derivatives: Callable[..., tuple[Tensor, ...]] | None = None
-    backward_step: Callable[..., None] | None = None
-    prepare: Callable[..., tuple[Tensor, ...]] | None = None
-    extra: tuple[ExtraParam, ...] = ()
-    input_norm: bool = False
-    recurrent_norm: bool = False
-    norm_stats: int = 0
-    accumulators: tuple[int, ...] = ()
-    extra_grads: Callable[..., tuple[Tensor, ...]] | None = None
+from rnnkit.functional.spec import (  # noqa: F401 (the cells import them from here too)
+    LAYER_NORM_EPS,
+    CellSpec,
+    ExtraParam,
+    GateBlock,
+    Masks,
+    gate_blocks,
+)
 
 
 @dataclass
@@ -323,9 +217,8 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
     Returns:
         The gradients, see :class:`SequenceGrads`.
     """
-    x, states, batch_sizes, extra, masks = (saved.x, saved.states, saved.batch_sizes,
-                                            saved.extra, saved.masks)
-    T, B, I = x.shape
+    x, states, batch_sizes, extra = saved.x, saved.states, saved.batch_sizes, saved.extra
+    T, B = x.shape[:2]
     H = w_hh.shape[1]
     G = spec.gates * H
     opts = {"dtype": x.dtype, "device": x.device}
@@ -344,6 +237,22 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
     dgh = alloc(T, B, G, **opts) if spec.separate_hidden_grads else dgx
     dr = alloc(T, B, G, **opts) if spec.recurrent_norm else dgh  # w.r.t. W_hh h_{t-1}
     sums = [torch.zeros(w * H, **opts) for w in spec.accumulators]
+    _backward_through_time(spec, saved, w_hh, dy, derivs, drec, dgx, dgh, dr, sums,
+                           state_grad_norms)
+    gx, gw_ih, gw_hh, gb_ih, gb_hh, grad_extra = _input_and_weight_grads(
+        spec, saved, w_ih, dgx, dgh, dr, sums, need_x, need_weights, need_bias, need_extra)
+    return SequenceGrads(gx, tuple(drec), gw_ih, gw_hh, gb_ih, gb_hh, tuple(grad_extra))
+
+
+def _backward_through_time(spec: CellSpec, saved: SequenceCache, w_hh: Tensor,
+                           dy: Tensor | None, derivs: Sequence[Tensor], drec: list[Tensor],
+                           dgx: Tensor, dgh: Tensor, dr: Tensor, sums: list[Tensor],
+                           state_grad_norms: Tensor | None) -> None:
+    """The loop of :func:`sequence_backward`, last step first: fills the gate gradients
+    ``dgx``, ``dgh``, ``dr`` [T, B, G] and the accumulators ``sums``, and leaves in ``drec``
+    the gradients of the initial states."""
+    x, batch_sizes, extra, masks = saved.x, saved.batch_sizes, saved.extra, saved.masks
+    T, B = x.shape[:2]
     deriv_steps = [d.unbind(0) for d in derivs]
     dgx_steps = gate_blocks(dgx, spec.gates)
     dgh_steps = gate_blocks(dgh, spec.gates) if spec.separate_hidden_grads else dgx_steps
@@ -381,6 +290,17 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
         spec.backward_step(rec, d_t, w_hh, gx, gh, r_t, dy_prev, mask, sums, extra)
         for k, keep in kept:
             rec[k].add_(keep)
+
+
+def _input_and_weight_grads(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, dgx: Tensor,
+                            dgh: Tensor, dr: Tensor, sums: list[Tensor], need_x: bool,
+                            need_weights: bool, need_bias: bool, need_extra: bool):
+    """After the loop: the gradients of the inputs, weights, biases and extra parameters,
+    one matrix product (or sum) each over all steps."""
+    x, states, extra = saved.x, saved.states, saved.extra
+    T, B, I = x.shape
+    G = dgx.shape[-1]
+    H = states[0].shape[-1]
     flat_gx = dgx.view(T * B, G)
     flat_gh = dgh.view(T * B, G)
     grad_extra: list[Tensor | None] = [None] * len(extra)
@@ -402,7 +322,7 @@ def sequence_backward(spec: CellSpec, saved: SequenceCache, w_ih: Tensor, w_hh: 
     if need_extra and spec.extra_grads is not None:
         first = 1 if spec.input_norm else 0
         grad_extra[first:] = spec.extra_grads(sums)
-    return SequenceGrads(gx, tuple(drec), gw_ih, gw_hh, gb_ih, gb_hh, tuple(grad_extra))
+    return gx, gw_ih, gw_hh, gb_ih, gb_hh, grad_extra
 
 
 def layer_norm_backward(g: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor,

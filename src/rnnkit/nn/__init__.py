@@ -2,6 +2,7 @@
 variants torch.nn lacks."""
 
 from rnnkit.nn.cells import GRUCell, LSTMCell, RNNCell, RNNCellBase
+from rnnkit.nn.layers import layer_class
 from rnnkit.nn.rnn import (
     GRU,
     LSTM,
@@ -10,7 +11,6 @@ from rnnkit.nn.rnn import (
     LayerNormGRU,
     LayerNormLSTM,
     RNNBase,
-    layer_class,
 )
 
 __all__ = ["GRU", "LSTM", "RNN", "CarryLSTM", "GRUCell", "LSTMCell", "LayerNormGRU",

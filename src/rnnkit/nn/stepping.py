@@ -7,12 +7,11 @@ every other case runs the layer's ``forward`` on a sequence of one step.
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor
 
-from rnnkit.backends import ENV_VAR, native
+from rnnkit.backends import native
+from rnnkit.backends.base import _selected_name
 from rnnkit.nn.validation import check_input
 
 
@@ -87,13 +86,10 @@ class StepMixin:
 
     def _native_step_ok(self, input: Tensor) -> bool:
         """Whether :meth:`step` can take the native single-step path for this input."""
-        if torch.is_grad_enabled() or self.mode not in native.CELLS or self.proj_size:
-            return False
-        if input.device.type != "cpu" or input.dtype not in native.DTYPES:
-            return False
+        if torch.is_grad_enabled() or self.proj_size:
+            return False  # gradients and the projection take forward's path
         if self.training and (self.dropout > 0 or self.recurrent_dropout > 0 or any(self.zoneout)):
             return False  # the masks are drawn by forward
-        name = self.backend or os.environ.get(ENV_VAR)
-        if name is not None and name != "native":
-            return False  # a user who chose an engine gets that engine
-        return native.available()
+        # the one selection rule (rnnkit.backends.base), as forward would apply it (zoneout
+        # in evaluation is applied here, after the native step)
+        return _selected_name(self.backend, self.mode, input.device, input.dtype) == "native"

@@ -129,6 +129,7 @@ class NativeBackend:
     """The C++ loops; CPU, float32 and float64, LSTM and GRU."""
 
     name = "native"
+    runs_masks = False  # recurrent dropout and zoneout: the fused loop has them
 
     def unsupported_reason(self, cell: str, device: torch.device, dtype: torch.dtype) -> str | None:
         if cell not in CELLS:
@@ -144,11 +145,7 @@ class NativeBackend:
             w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
             lengths: Tensor | None, extra: Sequence[Tensor] = (),
             masks: Masks | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
-        engine = "native"
-        if masks is not None and (masks.recurrent is not None
-                                  or any(m is not None for m in masks.zoneout)):
-            engine = "fused"  # recurrent dropout and zoneout act inside the loop: fused has them
-        return ops.run_sequence(engine, cell, x.contiguous(), tuple(s.contiguous() for s in states0),
+        return ops.run_sequence("native", cell, x.contiguous(), tuple(s.contiguous() for s in states0),
                                 w_ih, w_hh, b_ih, b_hh, lengths, extra, masks)
 
 

@@ -35,7 +35,10 @@ import torch
 
 from rnnkit.choices import install_hint
 from rnnkit.data.parallel import detokenize
-from rnnkit.data.translation import (
+from rnnkit.data.vocab import Vocabulary
+from rnnkit.models.translator import Translator, TranslatorConfig, cross_entropy
+from rnnkit.tasks import catalog
+from rnnkit.tasks.translate.data import (
     BOS,
     EOS,
     PAD,
@@ -46,9 +49,6 @@ from rnnkit.data.translation import (
     Spec,
     TranslationData,
 )
-from rnnkit.data.vocab import Vocabulary
-from rnnkit.models.translator import Translator, TranslatorConfig, cross_entropy
-from rnnkit.tasks import catalog
 from rnnkit.training.module import TrainingModule
 
 TRANSLATIONS_FILE = "translations.tsv"
