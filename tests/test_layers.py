@@ -12,7 +12,7 @@ SRC = Path(__file__).parents[1] / "src" / "rnnkit"
 RANK = {"choices": 0, "atomic": 0, "body_limit": 0,
         "functional": 1, "backends": 2, "nn": 3, "models": 4, "data": 4,
         "forecasting": 5, "training": 6, "tasks": 7,
-        "export": 8, "serving": 8, "forecaster": 8, "commands": 9, "cli": 10, "rnnkit": 11}
+        "export": 8, "serving": 8, "forecaster": 8, "parser": 9, "commands": 9, "cli": 10, "rnnkit": 11}
 
 
 def _imports(path: Path) -> set[str]:

@@ -146,6 +146,19 @@ class ServingContext:
             raise HTTPException(422, f"{what}: not valid Unicode text (a lone surrogate "
                                      "such as \\ud800)") from None
 
+    @classmethod
+    def check_texts(cls, field: str, texts: list[str], allow_empty: bool = True) -> None:
+        """A request's list of texts: not too many, none too long, valid Unicode, and (unless
+        ``allow_empty``) none blank; the error names the field and the item."""
+        from fastapi import HTTPException
+
+        cls.too_many(field, len(texts), cls.MAX_TEXTS)
+        for i, text in enumerate(texts):
+            cls.too_many(f"{field}[{i}] characters", len(text), cls.MAX_TEXT_CHARS)
+            cls.unicode(f"{field}[{i}]", text)
+            if not allow_empty and not text.strip():
+                raise HTTPException(422, f"{field}[{i}]: empty text")
+
     @staticmethod
     def top(result: dict[str, Any], top: int) -> dict[str, Any]:
         ranked = list(result["probabilities"].items())[:top]

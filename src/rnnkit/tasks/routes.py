@@ -15,7 +15,6 @@ def classify_texts(app, ctx, task) -> None:
     """``POST /predict`` ``{"texts": [...], "top": 3}``: a label and its probabilities per
     text; concurrent requests share forward passes."""
     import torch
-    from fastapi import HTTPException
     from pydantic import BaseModel, Field
 
     from rnnkit.data.batching import pad_batch
@@ -37,12 +36,7 @@ def classify_texts(app, ctx, task) -> None:
 
     @app.post("/predict")
     async def predict_texts(body: TextRequest):
-        ctx.too_many("texts", len(body.texts), ctx.MAX_TEXTS)
-        for i, text in enumerate(body.texts):
-            ctx.too_many(f"texts[{i}] characters", len(text), ctx.MAX_TEXT_CHARS)
-            ctx.unicode(f"texts[{i}]", text)
-            if not text.strip():
-                raise HTTPException(422, f"texts[{i}]: empty text")
+        ctx.check_texts("texts", body.texts, allow_empty=False)
         results = await batcher.submit(list(body.texts))
         return {"predictions": [ctx.top(r, body.top) for r in results]}
 
@@ -200,10 +194,7 @@ def translate(app, ctx, task) -> None:
 
     @app.post("/translate")
     async def translate_sentences(body: TranslateRequest):
-        ctx.too_many("sentences", len(body.sentences), ctx.MAX_TEXTS)
-        for i, text in enumerate(body.sentences):
-            ctx.too_many(f"sentences[{i}] characters", len(text), ctx.MAX_TEXT_CHARS)
-            ctx.unicode(f"sentences[{i}]", text)
+        ctx.check_texts("sentences", body.sentences)  # an empty one translates to ""
         beam = body.beam or translator.config["beam"]
         results = await batcher.submit([(text, beam) for text in body.sentences])
         return {"beam": beam, "translations": results}
