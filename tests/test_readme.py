@@ -206,7 +206,7 @@ def test_every_readme_command_runs_with_a_tiny_budget(tmp_path, monkeypatch, cap
 
 
 def test_the_examples_in_rnnkit_help_are_accepted_too():
-    from rnnkit.cli import EPILOG, build_parser
+    from rnnkit.parser import EPILOG, build_parser
 
     examples = [line.split("  ")[1] if line.startswith("  rnnkit") else None
                 for line in EPILOG.splitlines()]
