@@ -112,11 +112,20 @@ def test_gradcheck(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_masks_are_handed_to_the_fused_engine(cell):
+def test_masks_are_handed_to_the_fused_engine(cell, monkeypatch):
+    """The selection rule sends a run with recurrent-dropout or zoneout masks past native
+    (automatically without a word; named, with one warning), to the same numbers."""
+    from rnnkit.backends import base
+
+    monkeypatch.setattr(base, "_WARNED", set())
     x, states0, weights = _case(cell, 5, 3, 4, 6, torch.float64)
     masks = random_masks(cell, 5, 3, 6, torch.float64)
-    _assert_all_close(_grads(cell, "native", x, states0, weights, masks=masks),
-                      _grads(cell, "reference", x, states0, weights, masks=masks), torch.float64)
+    expected = _grads(cell, "reference", x, states0, weights, masks=masks)
+    with pytest.warns(RuntimeWarning, match="recurrent dropout and zoneout.*using 'fused'"):
+        named = _grads(cell, "native", x, states0, weights, masks=masks)
+    _assert_all_close(named, expected, torch.float64)
+    _assert_all_close(_grads(cell, None, x, states0, weights, masks=masks), expected,
+                      torch.float64)
 
 
 def test_records_state_gradients_as_the_fused_engine():
