@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -158,3 +159,31 @@ def test_max_time_stop_is_reported(tmp_path, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["stopped_early"] is True and metrics["stop_reason"] == "max_time"
     assert "stopped by --max-time 00:00:00:03" in capsys.readouterr().out
+
+
+def test_a_moved_run_folder_resumes_without_losing_its_best_checkpoint(tmp_path):
+    """Lightning forgets the best score when a run folder has moved (its callback state
+    names the old folder), so the first epoch after resuming would replace a better
+    best.ckpt. With a learning rate of 0 every epoch scores the same: the best must stay
+    the first epoch's after the folder is moved and resumed."""
+    import shutil
+
+    import torch
+
+    from rnnkit.cli import main
+
+    first = tmp_path / "first"
+    assert main(["train", "seqclass", "--data", "digits", "--hidden", "8", "--epochs", "1",
+                 "--lr", "0", "--quiet", "--out", str(first)]) == 0
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)
+    assert main(["train", "seqclass", "--resume", str(moved), "--epochs", "2", "--quiet"]) == 0
+    best = torch.load(moved / "checkpoints" / "best.ckpt", weights_only=True)
+    last = torch.load(moved / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (best["epoch"], last["epoch"]) == (0, 1)
+    # the callback state written after the resume names the new folder, and the old score
+    state = next(v for k, v in last["callbacks"].items()
+                 if k.startswith("ModelCheckpoint") and v.get("monitor"))
+    assert state["dirpath"] == os.path.realpath(moved / "checkpoints")
+    assert state["best_model_path"] == os.path.realpath(moved / "checkpoints" / "best.ckpt")

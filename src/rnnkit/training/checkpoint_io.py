@@ -133,4 +133,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, f)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
-        return load_checkpoint_file(path)
+        return follow_moved_folder(load_checkpoint_file(path), Path(path).parent)
+
+
+def follow_moved_folder(checkpoint: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Point the checkpoint callbacks' saved state at ``folder``, where the checkpoint now
+    lies. Lightning drops a ModelCheckpoint's best score when its saved folder differs from
+    the current one (a run folder moved or copied to another disk or machine); the first
+    epoch after resuming would then replace a better ``best.ckpt``. Paths under the old
+    folder are read under the new one; the scores are kept."""
+    new = os.path.realpath(folder)  # as ModelCheckpoint keeps its dirpath
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if not str(key).startswith("ModelCheckpoint") or not isinstance(state, dict):
+            continue
+        old = state.get("dirpath")
+        if not isinstance(old, str) or old == new:
+            continue
+
+        def moved(path, old=old):
+            return new + path[len(old):] if isinstance(path, str) and path.startswith(old) else path
+
+        state["dirpath"] = new
+        for name in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if name in state:
+                state[name] = moved(state[name])
+        if isinstance(state.get("best_k_models"), dict):
+            state["best_k_models"] = {moved(k): v for k, v in state["best_k_models"].items()}
+    return checkpoint
