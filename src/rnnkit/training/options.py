@@ -147,8 +147,9 @@ COMMON_OPTIONS: list[Option] = [
            "recurrent product, one mask per sequence (Gal & Ghahramani 2016)", metavar="P"),
     Option("init", str, "torch", "weight initialisation: torch's uniform, orthogonal "
            "recurrent weights, or identity (IRNN, with --cell rnn-relu)", INIT_CHOICES),
-    Option("forget-bias", optional_float, 1.0, "LSTM forget-gate bias ('none' keeps the "
-           "init's)", metavar="B"),
+    Option("forget-bias", optional_float, 1.0, "forget-gate bias of the LSTM cells ('none' "
+           "keeps the init's; another value for a cell without a forget gate is refused)",
+           metavar="B"),
     Option("backend", str, None, "rnnkit engine; one that cannot run the case falls back "
            "with a warning (default: automatic, native where it runs)", BACKEND_CHOICES),
     Option("epochs", positive_int, 10, "maximum passes over the training set"),
