@@ -2,16 +2,16 @@
 variants torch.nn lacks."""
 
 from rnnkit.nn.cells import GRUCell, LSTMCell, RNNCell, RNNCellBase
-from rnnkit.nn.layers import layer_class
-from rnnkit.nn.rnn import (
+from rnnkit.nn.layers import (
     GRU,
     LSTM,
     RNN,
     CarryLSTM,
     LayerNormGRU,
     LayerNormLSTM,
-    RNNBase,
+    layer_class,
 )
+from rnnkit.nn.rnn import RNNBase
 
 __all__ = ["GRU", "LSTM", "RNN", "CarryLSTM", "GRUCell", "LSTMCell", "LayerNormGRU",
            "LayerNormLSTM", "RNNBase", "RNNCell", "RNNCellBase", "layer_class"]

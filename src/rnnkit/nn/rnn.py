@@ -11,6 +11,9 @@ loads unchanged and outputs match. What is added:
 * ``zoneout=`` and ``recurrent_dropout=``: regularisers inside the recurrence;
 * the variants torch.nn lacks: :class:`LayerNormLSTM`, :class:`LayerNormGRU`,
   :class:`CarryLSTM`.
+
+This module holds the machinery they share, :class:`RNNBase`; the classes themselves
+and the layer of every registered cell are in :mod:`rnnkit.nn.layers`.
 """
 
 from __future__ import annotations
@@ -336,116 +339,14 @@ class RNNBase(StepMixin, nn.Module):
         return s
 
 
-_REGULARISERS = """
-        zoneout, recurrent_dropout: regularisers inside the recurrence, see :class:`RNNBase`."""
+_MOVED = ("RNN", "LSTM", "GRU", "LayerNormLSTM", "LayerNormGRU", "CarryLSTM")
 
 
-class RNN(RNNBase):
-    """Elman RNN, ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``; drop-in for torch.nn.RNN.
+def __getattr__(name: str):
+    """The layer classes moved to :mod:`rnnkit.nn.layers`; code and whole-model pickles that
+    name them here still find them."""
+    if name in _MOVED:
+        from rnnkit.nn import layers
 
-    Args:
-        input_size, hidden_size, num_layers, nonlinearity (``'tanh'`` or ``'relu'``), bias,
-        batch_first, dropout, bidirectional, device, dtype: as torch.nn.RNN.
-        backend: engine name, or None for automatic.""" + _REGULARISERS + """
-    """
-
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
-                 *, backend: str | None = None, zoneout: float = 0.0,
-                 recurrent_dropout: float = 0.0) -> None:
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
-        self.nonlinearity = nonlinearity
-        super().__init__("rnn" if nonlinearity == "tanh" else "rnn-relu", input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, 0, device, dtype, backend=backend,
-                         zoneout=zoneout, recurrent_dropout=recurrent_dropout)
-
-
-class _LSTMLike(RNNBase):
-    """The constructor of torch.nn.LSTM, for :class:`LSTM` and its variants."""
-
-    _cell = "lstm"
-
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, proj_size: int = 0, device=None, dtype=None,
-                 *, backend: str | None = None, zoneout: float | tuple[float, float] = 0.0,
-                 recurrent_dropout: float = 0.0) -> None:
-        super().__init__(self._cell, input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, proj_size, device, dtype, backend=backend,
-                         zoneout=zoneout, recurrent_dropout=recurrent_dropout)
-
-
-class _GRULike(RNNBase):
-    """The constructor of torch.nn.GRU, for :class:`GRU` and its variants."""
-
-    _cell = "gru"
-
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, device=None, dtype=None,
-                 *, backend: str | None = None, zoneout: float = 0.0,
-                 recurrent_dropout: float = 0.0) -> None:
-        super().__init__(self._cell, input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, 0, device, dtype, backend=backend,
-                         zoneout=zoneout, recurrent_dropout=recurrent_dropout)
-
-
-class LSTM(_LSTMLike):
-    """Long short-term memory (gates i, f, g, o); drop-in for torch.nn.LSTM.
-
-    Args:
-        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-        proj_size, device, dtype: as torch.nn.LSTM (``proj_size``: see
-        :func:`rnnkit.nn.projection.run_projected`).
-        backend: engine name, or None for automatic.""" + _REGULARISERS + """
-    """
-
-
-class GRU(_GRULike):
-    """Gated recurrent unit (gates r, z, n as torch defines them); drop-in for torch.nn.GRU.
-
-    Args:
-        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-        device, dtype: as torch.nn.GRU.
-        backend: engine name, or None for automatic.""" + _REGULARISERS + """
-    """
-
-
-class LayerNormLSTM(_LSTMLike):
-    """LSTM with layer normalisation (Ba et al. 2016, as haste defines it); torch.nn.LSTM's
-    arguments.
-
-    ``a_t = LN(W_ih x_t; w_x) + b_ih + LN(W_hh h_{t-1}; w_h) + b_hh``, gates as the LSTM's,
-    ``c_t = f c_{t-1} + i g``, ``h_t = o tanh(LN(c_t; w_c, b_c))``; equations and backward in
-    :mod:`rnnkit.functional.layer_norm`. Besides torch.nn.LSTM's parameters, each layer and
-    direction has ``ln_ih_weight`` [4H], ``ln_hh_weight`` [4H], ``ln_cell_weight`` [H]
-    (initialised to 1) and ``ln_cell_bias`` [H] (to 0), suffixed ``_l{k}[_reverse]``.
-    A torch.nn.LSTM state_dict loads with ``strict=False`` (the gains keep their values).""" \
-        + _REGULARISERS + """
-    """
-
-    _cell = "ln-lstm"
-
-
-class LayerNormGRU(_GRULike):
-    """GRU with layer normalisation (as haste defines it); torch.nn.GRU's arguments.
-
-    ``gx = LN(W_ih x_t; w_x) + b_ih``, ``gh = LN(W_hh h_{t-1}; w_h) + b_hh``, then the GRU's
-    gates (:mod:`rnnkit.functional.layer_norm`). Extra parameters per layer and direction:
-    ``ln_ih_weight`` and ``ln_hh_weight`` [3H], initialised to 1.""" + _REGULARISERS + """
-    """
-
-    _cell = "ln-gru"
-
-
-class CarryLSTM(_LSTMLike):
-    """LSTM with a carry gate: ``h_t = o tanh(c_t) + beta_t h_{t-1}``, where
-    ``beta_t = sigmoid(W_xb x_t + W_hb h_{t-1} + b_b)`` is a fifth gate block stacked after
-    i, f, g, o in ``weight_ih`` / ``weight_hh`` [5H, *] (see
-    :data:`rnnkit.functional.lstm.CARRY_LSTM`); torch.nn.LSTM's arguments.""" + _REGULARISERS + """
-    """
-
-    _cell = "carry-lstm"
-
+        return getattr(layers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.backends import native
-from rnnkit.backends.base import _selected_name
+from rnnkit.backends.base import select_backend
 from rnnkit.nn.validation import check_input
 
 
@@ -92,4 +92,4 @@ class StepMixin:
             return False  # the masks are drawn by forward
         # the one selection rule (rnnkit.backends.base), as forward would apply it (zoneout
         # in evaluation is applied here, after the native step)
-        return _selected_name(self.backend, self.mode, input.device, input.dtype) == "native"
+        return select_backend(self.backend, self.mode, input.device, input.dtype).name == "native"
