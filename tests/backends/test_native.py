@@ -19,19 +19,22 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
 from rnnkit.backends import native, record_state_gradients, run_direction
+from rnnkit.functional import Masks
 from tests.backends.test_fused_vs_reference import random_masks
-from tests.helpers import NUM_STATES, make_weights, random_lengths
+from tests.helpers import NUM_STATES, make_extra, make_weights, random_lengths
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native engine not built here")
 
 TOL = {torch.float64: {"rtol": 1e-10, "atol": 1e-10}, torch.float32: {"rtol": 2e-5, "atol": 2e-5}}
-CELLS = ["lstm", "gru"]
+CELLS = list(native.CELLS)  # every built-in cell
+EXTRA: dict = {}  # the extra parameters of the last _case, by cell
 
 
 def _grads(cell, backend, x, states0, weights, lengths=None, reverse=False, masks=None):
-    leaves = [x, *states0] + [w for w in weights if w is not None]
+    extra = EXTRA.get(cell, [])
+    leaves = [x, *states0] + [w for w in weights if w is not None] + extra
     y, final = run_direction(cell, x, states0, *weights, lengths=lengths, reverse=reverse,
-                             backend=backend, masks=masks)
+                             backend=backend, masks=masks, extra=extra)
     g = torch.Generator().manual_seed(7)
     dy = torch.randn(y.shape, dtype=y.dtype, generator=g)
     dfinal = [torch.randn(f.shape, dtype=f.dtype, generator=g) for f in final]
@@ -43,13 +46,19 @@ def _case(cell, T, B, I, H, dtype, bias=True):
     x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
     states0 = tuple(torch.randn(B, H, dtype=dtype, requires_grad=True)
                     for _ in range(NUM_STATES[cell]))
+    EXTRA[cell] = make_extra(cell, H, dtype)
     return x, states0, make_weights(cell, I, H, dtype, bias=bias)
 
 
 def _assert_all_close(got, expected, dtype):
+    """Within TOL; in float32, the absolute part scales with the tensor's size (a layer
+    norm's gradients reach tens, where float32 rounding alone is 1e-5 of that)."""
     assert len(got) == len(expected)
     for a, b in zip(got, expected):
-        torch.testing.assert_close(a, b, **TOL[dtype])
+        tol = dict(TOL[dtype])
+        if dtype == torch.float32 and b.numel():
+            tol["atol"] *= max(1.0, float(b.detach().abs().max()))
+        torch.testing.assert_close(a, b, **tol)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -97,35 +106,50 @@ def test_packed_matmul(m, k, n, bias):
     torch.testing.assert_close(matmul(a64, w64.t().contiguous(), None, True), torch.mm(a64, w64))
 
 
+@pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("cell", CELLS)
-def test_gradcheck(cell):
+def test_gradcheck(cell, masked):
     x, states0, weights = _case(cell, 4, 3, 3, 5, torch.float64)
-    leaves = (x, *states0, *weights)
-    n = NUM_STATES[cell]
+    extra = EXTRA[cell]
+    leaves = (x, *states0, *weights, *extra)
+    n, n_w = NUM_STATES[cell], len(weights)
+    masks = random_masks(cell, 4, 3, 5, torch.float64) if masked else None
 
     def fn(x, *rest):
-        y, final = run_direction(cell, x, tuple(rest[:n]), *rest[n:], backend="native",
-                                 lengths=torch.tensor([4, 2, 3]))
+        y, final = run_direction(cell, x, tuple(rest[:n]), *rest[n: n + n_w], backend="native",
+                                 lengths=torch.tensor([4, 2, 3]), extra=rest[n + n_w:],
+                                 masks=masks)
         return (y, *final)
 
     assert torch.autograd.gradcheck(fn, leaves)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("cell", CELLS)
-def test_masks_are_handed_to_the_fused_engine(cell, monkeypatch):
-    """The selection rule sends a run with recurrent-dropout or zoneout masks past native
-    (automatically without a word; named, with one warning), to the same numbers."""
-    from rnnkit.backends import base
+@pytest.mark.parametrize("lengths,reverse", [(False, False), (True, True)])
+def test_masks_match_reference(cell, dtype, lengths, reverse):
+    """Recurrent dropout and zoneout run in the native loops (no hand-over), with the
+    gradients of the masks that were drawn."""
+    x, states0, weights = _case(cell, 7, 5, 4, 6, dtype)
+    masks = random_masks(cell, 7, 5, 6, dtype)
+    lens = random_lengths(5, 7) if lengths else None
+    assert rnnkit.backends.select_backend(None, cell, x.device, dtype, True).name == "native"
+    _assert_all_close(_grads(cell, "native", x, states0, weights, lens, reverse, masks),
+                      _grads(cell, "reference", x, states0, weights, lens, reverse, masks), dtype)
 
-    monkeypatch.setattr(base, "_WARNED", set())
-    x, states0, weights = _case(cell, 5, 3, 4, 6, torch.float64)
-    masks = random_masks(cell, 5, 3, 6, torch.float64)
-    expected = _grads(cell, "reference", x, states0, weights, masks=masks)
-    with pytest.warns(RuntimeWarning, match="recurrent dropout and zoneout.*using 'fused'"):
-        named = _grads(cell, "native", x, states0, weights, masks=masks)
-    _assert_all_close(named, expected, torch.float64)
-    _assert_all_close(_grads(cell, None, x, states0, weights, masks=masks), expected,
-                      torch.float64)
+
+@pytest.mark.parametrize("backend", ["native", "fused"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_evaluation_masks_give_exact_gradients(cell, backend):
+    """Zoneout in evaluation keeps the probability itself, s_t = p s_{t-1} + (1 - p) s~_t, and
+    gradients taken there (saliency on an evaluated model) must still be exact: the
+    backward reads the cell's own output s~_t, not the state that zoneout mixed."""
+    x, states0, weights = _case(cell, 6, 3, 4, 5, torch.float64)
+    masks = Masks(torch.full((3, 5), 0.8, dtype=torch.float64),
+                  tuple(torch.full((6, 3, 5), p, dtype=torch.float64)
+                        for p in (0.3, 0.1)[: NUM_STATES[cell]]))
+    _assert_all_close(_grads(cell, backend, x, states0, weights, masks=masks),
+                      _grads(cell, "reference", x, states0, weights, masks=masks), torch.float64)
 
 
 def test_records_state_gradients_as_the_fused_engine():
@@ -140,7 +164,7 @@ def test_records_state_gradients_as_the_fused_engine():
     torch.testing.assert_close(norms["native"][0], norms["fused"][0])
 
 
-@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
 @pytest.mark.parametrize("layers,bidirectional,batch_first", [(1, False, False), (2, True, True),
                                                               (3, False, True)])
 def test_layer_matches_torch_nn(kind, layers, bidirectional, batch_first):
@@ -169,7 +193,10 @@ def test_layer_matches_torch_nn(kind, layers, bidirectional, batch_first):
 # ---------------------------------------------------------------- the step API
 
 
-@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN", "LayerNormLSTM"])
+LAYERS = ["LSTM", "GRU", "RNN", "LayerNormLSTM", "LayerNormGRU", "CarryLSTM"]
+
+
+@pytest.mark.parametrize("kind", LAYERS)
 @pytest.mark.parametrize("batched", [True, False])
 def test_step_equals_forward(kind, batched):
     torch.manual_seed(0)
@@ -188,10 +215,86 @@ def test_step_equals_forward(kind, batched):
         torch.testing.assert_close(a, b)
 
 
-def test_step_with_zoneout_in_evaluation_uses_the_expectation():
-    torch.manual_seed(0)
-    layer = rnnkit.nn.LSTM(4, 7, zoneout=(0.2, 0.4)).eval()
-    x = torch.randn(6, 2, 4)
+def _perturbed(kind, dtype=torch.float32, **kwargs):
+    """A stacked layer whose layer-norm gains and biases are away from 1 and 0."""
+    torch.manual_seed(1)
+    layer = getattr(rnnkit.nn, kind)(6, 9, num_layers=2, dtype=dtype, **kwargs).eval()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return layer
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stream_equals_forward(kind, dtype):
+    """A stream of every cell gives forward's outputs and final state, one native call per
+    step (checked: it chose the native engine), batched and unbatched."""
+    layer = _perturbed(kind, dtype)
+    x = torch.randn(7, 3, 6, dtype=dtype)
+    with torch.no_grad():
+        y, final = layer(x)
+        y1, _ = layer(x[:, 1])
+    stream = layer.stream(batch_size=3)
+    assert stream._use_native
+    ys = torch.stack([stream(x[t]) for t in range(7)])
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {}
+    torch.testing.assert_close(ys, y, **tol)
+    finals = final if isinstance(final, tuple) else (final,)
+    states = stream.state if isinstance(stream.state, tuple) else (stream.state,)
+    for a, b in zip(states, finals):
+        torch.testing.assert_close(a, b, **tol)
+    single = layer.stream(batch_size=None)
+    torch.testing.assert_close(torch.stack([single(x[t, 1]) for t in range(7)]), y1, **tol)
+    assert not ys.requires_grad
+
+
+def test_stream_state_reset_and_parameter_updates():
+    layer = _perturbed("LSTM")
+    x = torch.randn(4, 2, 6)
+    stream = layer.stream(batch_size=2)
+    for t in range(2):
+        stream(x[t])
+    state = stream.state
+    with torch.no_grad():
+        _, expected_state = layer(x[:2])
+        y, _ = layer(x[2:], expected_state)
+    restarted = layer.stream(batch_size=2, state=state)  # a state handed over
+    torch.testing.assert_close(torch.stack([restarted(x[2]), restarted(x[3])]), y)
+    stream.reset()
+    torch.testing.assert_close(stream(x[0]), layer(x[:1])[0][0].detach())
+    with torch.no_grad():  # training between calls is seen at the next step
+        layer.weight_hh_l1.mul_(0.5)
+    stream.reset()
+    torch.testing.assert_close(stream(x[0]), layer(x[:1])[0][0].detach())
+
+
+def test_stream_refuses_what_it_cannot_do():
+    layer = rnnkit.nn.GRU(3, 4, num_layers=2, zoneout=0.1)
+    stream = layer.stream(batch_size=2)
+    with pytest.raises(ValueError, match=r"stream: input: expected shape \(2, 3\), torch.float32"):
+        stream(torch.randn(3, 3))
+    with pytest.raises(ValueError, match="stream: input: expected"):
+        stream(torch.randn(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="training mode with dropout or zoneout"):
+        stream(torch.randn(2, 3))
+    layer.eval()  # zoneout in evaluation: the expectation, as forward
+    x = torch.randn(5, 2, 3)
+    with torch.no_grad():
+        y, _ = layer(x)
+    torch.testing.assert_close(torch.stack([stream(x[t]) for t in range(5)]), y)
+    with pytest.raises(ValueError, match="bidirectional"):
+        rnnkit.nn.LSTM(3, 4, bidirectional=True).stream()
+    with pytest.raises(ValueError, match="batch_size: expected a positive int or None, got 0"):
+        layer.stream(batch_size=0)
+
+
+@pytest.mark.parametrize("kind,zoneout", [("LSTM", (0.2, 0.4)), ("GRU", 0.3),
+                                          ("LayerNormLSTM", (0.7, 0.1))])
+def test_step_with_zoneout_in_evaluation_uses_the_expectation(kind, zoneout):
+    """Layer by layer: the next layer reads the mixed state, as in forward (two layers)."""
+    layer = _perturbed(kind, zoneout=zoneout)
+    x = torch.randn(6, 2, 6)
     with torch.no_grad():
         y, _ = layer(x)
         state, steps = None, []
@@ -199,6 +302,9 @@ def test_step_with_zoneout_in_evaluation_uses_the_expectation():
             out, state = layer.step(x[t], state)
             steps.append(out)
     torch.testing.assert_close(torch.stack(steps), y)
+    stream = layer.stream(batch_size=2)
+    assert stream._use_native
+    torch.testing.assert_close(torch.stack([stream(x[t]) for t in range(6)]), y)
 
 
 def test_step_keeps_gradients_when_asked():

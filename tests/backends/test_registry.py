@@ -17,8 +17,11 @@ def test_builtin_backends_and_automatic_choice():
     expected = "native" if native.available() else "fused"
     assert select_backend(None, "lstm", CPU, F32).name == expected
     assert select_backend(None, "gru", CPU, torch.float64).name == expected
+    # Every built-in cell has a native loop, masks included.
+    for cell in ("rnn", "rnn-relu", "carry-lstm", "ln-lstm", "ln-gru"):
+        assert select_backend(None, cell, CPU, F32).name == expected
+        assert select_backend(None, cell, CPU, F32, masked=True).name == expected
     # What the native loops do not cover goes to the fused engine, without a warning.
-    assert select_backend(None, "ln-lstm", CPU, F32).name == "fused"
     assert select_backend(None, "lstm", CPU, torch.bfloat16).name == "fused"
 
 
@@ -70,9 +73,10 @@ def test_unsupported_case_falls_back_with_a_warning(monkeypatch):
     monkeypatch.setattr(registry, "_PRIORITY", dict(registry._PRIORITY))
     registry.register_backend(Picky(), priority=100)
     # Automatic selection skips it; naming it warns and falls back to the next in line.
-    assert select_backend(None, "ln-gru", CPU, F32).name == "fused"
-    with pytest.warns(RuntimeWarning, match=r"backend 'picky' cannot run this case \(float16 only\); using 'fused'"):
-        assert select_backend("picky", "ln-gru", CPU, F32).name == "fused"
+    following = "native" if native.available() else "fused"
+    assert select_backend(None, "ln-gru", CPU, F32).name == following
+    with pytest.warns(RuntimeWarning, match=rf"backend 'picky' cannot run this case \(float16 only\); using '{following}'"):
+        assert select_backend("picky", "ln-gru", CPU, F32).name == following
 
 
 def test_unknown_explicit_name():
@@ -83,7 +87,7 @@ def test_unknown_explicit_name():
 def test_one_rule_with_explicit_priorities_and_the_masks_case(monkeypatch):
     """Priorities order the automatic choice, whatever the order of registration; a run
     with recurrent-dropout or zoneout masks goes past an engine that does not run them
-    (native), and naming that engine says so once."""
+    (``runs_masks = False``), and naming that engine says so once."""
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     monkeypatch.setattr(registry, "_PREFERENCE", list(registry._PREFERENCE))
     monkeypatch.setattr(registry, "_PRIORITY", dict(registry._PRIORITY))
@@ -100,11 +104,23 @@ def test_one_rule_with_explicit_priorities_and_the_masks_case(monkeypatch):
     assert registry.available_backends() == ["native", "middle", "fused", "reference"]
     registry.register_backend(Middle(), priority=5)  # re-registering moves it
     assert registry.available_backends() == ["native", "fused", "reference", "middle"]
-    if registry.get_backend("native").unsupported_reason("lstm", CPU, F32) is None:
-        assert select_backend(None, "lstm", CPU, F32).name == "native"
-    assert select_backend(None, "lstm", CPU, F32, masked=True).name == "fused"
-    with pytest.warns(RuntimeWarning, match="recurrent dropout and zoneout.*using 'fused'"):
-        assert select_backend("native", "lstm", CPU, F32, masked=True).name == "fused"
+    native_ok = registry.get_backend("native").unsupported_reason("lstm", CPU, F32) is None
+    following = "native" if native_ok else "fused"
+    assert select_backend(None, "lstm", CPU, F32).name == following
+    assert select_backend(None, "lstm", CPU, F32, masked=True).name == following
+
+    class Maskless:  # an engine that declares it cannot run masks
+        name = "maskless"
+        runs_masks = False
+
+        def unsupported_reason(self, cell, device, dtype):
+            return None
+
+    registry.register_backend(Maskless(), priority=40)
+    assert select_backend(None, "lstm", CPU, F32).name == "maskless"
+    assert select_backend(None, "lstm", CPU, F32, masked=True).name == following
+    with pytest.warns(RuntimeWarning, match=f"recurrent dropout and zoneout.*using '{following}'"):
+        assert select_backend("maskless", "lstm", CPU, F32, masked=True).name == following
 
 
 def test_the_command_line_offers_the_registered_engines():

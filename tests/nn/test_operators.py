@@ -280,17 +280,44 @@ def test_operator_checks_its_inputs():
 
 @NATIVE
 def test_native_ops_check_every_shape():
+    """The C++ ops check every size they index with, and say which."""
     ops = torch.ops.rnnkit
     T, B, H = 3, 2, 4
     xp, zeros = torch.randn(T, B, 4 * H), torch.zeros(T + 1, B, H)
-    with pytest.raises(RuntimeError, match=r"lstm_forward: w_hh: expected shape \[16, 4\]"):
-        ops.lstm_forward(xp, torch.randn(3 * H, H), zeros, zeros.clone(), torch.zeros(T, B, H), [])
+    w_hh, cache = torch.randn(4 * H, H), [torch.zeros(T, B, H)]
+    lstm = 2  # engine.cpp's CellKind
+    with pytest.raises(RuntimeError, match=r"cell_forward: w_hh: expected shape \[16, 4\]"):
+        ops.cell_forward(lstm, xp, torch.randn(3 * H, H), None, [], [zeros, zeros.clone()],
+                         cache, None, None, [], [])
     with pytest.raises(RuntimeError, match="batch_sizes: expected non-increasing counts"):
-        ops.lstm_forward(xp, torch.randn(4 * H, H), zeros, zeros.clone(), torch.zeros(T, B, H),
+        ops.cell_forward(lstm, xp, w_hh, None, [], [zeros, zeros.clone()], cache, None, None, [],
                          [1, 2, 1])
-    with pytest.raises(RuntimeError, match=r"gru_step: w_ih: expected shape \[12, 5\]"):
-        ops.gru_step(torch.randn(B, 5), None, [torch.randn(3 * H, 6), torch.randn(3 * H, H)], 1,
-                     False)
+    with pytest.raises(RuntimeError, match="cell_forward: expected 2 state buffers, got 1"):
+        ops.cell_forward(lstm, xp, w_hh, None, [], [zeros], cache, None, None, [], [])
+    with pytest.raises(RuntimeError, match=r"cell_forward: cache: expected shape \[3, 2, 4\]"):
+        ops.cell_forward(lstm, xp, w_hh, None, [], [zeros, zeros.clone()], [torch.zeros(T, B, 5)],
+                         None, None, [], [])
+    with pytest.raises(RuntimeError, match=r"cell_forward: zoneout: expected shape \[3, 2, 4\]"):
+        ops.cell_forward(lstm, xp, w_hh, None, [], [zeros, zeros.clone()], cache, None, None,
+                         [torch.zeros(T, B + 1, H)], [])
+    with pytest.raises(RuntimeError, match="a recurrent mask and an h_in buffer together"):
+        ops.cell_forward(lstm, xp, w_hh, None, [], [zeros, zeros.clone()], cache,
+                         torch.ones(B, H), None, [], [])
+    with pytest.raises(RuntimeError, match="cell kind: expected 0..6, got 9"):
+        ops.cell_forward(9, xp, w_hh, None, [], [zeros], cache, None, None, [], [])
+    with pytest.raises(RuntimeError, match=r"cell_backward: dgx: expected shape \[3, 2, 16\]"):
+        ops.cell_backward(lstm, xp, w_hh, [], [zeros, zeros.clone()], cache, None, None, [], None,
+                          [torch.zeros(B, H), torch.zeros(B, H)], torch.zeros(T, B, 12), None,
+                          None, None, [], None)
+    with pytest.raises(RuntimeError, match=r"cell_step: w_ih: expected shape \[12, 5\]"):
+        ops.cell_step(4, torch.randn(B, 5), [], [torch.randn(3 * H, 6), torch.randn(3 * H, H)], 1,
+                      False, [])
+    with pytest.raises(RuntimeError, match=r"cell_step: expected 8 weights \(8 per layer\)"):
+        ops.cell_step(5, torch.randn(B, 5), [], [torch.randn(4 * H, 5), torch.randn(4 * H, H)], 1,
+                      True, [])
+    with pytest.raises(RuntimeError, match=r"cell_step: zoneout: expected probabilities in"):
+        ops.cell_step(4, torch.randn(B, 5), [], [torch.randn(3 * H, 5), torch.randn(3 * H, H)], 1,
+                      False, [1.5])
 
 
 # ---------------------------------------------------------------- empty and zero sizes

@@ -57,23 +57,27 @@ def _step_into(activation):
     def step_into(x_t: GateBlock, prev: Sequence[Tensor], hin: Tensor, w_hh_t: Tensor,
                   b_hh: Tensor | None, out: Sequence[Tensor], cache: Sequence[Tensor],
                   extra: Sequence[Tensor]) -> None:
-        # a_t accumulated in place on the projection buffer, then activated into h_t.
+        # a_t accumulated in place on the projection buffer, activated there (the cache the
+        # backward reads: h_t itself differs from act(a_t) where zoneout keeps h_{t-1}),
+        # then copied into h_t.
         x_t.flat.addmm_(hin, w_hh_t)  # [n, H]
-        activation(x_t.flat, out=out[0])
+        activation(x_t.flat, out=x_t.flat)
+        out[0].copy_(x_t.flat)
     return step_into
 
 
 def rnn_tanh_local_derivatives(cache: Sequence[Tensor], states: Sequence[Tensor],
                                extra: Sequence[Tensor] = ()) -> tuple[Tensor]:
-    """tanh'(a_t) = 1 - h_t^2 for every step at once. states[0]: [T+1, B, H]."""
-    h = states[0][1:]
+    """tanh'(a_t) = 1 - tanh(a_t)^2 for every step at once, from the activations the forward
+    left in ``cache[0]`` [T, B, H] (``h_t`` before any zoneout)."""
+    h = cache[0]
     return (1 - h * h,)
 
 
 def rnn_relu_local_derivatives(cache: Sequence[Tensor], states: Sequence[Tensor],
                                extra: Sequence[Tensor] = ()) -> tuple[Tensor]:
-    """relu'(a_t) = 1[h_t > 0] for every step at once."""
-    h = states[0][1:]
+    """relu'(a_t) = 1[relu(a_t) > 0] for every step at once (activations in ``cache[0]``)."""
+    h = cache[0]
     return ((h > 0).to(h.dtype),)
 
 

@@ -12,6 +12,7 @@ from rnnkit.nn.layers import (
     layer_class,
 )
 from rnnkit.nn.rnn import RNNBase
+from rnnkit.nn.stepping import Stream
 
 __all__ = ["GRU", "LSTM", "RNN", "CarryLSTM", "GRUCell", "LSTMCell", "LayerNormGRU",
-           "LayerNormLSTM", "RNNBase", "RNNCell", "RNNCellBase", "layer_class"]
+           "LayerNormLSTM", "RNNBase", "RNNCell", "RNNCellBase", "Stream", "layer_class"]

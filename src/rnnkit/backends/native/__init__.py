@@ -1,17 +1,20 @@
-"""The native backend: the LSTM and GRU time loops in C++ (``engine.cpp``), on the CPU.
+"""The native backend: the time loops of every built-in cell in C++ (``engine.cpp``), on the CPU.
 
 The equations, the cache and the hand-derived backward are those of
-:mod:`rnnkit.functional` (``lstm.py``, ``gru.py``); what changes is where the loop runs.
-The Python ``fused`` engine pays a few microseconds of dispatch for each of the ~10 tensor
-operations of a step, which is most of the time at small batches; here a step is one call
-into the BLAS for the recurrent product and one fused pass of gate math, with no Python
-and no dispatcher in between. The whole-sequence products (input projections before the
-loop, weight and input gradients after it) stay as they are in the fused engine.
+:mod:`rnnkit.functional` (``rnn.py``, ``lstm.py``, ``gru.py``, ``layer_norm.py``); what
+changes is where the loop runs. The Python ``fused`` engine pays a few microseconds of
+dispatch for each of the ~10 tensor operations of a step, which is most of the time at small
+batches; here a step is one call into the BLAS for the recurrent product and one fused pass
+of gate math, with no Python and no dispatcher in between. In ``engine.cpp`` each cell is
+written once, as a row of forward and a row of backward maths; one time loop, a template,
+runs them all, with recurrent dropout and zoneout masks as inputs. The whole-sequence
+products (input projections and the input layer norm before the loop, weight and input
+gradients after it) are shared with the fused engine
+(:func:`rnnkit.functional.sequence._input_and_weight_grads`).
 
-Cases it does not cover are handed on, never approximated: other cells (the registry picks
-``fused``), other devices or dtypes, and runs with recurrent dropout or zoneout masks
-(handed to the fused engine inside :meth:`NativeBackend.run`). Where the library cannot be
-built, :mod:`.build` warns once and the registry falls back to ``fused``.
+Cases it does not cover are handed on, never approximated: cells registered by a user (the
+registry picks ``fused``), other devices or dtypes. Where the library cannot be built,
+:mod:`.build` warns once and the registry falls back to ``fused``.
 """
 
 from __future__ import annotations
@@ -23,12 +26,25 @@ from torch import Tensor
 
 from rnnkit.backends import fused, ops
 from rnnkit.backends.native import build
+from rnnkit.functional import CELLS as SPECS
 from rnnkit.functional import Masks
-from rnnkit.functional.sequence import last_step_index
+from rnnkit.functional.sequence import (
+    SequenceCache,
+    _input_and_weight_grads,
+    _project_input,
+    last_step_index,
+)
 
-CELLS = ("lstm", "gru")
+# The cells with a native loop, and their number in engine.cpp's CellKind.
+KINDS = {"rnn": 0, "rnn-relu": 1, "lstm": 2, "carry-lstm": 3, "gru": 4, "ln-lstm": 5, "ln-gru": 6}
+CELLS = tuple(KINDS)
 DTYPES = (torch.float32, torch.float64)
-GATES = {"lstm": 4, "gru": 3}
+# engine.cpp's cache_shape: the widths (units of H) of the cache buffers, then how many
+# 1/std values per row the layer norms keep.
+CACHE = {"rnn": ((), 0), "rnn-relu": ((), 0), "lstm": ((1,), 0), "carry-lstm": ((1,), 0),
+         "gru": ((3,), 0), "ln-lstm": ((1, 4, 1), 2), "ln-gru": ((3, 3), 1)}
+GRUS = ("gru", "ln-gru")
+LAYER_NORMS = ("ln-lstm", "ln-gru")
 
 
 def available() -> bool:
@@ -36,84 +52,116 @@ def available() -> bool:
     return build.load() is None
 
 
+def _contiguous(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.contiguous()
+
+
 class NativeKernel:
     """The native engine's side of :mod:`rnnkit.backends.ops` (inputs already checked
-    there). Saved for the backward: the gate activations [T, B, G], the cell's cache
-    (``tanh(c_t)`` [T, B, H] for the LSTM, ``W_hh h_{t-1} + b_hh`` [T, B, 3H] for the GRU)
-    and the states [T+1, B, H]."""
+    there). Saved for the backward: the gate activations [T, B, G], the states [T+1, B, H],
+    the cell's cache (``CACHE``), the input layer norm's (raw product, mean, 1/std) for the
+    layer-norm cells, and ``h_{t-1} * m`` [T, B, H] with a recurrent-dropout mask."""
 
     def forward(self, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, batch_sizes, masks):
-        T, B, I = x.shape
+        spec = SPECS[cell]
+        T, B, _ = x.shape
         H = w_hh.shape[1]
         sizes = list(batch_sizes) if batch_sizes is not None else []
         # Rows past a sequence's end are never written, so they must start as zeros.
         alloc = torch.zeros if batch_sizes is not None else torch.empty
         opts = {"dtype": x.dtype, "device": x.device}
-        bias = b_ih
-        if cell == "lstm" and b_hh is not None:  # both biases enter only through their sum
-            bias = b_hh if bias is None else bias + b_hh
-        xp = project(x.reshape(T * B, I), w_ih, bias, transposed=True).view(T, B, -1)  # -> gates
-        w_hh = w_hh.contiguous()  # read as W_hh^T by the loop, without a transposed copy
+        xp, input_norm = _project_input(spec, x, w_ih, b_ih, b_hh, extra)  # -> activations
         states = [alloc(T + 1, B, H, **opts) for _ in states0]
         for buf, s0 in zip(states, states0):
             buf[0].copy_(s0)
-        ops = torch.ops.rnnkit
-        if cell == "lstm":
-            cache = alloc(T, B, H, **opts)  # tanh(c_t)
-            ops.lstm_forward(xp, w_hh, states[0], states[1], cache, sizes)
-        else:
-            cache = alloc(T, B, 3 * H, **opts)  # W_hh h_{t-1} + b_hh
-            ops.gru_forward(xp, w_hh, b_hh.contiguous() if b_hh is not None else None,
-                            states[0], cache, sizes)
+        widths, norms = CACHE[cell]
+        cache = [alloc(T, B, w * H, **opts) for w in widths]
+        if norms:
+            cache.append(alloc(T, B, norms, **opts))
+        h_in = alloc(T, B, H, **opts) if masks.recurrent is not None else None
+        b_step = None if spec.fold_hidden_bias else _contiguous(b_hh)
+        step_extra = [e.contiguous() for e in extra[1:]] if spec.input_norm else []
+        torch.ops.rnnkit.cell_forward(
+            KINDS[cell], xp, w_hh.contiguous(), b_step, step_extra, states, cache,
+            _contiguous(masks.recurrent), h_in, [_contiguous(m) for m in masks.zoneout], sizes)
         if batch_sizes is None:
             final = tuple(s[T].clone() for s in states)
         else:
             last = last_step_index(batch_sizes, B, x.device)
             cols = torch.arange(B, device=x.device)
             final = tuple(s[last, cols] for s in states)
-        # Copies: the caller may modify its outputs in place; the backward reads the buffers.
-        return states[0][1:].clone(), final, [xp, cache, *states]
+        kept = [xp, *states, *cache, *input_norm, *([] if h_in is None else [h_in])]
+        # A copy: the caller may modify its outputs in place; the backward reads the buffers.
+        return states[0][1:].clone(), final, kept
 
     def saved_like(self, cell, x, w_hh, masks):
+        spec = SPECS[cell]
         T, B, _ = x.shape
         H = w_hh.shape[1]
-        width = H if cell == "lstm" else 3 * H
-        return [x.new_empty(T, B, GATES[cell] * H), x.new_empty(T, B, width),
-                *(x.new_empty(T + 1, B, H) for _ in range(2 if cell == "lstm" else 1))]
+        G = spec.gates * H
+        widths, norms = CACHE[cell]
+        shapes = [(T, B, G)] + [(T + 1, B, H)] * spec.num_states
+        shapes += [(T, B, w * H) for w in widths] + ([(T, B, norms)] if norms else [])
+        if spec.input_norm:
+            shapes += [(T, B, G), (T, B, 1), (T, B, 1)]
+        if masks.recurrent is not None:
+            shapes.append((T, B, H))
+        return [x.new_empty(s) for s in shapes]
 
     def backward(self, cell, x, w_ih, w_hh, has_bias, extra, batch_sizes, masks, saved, dy,
                  dfinal, need):
-        acts, cache, *states = saved
-        T, B, I = x.shape
+        spec = SPECS[cell]
+        widths, norms = CACHE[cell]
+        n_states = spec.num_states
+        acts, states = saved[0], saved[1: 1 + n_states]
+        k = 1 + n_states
+        cache = saved[k: k + len(widths) + (1 if norms else 0)]
+        k += len(cache)
+        input_norm = tuple(saved[k: k + 3]) if spec.input_norm else ()
+        h_in = saved[-1] if masks.recurrent is not None else None
+        T, B, _ = x.shape
         H = w_hh.shape[1]
-        G = GATES[cell] * H
+        G = spec.gates * H
         sizes = list(batch_sizes) if batch_sizes is not None else []
         alloc = torch.zeros if sizes else torch.empty
         opts = {"dtype": x.dtype, "device": x.device}
         drec = [torch.zeros(B, H, **opts) if g is None else g.contiguous().clone() for g in dfinal]
-        dy = dy.contiguous() if dy is not None else None
-        norms = x.new_zeros(T, B) if fused._RECORDERS else None
-        ops = torch.ops.rnnkit
-        w_hh = w_hh.contiguous()
         dgx = alloc(T, B, G, **opts)
-        if cell == "lstm":
-            ops.lstm_backward(acts, states[1], cache, w_hh, dy, drec[0], drec[1], dgx, sizes, norms)
-            dgh = dgx
-        else:
-            dgh = alloc(T, B, G, **opts)
-            ops.gru_backward(acts, cache, states[0], w_hh, dy, drec[0], dgx, dgh, sizes, norms)
+        dgh = alloc(T, B, G, **opts) if cell in GRUS else None
+        dr = alloc(T, B, G, **opts) if cell in LAYER_NORMS else None
+        dcache = alloc(T, B, H, **opts) if cell == "ln-lstm" else None
+        norms_out = x.new_zeros(T, B) if fused._RECORDERS else None
+        step_extra = [e.contiguous() for e in extra[1:]] if spec.input_norm else []
+        torch.ops.rnnkit.cell_backward(
+            KINDS[cell], acts, w_hh.contiguous(), step_extra, list(states), list(cache),
+            _contiguous(masks.recurrent), h_in, [_contiguous(m) for m in masks.zoneout],
+            _contiguous(dy), drec, dgx, dgh, dr, dcache, sizes, norms_out)
         for store in fused._RECORDERS:
-            store.append(norms)
-        flat_gx, flat_gh = dgx.view(T * B, G), dgh.view(T * B, G)
-        dx = project(flat_gx, w_ih, None, transposed=False).view(T, B, I) if need[0] else None
-        dw_ih = torch.mm(flat_gx.t(), x.reshape(T * B, I)) if need[1] else None
-        dw_hh = torch.mm(flat_gh.t(), states[0][:T].reshape(T * B, H)) if need[2] else None
-        db_ih = flat_gx.sum(0) if has_bias and (need[3] or need[4]) else None
-        db_hh = None
-        if db_ih is not None:
-            db_hh = db_ih.clone() if cell == "lstm" else flat_gh.sum(0)
-        out = [dx, dw_ih, dw_hh, db_ih, db_hh, *drec]
+            store.append(norms_out)
+        need_extra = any(need[5: 5 + len(extra)])
+        sums = _extra_sums(cell, cache, dgx, dgh, dcache, G, H) if need_extra else []
+        saved_cache = SequenceCache(x, tuple(states), (), batch_sizes, tuple(extra), masks,
+                                    h_in, input_norm)
+        hidden = dgh if dgh is not None else dgx
+        gx, gw_ih, gw_hh, gb_ih, gb_hh, grad_extra = _input_and_weight_grads(
+            spec, saved_cache, w_ih, dgx, hidden, dr if dr is not None else hidden, sums,
+            need[0], need[1] or need[2], has_bias and (need[3] or need[4]), need_extra)
+        out = [gx, gw_ih, gw_hh, gb_ih, gb_hh, *grad_extra, *drec]
         return [g if n else None for g, n in zip(out, need)]
+
+
+def _extra_sums(cell: str, cache: Sequence[Tensor], dgx: Tensor, dgh: Tensor | None,
+                dcache: Tensor | None, G: int, H: int) -> list[Tensor]:
+    """The layer norms' gains and bias gradients, summed over every step and row from the
+    loop's buffers (the layer ordering of ``spec.accumulators``): ln-lstm (w_h, w_c, b_c),
+    ln-gru (w_h). ``cache`` holds the normalised values the gains multiplied."""
+    if cell == "ln-lstm":
+        xhat_r, xhat_c = cache[1].view(-1, G), cache[2].view(-1, H)
+        dch = dcache.view(-1, H)
+        return [(dgx.view(-1, G) * xhat_r).sum(0), (dch * xhat_c).sum(0), dch.sum(0)]
+    if cell == "ln-gru":
+        return [(dgh.view(-1, G) * cache[1].view(-1, G)).sum(0)]
+    return []
 
 
 def project(a: Tensor, w: Tensor, bias: Tensor | None, *, transposed: bool) -> Tensor:
@@ -126,10 +174,9 @@ def project(a: Tensor, w: Tensor, bias: Tensor | None, *, transposed: bool) -> T
 
 
 class NativeBackend:
-    """The C++ loops; CPU, float32 and float64, LSTM and GRU."""
+    """The C++ loops; CPU, float32 and float64, every built-in cell, with masks."""
 
     name = "native"
-    runs_masks = False  # recurrent dropout and zoneout: the fused loop has them
 
     def unsupported_reason(self, cell: str, device: torch.device, dtype: torch.dtype) -> str | None:
         if cell not in CELLS:
@@ -153,24 +200,25 @@ ops.register_kernel("native", NativeKernel())
 
 
 def step(cell: str, x: Tensor, states: Sequence[Tensor] | None, weights: Sequence[Tensor],
-         layers: int, has_bias: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """One step of a stack of LSTM or GRU layers without gradients, in one native call.
+         layers: int, has_bias: bool, zoneout: Sequence[float] = ()
+         ) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One step of a stack of layers of ``cell`` without gradients, in one native call.
 
     Args:
         x: [B, I]; states: ``(h, c)`` or ``(h,)``, each [layers, B, H], or None for zeros;
-        weights: per layer ``w_ih, w_hh`` (and ``b_ih, b_hh`` with ``has_bias``). All
-        contiguous, on the CPU, of one floating dtype.
+        weights: per layer ``w_ih, w_hh`` (and ``b_ih, b_hh`` with ``has_bias``), then the
+        cell's extra parameters in the order of its spec. All contiguous, on the CPU, of
+        one floating dtype.
+        zoneout: per state, the zoneout probability applied in evaluation (each unit takes
+        its expectation ``p s_{t-1} + (1 - p) s_t``, layer by layer), or empty.
 
     Returns:
         The top layer's h_t [B, H], and the new states, each [layers, B, H].
     """
-    if cell == "lstm":
-        h0, c0 = (None, None) if states is None else states
-        y, h, c = torch.ops.rnnkit.lstm_step.default(x, h0, c0, weights, layers, has_bias)
-        return y, (h, c)
-    h0 = None if states is None else states[0]
-    y, h = torch.ops.rnnkit.gru_step.default(x, h0, weights, layers, has_bias)
-    return y, (h,)
+    y, new = torch.ops.rnnkit.cell_step.default(KINDS[cell], x, [] if states is None else states,
+                                                weights, layers, has_bias,
+                                                [float(p) for p in zoneout])
+    return y, tuple(new)
 
 
 __all__ = ["CELLS", "NativeBackend", "NativeKernel", "available", "step"]

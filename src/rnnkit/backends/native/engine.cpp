@@ -401,122 +401,6 @@ void lstm_pointwise(T* gates, const T* c_prev, T* c_out, T* h_out, T* tanh_c, in
   }
 }
 
-template <typename T>
-void lstm_forward_impl(at::Tensor& xp, const at::Tensor& w_hh, at::Tensor& h, at::Tensor& c,
-                       at::Tensor& tanh_c, Sizes batch_sizes) {
-  const int64_t T_ = xp.size(0), B = xp.size(1), H = h.size(2), G = 4 * H;
-  const auto sizes = step_sizes(batch_sizes, T_, B);
-  T* xpp = xp.data_ptr<T>();
-  const RecurrentProduct<T> product(w_hh.data_ptr<T>(), H, G, true);
-  T* hp = h.data_ptr<T>();
-  T* cp = c.data_ptr<T>();
-  T* tcp = tanh_c.data_ptr<T>();
-  for (int64_t t = 0; t < T_; ++t) {
-    const int64_t n = sizes[t];
-    T* g = xpp + t * B * G;
-    product(n, hp + t * B * H, H, true, g, G);  // += h_{t-1} W_hh^T
-    T* c_prev = cp + t * B * H;
-    T* c_out = cp + (t + 1) * B * H;
-    T* h_out = hp + (t + 1) * B * H;
-    T* tc = tcp + t * B * H;
-    for_rows(n, G, [&](int64_t lo, int64_t hi) {
-      lstm_pointwise<T>(g, c_prev, c_out, h_out, tc, lo, hi, H);
-    });
-  }
-}
-
-// xp [T, B, 4H]: W_ih x + b_ih + b_hh, overwritten with the activations (i, f, g, o).
-// w_hh [4H, H] (torch.nn's layout); h, c [T+1, B, H] with the initial state at index 0; tanh_c [T, B, H].
-void lstm_forward(at::Tensor xp, const at::Tensor& w_hh, at::Tensor h, at::Tensor c,
-                  at::Tensor tanh_c, Sizes batch_sizes) {
-  check_buffers({&w_hh, &h, &c, &tanh_c}, xp, "lstm_forward");
-  check_buffer(xp, xp, "lstm_forward");
-  TORCH_CHECK(xp.dim() == 3 && h.dim() == 3, "lstm_forward: expected 3-D xp and h");
-  const int64_t T = xp.size(0), B = xp.size(1), H = h.size(2);
-  check_shape(xp, {T, B, 4 * H}, "lstm_forward", "xp");
-  check_shape(w_hh, {4 * H, H}, "lstm_forward", "w_hh");
-  check_shape(h, {T + 1, B, H}, "lstm_forward", "h");
-  check_shape(c, {T + 1, B, H}, "lstm_forward", "c");
-  check_shape(tanh_c, {T, B, H}, "lstm_forward", "tanh_c");
-  AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstm_forward", [&] {
-    lstm_forward_impl<scalar_t>(xp, w_hh, h, c, tanh_c, batch_sizes);
-  });
-}
-
-template <typename T>
-void lstm_backward_impl(const at::Tensor& acts, const at::Tensor& c, const at::Tensor& tanh_c,
-                        const at::Tensor& w_hh, const T* dy, at::Tensor& dh, at::Tensor& dc,
-                        at::Tensor& dgates, Sizes batch_sizes, T* norms) {
-  const int64_t T_ = acts.size(0), B = acts.size(1), H = dh.size(1), G = 4 * H;
-  const auto sizes = step_sizes(batch_sizes, T_, B);
-  const T* a = acts.data_ptr<T>();
-  const T* cs = c.data_ptr<T>();
-  const T* tcs = tanh_c.data_ptr<T>();
-  const RecurrentProduct<T> product(w_hh.data_ptr<T>(), G, H);
-  T* dhp = dh.data_ptr<T>();
-  T* dcp = dc.data_ptr<T>();
-  T* dg = dgates.data_ptr<T>();
-  for (int64_t t = T_ - 1; t >= 0; --t) {
-    const int64_t n = sizes[t];
-    add_output_grad<T>(dhp, dy == nullptr ? nullptr : dy + t * B * H,
-                       norms == nullptr ? nullptr : norms + t * B, n, H);
-    const T* a_t = a + t * B * G;
-    const T* c_prev = cs + t * B * H;
-    const T* tc_t = tcs + t * B * H;
-    T* dg_t = dg + t * B * G;
-    for_rows(n, G, [&](int64_t lo, int64_t hi) {
-      for (int64_t b = lo; b < hi; ++b) {
-        const T* g = a_t + b * G;
-        const T* cp = c_prev + b * H;
-        const T* tc = tc_t + b * H;
-        T* d = dg_t + b * G;
-        T* dhb = dhp + b * H;
-        T* dcb = dcp + b * H;
-        for (int64_t j = 0; j < H; ++j) {
-          const T i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
-          const T dhj = dhb[j], tcj = tc[j];
-          const T dcj = dcb[j] + dhj * o * (T(1) - tcj * tcj);  // dc_t
-          d[j] = dcj * gg * i * (T(1) - i);
-          d[H + j] = dcj * cp[j] * f * (T(1) - f);
-          d[2 * H + j] = dcj * i * (T(1) - gg * gg);
-          d[3 * H + j] = dhj * tcj * o * (T(1) - o);
-          dcb[j] = dcj * f;  // carried to c_{t-1}
-        }
-      }
-    });
-    product(n, dg_t, G, false, dhp, H);  // dh_{t-1} = dgates W_hh
-  }
-}
-
-// acts [T, B, 4H] and tanh_c [T, B, H] from lstm_forward; c [T+1, B, H]; w_hh [4H, H];
-// dy [T, B, H] or None; dh, dc [B, H]: the final states' gradients on entry, the initial
-// states' on exit; dgates [T, B, 4H] receives the pre-activation gradients (zero it when
-// batch_sizes is given: rows past a sequence's end are not written); norms [T, B] or None.
-void lstm_backward(const at::Tensor& acts, const at::Tensor& c, const at::Tensor& tanh_c,
-                   const at::Tensor& w_hh, const std::optional<at::Tensor>& dy, at::Tensor dh,
-                   at::Tensor dc, at::Tensor dgates, Sizes batch_sizes,
-                   const std::optional<at::Tensor>& norms) {
-  check_buffers({&acts, &c, &tanh_c, &w_hh, &dh, &dc, &dgates}, acts, "lstm_backward");
-  if (dy) check_buffer(*dy, acts, "lstm_backward dy");
-  if (norms) check_buffer(*norms, acts, "lstm_backward norms");
-  TORCH_CHECK(acts.dim() == 3 && dh.dim() == 2, "lstm_backward: expected 3-D acts and 2-D dh");
-  const int64_t T = acts.size(0), B = acts.size(1), H = dh.size(1);
-  check_shape(acts, {T, B, 4 * H}, "lstm_backward", "acts");
-  check_shape(c, {T + 1, B, H}, "lstm_backward", "c");
-  check_shape(tanh_c, {T, B, H}, "lstm_backward", "tanh_c");
-  check_shape(w_hh, {4 * H, H}, "lstm_backward", "w_hh");
-  if (dy) check_shape(*dy, {T, B, H}, "lstm_backward", "dy");
-  check_shape(dh, {B, H}, "lstm_backward", "dh");
-  check_shape(dc, {B, H}, "lstm_backward", "dc");
-  check_shape(dgates, {T, B, 4 * H}, "lstm_backward", "dgates");
-  if (norms) check_shape(*norms, {T, B}, "lstm_backward", "norms");
-  AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstm_backward", [&] {
-    lstm_backward_impl<scalar_t>(acts, c, tanh_c, w_hh, dy ? dy->data_ptr<scalar_t>() : nullptr,
-                                 dh, dc, dgates, batch_sizes,
-                                 norms ? norms->data_ptr<scalar_t>() : nullptr);
-  });
-}
-
 // ---------------------------------------------------------------- GRU (gates r, z, n)
 
 template <typename T>
@@ -543,122 +427,615 @@ void gru_pointwise(T* gx, T* gh, const T* b_hh, const T* h_prev, T* h_out, int64
   }
 }
 
+
+// ---------------------------------------------------------------- every cell, one loop
+//
+// The cells are written once, as a row of pointwise maths forward and a row of
+// hand-derived maths backward (cell_row_forward / cell_row_backward below, one `if
+// constexpr` branch per cell); the time loops around them (cell_forward_impl,
+// cell_backward_impl) are the same for all and are instantiated per cell and dtype by the
+// template. What differs between cells is described by CellTraits: the gate blocks, the
+// states, where the recurrent product lands and which buffers the cache holds.
+//
+// The loops carry the two regularisers every cell has (rnnkit/functional/sequence.py):
+// variational recurrent dropout (the product reads h_{t-1} * m, kept in `h_in` for dW_hh)
+// and zoneout (s_t = s~_t + m_t (s_{t-1} - s~_t) after the cell's step; backward, the kept
+// share m_t dL/ds_t skips the cell).
+
+enum CellKind : int64_t {
+  kRnnTanh = 0,
+  kRnnRelu = 1,
+  kLstm = 2,
+  kCarryLstm = 3,
+  kGru = 4,
+  kLnLstm = 5,
+  kLnGru = 6,
+  kNumKinds = 7,
+};
+
+template <int K>
+struct CellTraits {
+  static constexpr bool rnn = K == kRnnTanh || K == kRnnRelu;
+  static constexpr bool gru = K == kGru || K == kLnGru;
+  static constexpr bool layer_norm = K == kLnLstm || K == kLnGru;
+  static constexpr int gates = rnn ? 1 : gru ? 3 : K == kCarryLstm ? 5 : 4;
+  static constexpr int states = (rnn || gru) ? 1 : 2;
+  // The recurrent product goes to its own buffer (the GRU's gh, the layer norms' r) rather
+  // than being added to the input projection.
+  static constexpr bool own_product = gru || layer_norm;
+};
+
+// The cache each cell keeps beside the activations and states, in units of H per row:
+// [0] tanh(c_t) (LSTMs) or gh (GRUs); [1] the normalised recurrent product (layer norms);
+// [2] the normalised cell state (ln-lstm); [3] 1/std of each layer norm, in units of 1.
+struct CacheShape {
+  int64_t widths[3];  // 0 = absent
+  int64_t norms;      // number of 1/std values per row
+};
+
+CacheShape cache_shape(int64_t kind) {
+  switch (kind) {
+    case kRnnTanh:
+    case kRnnRelu: return {{0, 0, 0}, 0};
+    case kLstm: return {{1, 0, 0}, 0};
+    case kCarryLstm: return {{1, 0, 0}, 0};
+    case kGru: return {{3, 0, 0}, 0};
+    case kLnLstm: return {{1, 4, 1}, 2};
+    case kLnGru: return {{3, 3, 0}, 1};
+    default: TORCH_CHECK(false, "cell kind: expected 0..", kNumKinds - 1, ", got ", kind);
+  }
+  return {{0, 0, 0}, 0};
+}
+
+int64_t gates_of(int64_t kind) {
+  switch (kind) {
+    case kRnnTanh:
+    case kRnnRelu: return 1;
+    case kGru:
+    case kLnGru: return 3;
+    case kCarryLstm: return 5;
+    default: return 4;
+  }
+}
+
+int64_t states_of(int64_t kind) {
+  return (kind == kLstm || kind == kCarryLstm || kind == kLnLstm) ? 2 : 1;
+}
+
+// v[0, W) -> (v - mean) / sqrt(var + eps) in place (biased variance, as torch's layer norm);
+// returns 1/std. Two passes, so a large mean does not cost the variance its precision.
 template <typename T>
-void gru_forward_impl(at::Tensor& xp, const at::Tensor& w_hh, const T* b_hh, at::Tensor& h,
-                      at::Tensor& gh, Sizes batch_sizes) {
-  const int64_t T_ = xp.size(0), B = xp.size(1), H = h.size(2), G = 3 * H;
-  const auto sizes = step_sizes(batch_sizes, T_, B);
-  T* xpp = xp.data_ptr<T>();
-  const RecurrentProduct<T> product(w_hh.data_ptr<T>(), H, G, true);
-  T* hp = h.data_ptr<T>();
-  T* ghp = gh.data_ptr<T>();
-  for (int64_t t = 0; t < T_; ++t) {
+inline T normalise(T* v, int64_t W) {
+  T mean = 0;
+  for (int64_t j = 0; j < W; ++j) mean += v[j];
+  mean /= T(W);
+  T var = 0;
+  for (int64_t j = 0; j < W; ++j) {
+    const T d = v[j] - mean;
+    var += d * d;
+  }
+  const T rstd = T(1) / std::sqrt(var / T(W) + T(1e-5));
+  for (int64_t j = 0; j < W; ++j) v[j] = (v[j] - mean) * rstd;
+  return rstd;
+}
+
+// The gradient reaching a layer norm's input x from g, the one reaching y = x_hat * w (+ b):
+// u = g w, dx = rstd (u - mean(u) - x_hat mean(u x_hat)); written, or added to dx.
+template <typename T>
+inline void normalise_backward(const T* g, const T* xhat, const T* w, T rstd, T* dx, int64_t W,
+                               bool accumulate) {
+  T su = 0, sux = 0;
+  for (int64_t j = 0; j < W; ++j) {
+    const T u = g[j] * w[j];
+    su += u;
+    sux += u * xhat[j];
+  }
+  su /= T(W);
+  sux /= T(W);
+  for (int64_t j = 0; j < W; ++j) {
+    const T v = rstd * (g[j] * w[j] - su - xhat[j] * sux);
+    dx[j] = accumulate ? dx[j] + v : v;
+  }
+}
+
+// What one step of the loops works on: rows [0, n) of time step t of every buffer.
+template <typename T>
+struct StepView {
+  T* xp;             // [B, G]: pre-activations, overwritten with the activations
+  const T* h_prev;   // [B, H] h_{t-1}
+  const T* c_prev;   // [B, H] c_{t-1} (two-state cells)
+  T* h_out;          // [B, H] h_t
+  T* c_out;          // [B, H] c_t
+  T* cache0;         // tanh(c^_t) [B, H] or gh [B, 3H]
+  T* cache1;         // normalised W_hh h_in [B, G] (layer norms)
+  T* cache2;         // normalised c_t [B, H] (ln-lstm)
+  T* rstd;           // [B, norms]
+  int64_t norms;
+  const T* b_hh;     // GRU: [3H] or null (the other cells fold it into xp)
+  const T* w_h;      // layer norms: the recurrent norm's gain [G]
+  const T* w_c;      // ln-lstm: the cell norm's gain and bias [H]
+  const T* b_c;
+};
+
+// The extra parameters each kind reads, by position in `extra`: ln-lstm (w_h, w_c, b_c),
+// ln-gru (w_h).
+template <typename T>
+void extra_pointers(int64_t kind, at::TensorList extra, StepView<T>& v) {
+  v.w_h = v.w_c = v.b_c = nullptr;
+  if (kind == kLnLstm) {
+    v.w_h = extra[0].data_ptr<T>();
+    v.w_c = extra[1].data_ptr<T>();
+    v.b_c = extra[2].data_ptr<T>();
+  } else if (kind == kLnGru) {
+    v.w_h = extra[0].data_ptr<T>();
+  }
+}
+
+// Forward maths of row b (the recurrent product already in xp or in its own buffer).
+template <typename T, int K>
+inline void cell_row_forward(const StepView<T>& v, int64_t b, int64_t H) {
+  using Tr = CellTraits<K>;
+  constexpr int64_t NG = Tr::gates;
+  const int64_t G = NG * H;
+  T* g = v.xp + b * G;
+  T* hn = v.h_out + b * H;
+  if constexpr (Tr::rnn) {
+    for (int64_t j = 0; j < H; ++j) {
+      const T a = g[j];
+      const T h = K == kRnnTanh ? std::tanh(a) : (a > T(0) ? a : T(0));
+      g[j] = h;  // the activation is what the backward reads (before any zoneout)
+      hn[j] = h;
+    }
+  } else if constexpr (Tr::gru) {
+    T* gh = v.cache0 + b * G;
+    const T* hp = v.h_prev + b * H;
+    if constexpr (K == kLnGru) {
+      T* r = v.cache1 + b * G;
+      v.rstd[b * v.norms] = normalise(r, G);
+      for (int64_t j = 0; j < G; ++j) {
+        gh[j] = r[j] * v.w_h[j] + (v.b_hh != nullptr ? v.b_hh[j] : T(0));
+      }
+    } else if (v.b_hh != nullptr) {
+      for (int64_t j = 0; j < G; ++j) gh[j] += v.b_hh[j];
+    }
+    for (int64_t j = 0; j < H; ++j) g[j] = sigmoid(g[j] + gh[j]);  // r
+    for (int64_t j = H; j < 2 * H; ++j) g[j] = sigmoid(g[j] + gh[j]);  // z
+    for (int64_t j = 0; j < H; ++j) g[2 * H + j] = std::tanh(g[2 * H + j] + g[j] * gh[2 * H + j]);
+    for (int64_t j = 0; j < H; ++j) {
+      const T nj = g[2 * H + j];
+      hn[j] = nj + g[H + j] * (hp[j] - nj);  // (1 - z) n + z h_{t-1}
+    }
+  } else {  // the LSTMs
+    if constexpr (K == kLnLstm) {
+      T* r = v.cache1 + b * G;
+      v.rstd[b * v.norms] = normalise(r, G);
+      for (int64_t j = 0; j < G; ++j) g[j] += r[j] * v.w_h[j];
+    }
+    for (int64_t j = 0; j < H; ++j) g[j] = sigmoid(g[j]);  // i
+    for (int64_t j = H; j < 2 * H; ++j) g[j] = sigmoid(g[j]);  // f
+    for (int64_t j = 2 * H; j < 3 * H; ++j) g[j] = std::tanh(g[j]);  // g
+    for (int64_t j = 3 * H; j < G; ++j) g[j] = sigmoid(g[j]);  // o (and the carry gate)
+    const T* cp = v.c_prev + b * H;
+    T* cn = v.c_out + b * H;
+    T* tc = v.cache0 + b * H;
+    for (int64_t j = 0; j < H; ++j) cn[j] = g[H + j] * cp[j] + g[j] * g[2 * H + j];
+    if constexpr (K == kLnLstm) {
+      T* ch = v.cache2 + b * H;
+      std::copy(cn, cn + H, ch);
+      v.rstd[b * v.norms + 1] = normalise(ch, H);
+      for (int64_t j = 0; j < H; ++j) tc[j] = std::tanh(ch[j] * v.w_c[j] + v.b_c[j]);
+    } else {
+      for (int64_t j = 0; j < H; ++j) tc[j] = std::tanh(cn[j]);
+    }
+    for (int64_t j = 0; j < H; ++j) hn[j] = g[3 * H + j] * tc[j];
+    if constexpr (K == kCarryLstm) {
+      const T* hp = v.h_prev + b * H;
+      for (int64_t j = 0; j < H; ++j) hn[j] += g[4 * H + j] * hp[j];  // + beta h_{t-1}
+    }
+  }
+}
+
+// s_t = s~_t + m (s_{t-1} - s~_t) for rows [lo, hi), as torch.lerp computes it: from the
+// nearer end, so that a unit with m = 1 keeps s_{t-1} exactly (s~ + (s - s~) need not
+// round to s).
+template <typename T>
+inline void zoneout_rows(T* out, const T* prev, const T* mask, int64_t lo, int64_t hi, int64_t H) {
+  for (int64_t i = lo * H; i < hi * H; ++i) {
+    const T m = mask[i], d = prev[i] - out[i];
+    out[i] = m < T(0.5) ? out[i] + m * d : prev[i] - d * (T(1) - m);
+  }
+}
+
+// The buffers of a whole sequence, as the forward and backward loops index them.
+template <typename T>
+struct SequenceBuffers {
+  int64_t T_, B, H, G;
+  T* xp;                   // [T, B, G]
+  T* states[2];            // [T+1, B, H]
+  T* cache[3];             // [T, B, w * H]
+  int64_t cache_w[3];
+  T* rstd;                 // [T, B, norms]
+  int64_t norms;
+  const T* mask;           // [B, H] recurrent dropout, or null
+  T* h_in;                 // [T, B, H] h_{t-1} * mask, or null
+  const T* zoneout[2];     // [T, B, H] per state, or null
+};
+
+template <typename T>
+StepView<T> step_view(const SequenceBuffers<T>& s, int64_t t) {
+  const int64_t BH = s.B * s.H;
+  StepView<T> v{};
+  v.xp = s.xp + t * s.B * s.G;
+  v.h_prev = s.states[0] + t * BH;
+  v.h_out = s.states[0] + (t + 1) * BH;
+  if (s.states[1] != nullptr) {
+    v.c_prev = s.states[1] + t * BH;
+    v.c_out = s.states[1] + (t + 1) * BH;
+  }
+  v.cache0 = s.cache[0] ? s.cache[0] + t * s.B * s.cache_w[0] * s.H : nullptr;
+  v.cache1 = s.cache[1] ? s.cache[1] + t * s.B * s.cache_w[1] * s.H : nullptr;
+  v.cache2 = s.cache[2] ? s.cache[2] + t * s.B * s.cache_w[2] * s.H : nullptr;
+  v.rstd = s.rstd ? s.rstd + t * s.B * s.norms : nullptr;
+  v.norms = s.norms;
+  return v;
+}
+
+template <typename T, int K>
+void cell_forward_impl(SequenceBuffers<T>& s, const T* w_hh, const T* b_hh, at::TensorList extra,
+                       const std::vector<int64_t>& sizes) {
+  using Tr = CellTraits<K>;
+  const int64_t B = s.B, H = s.H, G = s.G;
+  const RecurrentProduct<T> product(w_hh, H, G, true);
+  for (int64_t t = 0; t < s.T_; ++t) {
     const int64_t n = sizes[t];
-    T* gh_t = ghp + t * B * G;
-    const T* h_prev = hp + t * B * H;
-    product(n, h_prev, H, false, gh_t, G);  // W_hh h_{t-1}
-    T* x_t = xpp + t * B * G;
-    T* h_out = hp + (t + 1) * B * H;
+    if (n == 0) continue;
+    StepView<T> v = step_view(s, t);
+    v.b_hh = b_hh;
+    extra_pointers<T>(K, extra, v);
+    const T* hin = v.h_prev;
+    if (s.mask != nullptr) {  // variational recurrent dropout: the product reads h_{t-1} * m
+      T* hi = s.h_in + t * B * H;
+      for (int64_t i = 0; i < n * H; ++i) hi[i] = v.h_prev[i] * s.mask[i];
+      hin = hi;
+    }
+    if constexpr (Tr::own_product) {
+      product(n, hin, H, false, Tr::layer_norm ? v.cache1 : v.cache0, G);
+    } else {
+      product(n, hin, H, true, v.xp, G);  // += h_in W_hh^T
+    }
+    const T* zh = s.zoneout[0] ? s.zoneout[0] + t * B * H : nullptr;
+    const T* zc = s.zoneout[1] ? s.zoneout[1] + t * B * H : nullptr;
     for_rows(n, G, [&](int64_t lo, int64_t hi) {
-      gru_pointwise<T>(x_t, gh_t, b_hh, h_prev, h_out, lo, hi, H);
+      for (int64_t b = lo; b < hi; ++b) cell_row_forward<T, K>(v, b, H);
+      if (zh != nullptr) zoneout_rows<T>(v.h_out, v.h_prev, zh, lo, hi, H);
+      if (zc != nullptr) zoneout_rows<T>(v.c_out, v.c_prev, zc, lo, hi, H);
     });
   }
 }
 
-// xp [T, B, 3H]: W_ih x + b_ih, overwritten with (r, z, n); w_hh [3H, H]; b_hh [3H] or
-// None; h [T+1, B, H] with h_0 at index 0; gh [T, B, 3H] receives W_hh h_{t-1} + b_hh.
-void gru_forward(at::Tensor xp, const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh,
-                 at::Tensor h, at::Tensor gh, Sizes batch_sizes) {
-  check_buffers({&xp, &w_hh, &h, &gh}, xp, "gru_forward");
-  if (b_hh) check_buffer(*b_hh, xp, "gru_forward b_hh");
-  TORCH_CHECK(xp.dim() == 3 && h.dim() == 3, "gru_forward: expected 3-D xp and h");
-  const int64_t T = xp.size(0), B = xp.size(1), H = h.size(2);
-  check_shape(xp, {T, B, 3 * H}, "gru_forward", "xp");
-  check_shape(w_hh, {3 * H, H}, "gru_forward", "w_hh");
-  if (b_hh) check_shape(*b_hh, {3 * H}, "gru_forward", "b_hh");
-  check_shape(h, {T + 1, B, H}, "gru_forward", "h");
-  check_shape(gh, {T, B, 3 * H}, "gru_forward", "gh");
-  AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "gru_forward", [&] {
-    gru_forward_impl<scalar_t>(xp, w_hh, b_hh ? b_hh->data_ptr<scalar_t>() : nullptr, h, gh,
-                               batch_sizes);
+// What one backward step writes: the gate gradients of row b, and the gradients carried to
+// step t-1 (dh holds the part that does not go through W_hh: the GRU's z, the carry gate).
+template <typename T>
+struct GradView {
+  T* dh;      // [B, H]
+  T* dc;      // [B, H]
+  T* dgx;     // [B, G] gradient of the pre-activations (input side)
+  T* dgh;     // [B, G] GRUs: of the hidden side
+  T* dr;      // [B, G] layer norms: of W_hh h_in
+  T* dcache;  // [B, H] ln-lstm: of the normalised cell state's output (for w_c, b_c)
+};
+
+template <typename T, int K>
+inline void cell_row_backward(const StepView<T>& v, const GradView<T>& d, int64_t b, int64_t H) {
+  using Tr = CellTraits<K>;
+  constexpr int64_t NG = Tr::gates;
+  const int64_t G = NG * H;
+  const T* g = v.xp + b * G;  // the activations
+  T* dh = d.dh + b * H;
+  T* dx = d.dgx + b * G;
+  if constexpr (Tr::rnn) {
+    for (int64_t j = 0; j < H; ++j) {
+      const T h = g[j];
+      dx[j] = dh[j] * (K == kRnnTanh ? T(1) - h * h : (h > T(0) ? T(1) : T(0)));
+      dh[j] = 0;
+    }
+  } else if constexpr (Tr::gru) {
+    const T* ghn = v.cache0 + b * G + 2 * H;
+    const T* hp = v.h_prev + b * H;
+    T* dhg = d.dgh + b * G;
+    for (int64_t j = 0; j < H; ++j) {
+      const T r = g[j], z = g[H + j], nn = g[2 * H + j], dj = dh[j];
+      const T dn = dj * (T(1) - z) * (T(1) - nn * nn);
+      const T dz = dj * (hp[j] - nn) * z * (T(1) - z);
+      const T dr = dn * ghn[j] * r * (T(1) - r);
+      dx[j] = dr;
+      dx[H + j] = dz;
+      dx[2 * H + j] = dn;
+      dhg[j] = dr;
+      dhg[H + j] = dz;
+      dhg[2 * H + j] = dn * r;
+      dh[j] = dj * z;  // the direct path; the product adds dgh W_hh
+    }
+    if constexpr (K == kLnGru) {
+      normalise_backward(dhg, v.cache1 + b * G, v.w_h, v.rstd[b * v.norms], d.dr + b * G, G,
+                         false);
+    }
+  } else {  // the LSTMs
+    const T* cp = v.c_prev + b * H;
+    const T* tc = v.cache0 + b * H;
+    T* dc = d.dc + b * H;
+    if constexpr (K == kLnLstm) {  // through h = o tanh(LN(c)) to c, by the cell norm
+      T* dch = d.dcache + b * H;
+      for (int64_t j = 0; j < H; ++j) dch[j] = dh[j] * g[3 * H + j] * (T(1) - tc[j] * tc[j]);
+      normalise_backward(dch, v.cache2 + b * H, v.w_c, v.rstd[b * v.norms + 1], dc, H, true);
+    }
+    for (int64_t j = 0; j < H; ++j) {
+      const T i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
+      const T dhj = dh[j], tcj = tc[j];
+      const T dcj = K == kLnLstm ? dc[j] : dc[j] + dhj * o * (T(1) - tcj * tcj);  // dc_t
+      dx[j] = dcj * gg * i * (T(1) - i);
+      dx[H + j] = dcj * cp[j] * f * (T(1) - f);
+      dx[2 * H + j] = dcj * i * (T(1) - gg * gg);
+      dx[3 * H + j] = dhj * tcj * o * (T(1) - o);
+      dc[j] = dcj * f;  // carried to c_{t-1}
+    }
+    if constexpr (K == kCarryLstm) {
+      const T* hp = v.h_prev + b * H;
+      for (int64_t j = 0; j < H; ++j) {
+        const T beta = g[4 * H + j];
+        dx[4 * H + j] = dh[j] * hp[j] * beta * (T(1) - beta);
+        dh[j] *= beta;  // the carry path
+      }
+    } else {
+      std::fill(dh, dh + H, T(0));
+    }
+    if constexpr (K == kLnLstm) {
+      normalise_backward(dx, v.cache1 + b * G, v.w_h, v.rstd[b * v.norms], d.dr + b * G, G, false);
+    }
+  }
+}
+
+template <typename T, int K>
+void cell_backward_impl(SequenceBuffers<T>& s, const T* w_hh, at::TensorList extra, const T* dy,
+                        T* dh, T* dc, T* dgx, T* dgh, T* dr, T* dcache,
+                        const std::vector<int64_t>& sizes, T* norms) {
+  using Tr = CellTraits<K>;
+  const int64_t B = s.B, H = s.H, G = s.G;
+  const RecurrentProduct<T> product(w_hh, G, H);
+  // The zoneout shares kept aside while the cell's backward runs, and the product's result
+  // before the recurrent mask.
+  std::vector<T> kept_h(s.zoneout[0] ? B * H : 0), kept_c(s.zoneout[1] ? B * H : 0);
+  std::vector<T> masked(s.mask ? B * H : 0);
+  for (int64_t t = s.T_ - 1; t >= 0; --t) {
+    const int64_t n = sizes[t];
+    if (n == 0) continue;
+    add_output_grad<T>(dh, dy == nullptr ? nullptr : dy + t * B * H,
+                       norms == nullptr ? nullptr : norms + t * B, n, H);
+    StepView<T> v = step_view(s, t);
+    extra_pointers<T>(K, extra, v);
+    GradView<T> d{dh, dc, dgx + t * B * G, dgh ? dgh + t * B * G : nullptr,
+                  dr ? dr + t * B * G : nullptr, dcache ? dcache + t * B * H : nullptr};
+    const T* zh = s.zoneout[0] ? s.zoneout[0] + t * B * H : nullptr;
+    const T* zc = s.zoneout[1] ? s.zoneout[1] + t * B * H : nullptr;
+    for_rows(n, G, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo * H; zh != nullptr && i < hi * H; ++i) {
+        kept_h[i] = dh[i] * zh[i];
+        dh[i] -= kept_h[i];
+      }
+      for (int64_t i = lo * H; zc != nullptr && i < hi * H; ++i) {
+        kept_c[i] = dc[i] * zc[i];
+        dc[i] -= kept_c[i];
+      }
+      for (int64_t b = lo; b < hi; ++b) cell_row_backward<T, K>(v, d, b, H);
+      for (int64_t i = lo * H; zh != nullptr && i < hi * H; ++i) dh[i] += kept_h[i];
+      for (int64_t i = lo * H; zc != nullptr && i < hi * H; ++i) dc[i] += kept_c[i];
+    });
+    const T* src = Tr::layer_norm ? d.dr : Tr::gru ? d.dgh : d.dgx;
+    if (s.mask == nullptr) {
+      product(n, src, G, true, dh, H);  // dh_{t-1} += dgates W_hh
+    } else {
+      product(n, src, G, false, masked.data(), H);
+      for (int64_t i = 0; i < n * H; ++i) dh[i] += masked[i] * s.mask[i];
+    }
+  }
+}
+
+// The tensors of a sequence, checked against the shapes the loops index with, and their
+// pointers. states: one or two [T+1, B, H]; cache: as cache_shape(kind), then the 1/std
+// buffer [T, B, norms] when the cell has layer norms.
+template <typename T>
+SequenceBuffers<T> sequence_buffers(int64_t kind, const at::Tensor& xp, const at::Tensor& w_hh,
+                                    at::TensorList extra, at::TensorList states,
+                                    at::TensorList cache, const std::optional<at::Tensor>& mask,
+                                    const std::optional<at::Tensor>& h_in,
+                                    const c10::List<std::optional<at::Tensor>>& zoneout,
+                                    const char* op) {
+  TORCH_CHECK(kind >= 0 && kind < kNumKinds, op, ": cell kind: expected 0..", kNumKinds - 1,
+              ", got ", kind);
+  TORCH_CHECK(xp.dim() == 3 && w_hh.dim() == 2, op, ": expected 3-D xp and 2-D w_hh, got ",
+              xp.sizes(), " and ", w_hh.sizes());
+  const int64_t steps = xp.size(0), B = xp.size(1), H = w_hh.size(1), G = gates_of(kind) * H;
+  check_buffers({&xp, &w_hh}, xp, op);
+  check_shape(xp, {steps, B, G}, op, "xp");
+  check_shape(w_hh, {G, H}, op, "w_hh");
+  const int64_t n_states = states_of(kind);
+  TORCH_CHECK(static_cast<int64_t>(states.size()) == n_states, op, ": expected ", n_states,
+              " state buffers, got ", states.size());
+  for (const auto& st : states) {
+    check_buffer(st, xp, op);
+    check_shape(st, {steps + 1, B, H}, op, "states");
+  }
+  const CacheShape shape = cache_shape(kind);
+  int64_t n_cache = 0;
+  for (int64_t w : shape.widths) n_cache += w > 0;
+  const int64_t want = n_cache + (shape.norms > 0);
+  TORCH_CHECK(static_cast<int64_t>(cache.size()) == want, op, ": expected ", want,
+              " cache buffers, got ", cache.size());
+  const int64_t n_extra = kind == kLnLstm ? 3 : kind == kLnGru ? 1 : 0;
+  TORCH_CHECK(static_cast<int64_t>(extra.size()) == n_extra, op, ": expected ", n_extra,
+              " extra parameters, got ", extra.size());
+  if (n_extra > 0) {
+    check_buffer(extra[0], xp, op);
+    check_shape(extra[0], {G}, op, "w_h");
+  }
+  for (int64_t e = 1; e < n_extra; ++e) {
+    check_buffer(extra[e], xp, op);
+    check_shape(extra[e], {H}, op, "cell norm");
+  }
+  SequenceBuffers<T> s{};
+  s.T_ = steps;
+  s.B = B;
+  s.H = H;
+  s.G = G;
+  s.xp = xp.data_ptr<T>();
+  s.states[0] = states[0].data_ptr<T>();
+  s.states[1] = n_states > 1 ? states[1].data_ptr<T>() : nullptr;
+  int64_t k = 0;
+  for (int64_t c = 0; c < 3; ++c) {
+    s.cache_w[c] = shape.widths[c];
+    s.cache[c] = nullptr;
+    if (shape.widths[c] == 0) continue;
+    check_buffer(cache[k], xp, op);
+    check_shape(cache[k], {steps, B, shape.widths[c] * H}, op, "cache");
+    s.cache[c] = cache[k++].data_ptr<T>();
+  }
+  s.norms = shape.norms;
+  s.rstd = nullptr;
+  if (shape.norms > 0) {
+    check_buffer(cache[k], xp, op);
+    check_shape(cache[k], {steps, B, shape.norms}, op, "rstd");
+    s.rstd = cache[k].data_ptr<T>();
+  }
+  TORCH_CHECK(mask.has_value() == h_in.has_value(), op,
+              ": expected a recurrent mask and an h_in buffer together, or neither");
+  s.mask = nullptr;
+  s.h_in = nullptr;
+  if (mask) {
+    check_buffers({&*mask, &*h_in}, xp, op);
+    check_shape(*mask, {B, H}, op, "recurrent_mask");
+    check_shape(*h_in, {steps, B, H}, op, "h_in");
+    s.mask = mask->data_ptr<T>();
+    s.h_in = h_in->data_ptr<T>();
+  }
+  TORCH_CHECK(static_cast<int64_t>(zoneout.size()) <= n_states, op, ": expected at most ",
+              n_states, " zoneout masks, got ", zoneout.size());
+  s.zoneout[0] = s.zoneout[1] = nullptr;
+  for (size_t z = 0; z < zoneout.size(); ++z) {
+    const std::optional<at::Tensor> m = zoneout.get(z);
+    if (!m) continue;
+    check_buffer(*m, xp, op);
+    check_shape(*m, {steps, B, H}, op, "zoneout");
+    s.zoneout[z] = m->data_ptr<T>();
+  }
+  return s;
+}
+
+template <typename T, typename F>
+void dispatch_kind(int64_t kind, const F& f) {
+  switch (kind) {
+    case kRnnTanh: f(std::integral_constant<int, kRnnTanh>{}); break;
+    case kRnnRelu: f(std::integral_constant<int, kRnnRelu>{}); break;
+    case kLstm: f(std::integral_constant<int, kLstm>{}); break;
+    case kCarryLstm: f(std::integral_constant<int, kCarryLstm>{}); break;
+    case kGru: f(std::integral_constant<int, kGru>{}); break;
+    case kLnLstm: f(std::integral_constant<int, kLnLstm>{}); break;
+    case kLnGru: f(std::integral_constant<int, kLnGru>{}); break;
+    default: TORCH_CHECK(false, "cell kind: expected 0..", kNumKinds - 1, ", got ", kind);
+  }
+}
+
+// The forward of cell `kind` over a sequence. xp [T, B, G]: the input projections (both
+// biases for the cells that fold b_hh, b_ih only for the GRUs), overwritten with the
+// activations; w_hh [G, H] (torch.nn's layout); b_hh [G] for the GRUs (else None); extra:
+// ln-lstm (w_h [4H], w_c [H], b_c [H]), ln-gru (w_h [3H]); states: h (and c) [T+1, B, H]
+// with the initial state at index 0; cache as cache_shape; recurrent_mask [B, H] with
+// h_in [T, B, H], or neither; zoneout: a [T, B, H] mask per state, or None.
+void cell_forward(int64_t kind, at::Tensor xp, const at::Tensor& w_hh,
+                  const std::optional<at::Tensor>& b_hh, at::TensorList extra,
+                  at::TensorList states, at::TensorList cache,
+                  const std::optional<at::Tensor>& recurrent_mask,
+                  const std::optional<at::Tensor>& h_in,
+                  const c10::List<std::optional<at::Tensor>>& zoneout, Sizes batch_sizes) {
+  AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "cell_forward", [&] {
+    using T = scalar_t;
+    auto s = sequence_buffers<T>(kind, xp, w_hh, extra, states, cache, recurrent_mask, h_in,
+                                 zoneout, "cell_forward");
+    const bool gru = kind == kGru || kind == kLnGru;
+    TORCH_CHECK(gru || !b_hh.has_value(), "cell_forward: b_hh: expected None (this cell folds "
+                "it into xp)");
+    if (b_hh) {
+      check_buffer(*b_hh, xp, "cell_forward b_hh");
+      check_shape(*b_hh, {s.G}, "cell_forward", "b_hh");
+    }
+    const auto sizes = step_sizes(batch_sizes, s.T_, s.B);
+    const T* bh = b_hh ? b_hh->data_ptr<T>() : nullptr;
+    dispatch_kind<T>(kind, [&](auto k) {
+      cell_forward_impl<T, decltype(k)::value>(s, w_hh.data_ptr<T>(), bh, extra, sizes);
+    });
   });
 }
 
-template <typename T>
-void gru_backward_impl(const at::Tensor& acts, const at::Tensor& gh, const at::Tensor& h,
-                       const at::Tensor& w_hh, const T* dy, at::Tensor& dh, at::Tensor& dgx,
-                       at::Tensor& dgh, Sizes batch_sizes, T* norms) {
-  const int64_t T_ = acts.size(0), B = acts.size(1), H = dh.size(1), G = 3 * H;
-  const auto sizes = step_sizes(batch_sizes, T_, B);
-  const T* a = acts.data_ptr<T>();
-  const T* ghp = gh.data_ptr<T>();
-  const T* hs = h.data_ptr<T>();
-  const RecurrentProduct<T> product(w_hh.data_ptr<T>(), G, H);
-  T* dhp = dh.data_ptr<T>();
-  T* dxp = dgx.data_ptr<T>();
-  T* dhh = dgh.data_ptr<T>();
-  for (int64_t t = T_ - 1; t >= 0; --t) {
-    const int64_t n = sizes[t];
-    add_output_grad<T>(dhp, dy == nullptr ? nullptr : dy + t * B * H,
-                       norms == nullptr ? nullptr : norms + t * B, n, H);
-    const T* a_t = a + t * B * G;
-    const T* gh_t = ghp + t * B * G;
-    const T* h_prev = hs + t * B * H;
-    T* dx_t = dxp + t * B * G;
-    T* dh_t = dhh + t * B * G;
-    for_rows(n, G, [&](int64_t lo, int64_t hi) {
-      for (int64_t b = lo; b < hi; ++b) {
-        const T* g = a_t + b * G;
-        const T* ghn = gh_t + b * G + 2 * H;
-        const T* hp = h_prev + b * H;
-        T* dx = dx_t + b * G;
-        T* dhg = dh_t + b * G;
-        T* dhb = dhp + b * H;
-        for (int64_t j = 0; j < H; ++j) {
-          const T r = g[j], z = g[H + j], nn = g[2 * H + j], d = dhb[j];
-          const T dn = d * (T(1) - z) * (T(1) - nn * nn);
-          const T dz = d * (hp[j] - nn) * z * (T(1) - z);
-          const T dr = dn * ghn[j] * r * (T(1) - r);
-          dx[j] = dr;
-          dx[H + j] = dz;
-          dx[2 * H + j] = dn;
-          dhg[j] = dr;
-          dhg[H + j] = dz;
-          dhg[2 * H + j] = dn * r;
-          dhb[j] = d * z;  // the direct path; the product below adds dgh W_hh
-        }
-      }
+// The hand-derived backward of cell_forward: the same buffers (xp now the activations),
+// dy [T, B, H] or None; drec: dh (and dc) [B, H], the final states' gradients on entry and
+// the initial states' on exit; dgx [T, B, G] receives the pre-activations' gradient, dgh
+// [T, B, G] the hidden side's (GRUs), dr [T, B, G] that of W_hh h_in (layer norms), dcache
+// [T, B, H] that of the normalised cell state's output (ln-lstm); zero them all when
+// batch_sizes is given (rows past a sequence's end are not written); norms [T, B] or None.
+void cell_backward(int64_t kind, const at::Tensor& acts, const at::Tensor& w_hh,
+                   at::TensorList extra, at::TensorList states, at::TensorList cache,
+                   const std::optional<at::Tensor>& recurrent_mask,
+                   const std::optional<at::Tensor>& h_in,
+                   const c10::List<std::optional<at::Tensor>>& zoneout,
+                   const std::optional<at::Tensor>& dy, at::TensorList drec, at::Tensor dgx,
+                   const std::optional<at::Tensor>& dgh, const std::optional<at::Tensor>& dr,
+                   const std::optional<at::Tensor>& dcache, Sizes batch_sizes,
+                   const std::optional<at::Tensor>& norms) {
+  AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "cell_backward", [&] {
+    using T = scalar_t;
+    auto s = sequence_buffers<T>(kind, acts, w_hh, extra, states, cache, recurrent_mask, h_in,
+                                 zoneout, "cell_backward");
+    const int64_t T_ = s.T_, B = s.B, H = s.H, G = s.G;
+    const char* op = "cell_backward";
+    TORCH_CHECK(static_cast<int64_t>(drec.size()) == states_of(kind), op, ": expected ",
+                states_of(kind), " state gradients, got ", drec.size());
+    for (const auto& g : drec) {
+      check_buffer(g, acts, op);
+      check_shape(g, {B, H}, op, "drec");
+    }
+    check_buffer(dgx, acts, op);
+    check_shape(dgx, {T_, B, G}, op, "dgx");
+    if (dy) {
+      check_buffer(*dy, acts, op);
+      check_shape(*dy, {T_, B, H}, op, "dy");
+    }
+    if (norms) {
+      check_buffer(*norms, acts, op);
+      check_shape(*norms, {T_, B}, op, "norms");
+    }
+    const bool gru = kind == kGru || kind == kLnGru;
+    const bool ln = kind == kLnLstm || kind == kLnGru;
+    TORCH_CHECK(dgh.has_value() == gru, op, ": dgh: expected it for the GRUs only");
+    TORCH_CHECK(dr.has_value() == ln, op, ": dr: expected it for the layer-norm cells only");
+    TORCH_CHECK(dcache.has_value() == (kind == kLnLstm), op, ": dcache: expected it for "
+                "ln-lstm only");
+    for (const auto* g : {&dgh, &dr}) {
+      if (!g->has_value()) continue;
+      check_buffer(**g, acts, op);
+      check_shape(**g, {T_, B, G}, op, "dgh/dr");
+    }
+    if (dcache) {
+      check_buffer(*dcache, acts, op);
+      check_shape(*dcache, {T_, B, H}, op, "dcache");
+    }
+    const auto sizes = step_sizes(batch_sizes, T_, B);
+    auto p = [](const std::optional<at::Tensor>& t) { return t ? t->data_ptr<T>() : nullptr; };
+    T* dh = drec[0].data_ptr<T>();
+    T* dc = drec.size() > 1 ? drec[1].data_ptr<T>() : nullptr;
+    dispatch_kind<T>(kind, [&](auto k) {
+      cell_backward_impl<T, decltype(k)::value>(s, w_hh.data_ptr<T>(), extra, p(dy), dh, dc,
+                                                dgx.data_ptr<T>(), p(dgh), p(dr), p(dcache),
+                                                sizes, p(norms));
     });
-    product(n, dh_t, G, true, dhp, H);  // += dgh W_hh
-  }
-}
-
-// acts [T, B, 3H] and gh [T, B, 3H] from gru_forward; h [T+1, B, H]; w_hh [3H, H]; dy
-// [T, B, H] or None; dh [B, H]: the final state's gradient on entry, the initial state's on
-// exit; dgx, dgh [T, B, 3H] receive the input-side and hidden-side pre-activation gradients
-// (zero them when batch_sizes is given); norms [T, B] or None.
-void gru_backward(const at::Tensor& acts, const at::Tensor& gh, const at::Tensor& h,
-                  const at::Tensor& w_hh, const std::optional<at::Tensor>& dy, at::Tensor dh,
-                  at::Tensor dgx, at::Tensor dgh, Sizes batch_sizes,
-                  const std::optional<at::Tensor>& norms) {
-  check_buffers({&acts, &gh, &h, &w_hh, &dh, &dgx, &dgh}, acts, "gru_backward");
-  if (dy) check_buffer(*dy, acts, "gru_backward dy");
-  if (norms) check_buffer(*norms, acts, "gru_backward norms");
-  TORCH_CHECK(acts.dim() == 3 && dh.dim() == 2, "gru_backward: expected 3-D acts and 2-D dh");
-  const int64_t T = acts.size(0), B = acts.size(1), H = dh.size(1);
-  check_shape(acts, {T, B, 3 * H}, "gru_backward", "acts");
-  check_shape(gh, {T, B, 3 * H}, "gru_backward", "gh");
-  check_shape(h, {T + 1, B, H}, "gru_backward", "h");
-  check_shape(w_hh, {3 * H, H}, "gru_backward", "w_hh");
-  if (dy) check_shape(*dy, {T, B, H}, "gru_backward", "dy");
-  check_shape(dh, {B, H}, "gru_backward", "dh");
-  check_shape(dgx, {T, B, 3 * H}, "gru_backward", "dgx");
-  check_shape(dgh, {T, B, 3 * H}, "gru_backward", "dgh");
-  if (norms) check_shape(*norms, {T, B}, "gru_backward", "norms");
-  AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "gru_backward", [&] {
-    gru_backward_impl<scalar_t>(acts, gh, h, w_hh, dy ? dy->data_ptr<scalar_t>() : nullptr, dh,
-                                dgx, dgh, batch_sizes,
-                                norms ? norms->data_ptr<scalar_t>() : nullptr);
   });
 }
 
@@ -690,40 +1067,6 @@ void project_step(T* out, const at::Tensor& x, const at::Tensor& w, const T* bia
     }
   }
   gemm<T>(n, G, K, x.data_ptr<T>(), K, w.data_ptr<T>(), K, true, T(1), out, G);
-}
-
-template <typename T>
-const T* ptr_or_null(const std::optional<at::Tensor>& t) {
-  return t ? t->data_ptr<T>() : nullptr;
-}
-
-void check_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih,
-                const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
-                const std::optional<at::Tensor>& b_hh, const char* name) {
-  for (auto* t : {&x, &h, &w_ih, &w_hh}) check_buffer(*t, x, name);
-  if (b_ih) check_buffer(*b_ih, x, name);
-  if (b_hh) check_buffer(*b_hh, x, name);
-}
-
-// Every layer's weights and the states of a stacked single step have the shapes the loops
-// index with: w_ih [G, I_l] (I_0 = x's width, then H), w_hh [G, H], biases [G], states
-// [layers, B, H].
-void check_step_shapes(const at::Tensor& x, const std::optional<at::Tensor>& h0,
-                       const std::optional<at::Tensor>& c0, at::TensorList weights,
-                       int64_t layers, bool has_bias, int64_t gates, const char* op) {
-  const int64_t per = has_bias ? 4 : 2;
-  const int64_t B = x.size(0), H = weights[1].size(1), G = gates * H;
-  for (int64_t l = 0; l < layers; ++l) {
-    const int64_t in = l == 0 ? x.size(1) : H;
-    check_shape(weights[per * l], {G, in}, op, "w_ih");
-    check_shape(weights[per * l + 1], {G, H}, op, "w_hh");
-    if (has_bias) {
-      check_shape(weights[per * l + 2], {G}, op, "b_ih");
-      check_shape(weights[per * l + 3], {G}, op, "b_hh");
-    }
-  }
-  if (h0) check_shape(*h0, {layers, B, H}, op, "h0");
-  if (c0) check_shape(*c0, {layers, B, H}, op, "c0");
 }
 
 // Units [u0, u1) of one layer's single step, for the few rows of a streaming batch: the
@@ -820,101 +1163,139 @@ bool gru_layer_step_fast<float>(int64_t B, int64_t I, int64_t H, const float* x,
   return true;
 }
 
-// One step of a stack of `layers` LSTM layers without gradients. x [B, I]; h0, c0
-// [layers, B, H] or None (zeros); weights: per layer w_ih, w_hh (and b_ih, b_hh when
-// has_bias), torch.nn's layout. Returns the top layer's h_t [B, H] and the new h, c
-// [layers, B, H]: the whole step is one call, so a streaming caller pays one dispatch.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_step(
-    const at::Tensor& x, const std::optional<at::Tensor>& h0, const std::optional<at::Tensor>& c0,
-    at::TensorList weights, int64_t layers, bool has_bias) {
-  const int64_t per = has_bias ? 4 : 2;
-  TORCH_CHECK(layers >= 1 && static_cast<int64_t>(weights.size()) == per * layers,
-              "lstm_step: expected ", per * layers, " weights, got ", weights.size());
-  check_buffer(x, x, "lstm_step");
-  for (const auto& w : weights) check_buffer(w, x, "lstm_step weights");
-  if (h0) check_buffer(*h0, x, "lstm_step h0");
-  if (c0) check_buffer(*c0, x, "lstm_step c0");
-  TORCH_CHECK(x.dim() == 2 && weights[1].dim() == 2, "lstm_step: expected 2-D x and w_hh");
-  const int64_t B = x.size(0), H = weights[1].size(1), G = 4 * H;
-  check_step_shapes(x, h0, c0, weights, layers, has_bias, 4, "lstm_step");
-  at::Tensor h = at::empty({layers, B, H}, x.options());
-  at::Tensor c = at::empty({layers, B, H}, x.options());
-  at::Tensor gates = at::empty({B, G}, x.options());
-  at::Tensor zeros = (h0 && c0) ? at::Tensor() : at::zeros({B, H}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_step", [&] {
-    using T = scalar_t;
-    at::Tensor input = x;
-    T* g = gates.data_ptr<T>();
-    for (int64_t l = 0; l < layers; ++l) {
-      const at::Tensor& w_ih = weights[per * l];
-      const at::Tensor& w_hh = weights[per * l + 1];
-      const T* b_ih = has_bias ? weights[per * l + 2].data_ptr<T>() : nullptr;
-      const T* b_hh = has_bias ? weights[per * l + 3].data_ptr<T>() : nullptr;
-      at::Tensor h_prev = h0 ? (*h0)[l] : zeros;
-      const T* c_prev = c0 ? c0->data_ptr<T>() + l * B * H : zeros.data_ptr<T>();
-      if (lstm_layer_step_fast<T>(B, input.size(1), H, input.data_ptr<T>(), h_prev.data_ptr<T>(),
-                                  c_prev, w_ih.data_ptr<T>(), w_hh.data_ptr<T>(), b_ih, b_hh, g,
-                                  h.data_ptr<T>() + l * B * H, c.data_ptr<T>() + l * B * H)) {
-        input = h[l];
-        continue;
-      }
-      project_step<T>(g, input, w_ih, b_ih, B, G, false);
-      project_step<T>(g, h_prev, w_hh, b_hh, B, G, true);
-      T* c_out = c.data_ptr<T>() + l * B * H;
-      T* h_out = h.data_ptr<T>() + l * B * H;
-      for_rows(B, G, [&](int64_t lo, int64_t hi) {
-        lstm_pointwise<T>(g, c_prev, c_out, h_out, nullptr, lo, hi, H);
-      });
-      input = h[l];
+// One step of a stack of `layers` layers of cell `kind` without gradients: the streaming
+// step of every cell, one call for the whole stack. x [B, I]; states: none (zeros) or one
+// [layers, B, H] per state; weights, per layer: w_ih [G, I_l] (I_0 = x's width, then H),
+// w_hh [G, H], b_ih and b_hh [G] with has_bias, then the cell's extra parameters as the
+// layer holds them (ln-lstm: w_x [G], w_h [G], w_c [H], b_c [H]; ln-gru: w_x [G], w_h [G]).
+// zoneout: per state, the probability (evaluation: each unit takes its expectation), or
+// empty. Returns the top layer's h_t [B, H] and the new states, each [layers, B, H]. The LSTM and
+// GRU take the unit-parallel kernels above at a few rows in float; every other case (and
+// those) runs the projections, then the same cell_row_forward as the sequence loop.
+std::tuple<at::Tensor, std::vector<at::Tensor>> cell_step(int64_t kind, const at::Tensor& x,
+                                                          at::TensorList states,
+                                                          at::TensorList weights, int64_t layers,
+                                                          bool has_bias,
+                                                          c10::ArrayRef<double> zoneout) {
+  const char* op = "cell_step";
+  TORCH_CHECK(kind >= 0 && kind < kNumKinds, op, ": cell kind: expected 0..", kNumKinds - 1,
+              ", got ", kind);
+  const int64_t n_extra = kind == kLnLstm ? 4 : kind == kLnGru ? 2 : 0;
+  const int64_t per = (has_bias ? 4 : 2) + n_extra;
+  TORCH_CHECK(layers >= 1 && static_cast<int64_t>(weights.size()) == per * layers, op,
+              ": expected ", per * layers, " weights (", per, " per layer), got ", weights.size());
+  check_buffer(x, x, op);
+  TORCH_CHECK(x.dim() == 2 && weights[1].dim() == 2, op, ": expected 2-D x and w_hh, got ",
+              x.sizes(), " and ", weights[1].sizes());
+  for (const auto& w : weights) check_buffer(w, x, op);
+  const int64_t n_states = states_of(kind);
+  TORCH_CHECK(states.empty() || static_cast<int64_t>(states.size()) == n_states, op,
+              ": expected no states (zeros) or ", n_states, ", got ", states.size());
+  const int64_t B = x.size(0), H = weights[1].size(1), G = gates_of(kind) * H;
+  for (int64_t l = 0; l < layers; ++l) {
+    const at::Tensor* w = weights.data() + per * l;
+    check_shape(w[0], {G, l == 0 ? x.size(1) : H}, op, "w_ih");
+    check_shape(w[1], {G, H}, op, "w_hh");
+    if (has_bias) {
+      check_shape(w[2], {G}, op, "b_ih");
+      check_shape(w[3], {G}, op, "b_hh");
     }
-  });
-  return {h[layers - 1], h, c};
-}
-
-// One step of a stack of GRU layers without gradients; as lstm_step, with h only.
-std::tuple<at::Tensor, at::Tensor> gru_step(const at::Tensor& x,
-                                            const std::optional<at::Tensor>& h0,
-                                            at::TensorList weights, int64_t layers,
-                                            bool has_bias) {
-  const int64_t per = has_bias ? 4 : 2;
-  TORCH_CHECK(layers >= 1 && static_cast<int64_t>(weights.size()) == per * layers,
-              "gru_step: expected ", per * layers, " weights, got ", weights.size());
-  check_buffer(x, x, "gru_step");
-  for (const auto& w : weights) check_buffer(w, x, "gru_step weights");
-  if (h0) check_buffer(*h0, x, "gru_step h0");
-  TORCH_CHECK(x.dim() == 2 && weights[1].dim() == 2, "gru_step: expected 2-D x and w_hh");
-  const int64_t B = x.size(0), H = weights[1].size(1), G = 3 * H;
-  check_step_shapes(x, h0, std::nullopt, weights, layers, has_bias, 3, "gru_step");
-  at::Tensor h = at::empty({layers, B, H}, x.options());
-  at::Tensor gx = at::empty({B, G}, x.options());
-  at::Tensor gh = at::empty({B, G}, x.options());
-  at::Tensor zeros = h0 ? at::Tensor() : at::zeros({B, H}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_step", [&] {
-    using T = scalar_t;
-    at::Tensor input = x;
-    for (int64_t l = 0; l < layers; ++l) {
-      const at::Tensor& w_ih = weights[per * l];
-      const at::Tensor& w_hh = weights[per * l + 1];
-      const T* b_ih = has_bias ? weights[per * l + 2].data_ptr<T>() : nullptr;
-      const T* b_hh = has_bias ? weights[per * l + 3].data_ptr<T>() : nullptr;
-      at::Tensor h_prev = h0 ? (*h0)[l] : zeros;
-      if (gru_layer_step_fast<T>(B, input.size(1), H, input.data_ptr<T>(), h_prev.data_ptr<T>(),
-                                 w_ih.data_ptr<T>(), w_hh.data_ptr<T>(), b_ih, b_hh,
-                                 gx.data_ptr<T>(), gh.data_ptr<T>(), h.data_ptr<T>() + l * B * H)) {
-        input = h[l];
-        continue;
-      }
-      project_step<T>(gx.data_ptr<T>(), input, w_ih, b_ih, B, G, false);
-      project_step<T>(gh.data_ptr<T>(), h_prev, w_hh, nullptr, B, G, false);
-      T* h_out = h.data_ptr<T>() + l * B * H;
-      for_rows(B, G, [&](int64_t lo, int64_t hi) {
-        gru_pointwise<T>(gx.data_ptr<T>(), gh.data_ptr<T>(), b_hh, h_prev.data_ptr<T>(), h_out,
-                         lo, hi, H);
-      });
-      input = h[l];
+    for (int64_t e = 0; e < n_extra; ++e) {
+      check_shape(w[per - n_extra + e], {e < 2 ? G : H}, op, "layer-norm parameter");
     }
+  }
+  for (const auto& st : states) {
+    check_buffer(st, x, op);
+    check_shape(st, {layers, B, H}, op, "state");
+  }
+  TORCH_CHECK(static_cast<int64_t>(zoneout.size()) <= n_states, op, ": expected at most ",
+              n_states, " zoneout probabilities, got ", zoneout.size());
+  for (double p : zoneout) {
+    TORCH_CHECK(p >= 0 && p <= 1, op, ": zoneout: expected probabilities in [0, 1], got ", p);
+  }
+  std::vector<at::Tensor> out;
+  for (int64_t k = 0; k < n_states; ++k) out.push_back(at::empty({layers, B, H}, x.options()));
+  const CacheShape shape = cache_shape(kind);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cell_step", [&] {
+    using T = scalar_t;
+    std::vector<T> zeros(states.empty() ? B * H : 0, T(0));
+    std::vector<T> xp(B * G), gh(B * G), c0(B * std::max<int64_t>(shape.widths[0], 1) * H),
+        c1(B * G), c2(B * H), rstd(B * 2);
+    at::Tensor input = x;
+    dispatch_kind<T>(kind, [&](auto k) {
+      constexpr int K = decltype(k)::value;
+      using Tr = CellTraits<K>;
+      for (int64_t l = 0; l < layers; ++l) {
+        const at::Tensor* w = weights.data() + per * l;
+        const T* b_ih = has_bias ? w[2].data_ptr<T>() : nullptr;
+        const T* b_hh = has_bias ? w[3].data_ptr<T>() : nullptr;
+        const T* h_prev = states.empty() ? zeros.data() : states[0].data_ptr<T>() + l * B * H;
+        const T* c_prev = nullptr;
+        if (n_states > 1) c_prev = states.empty() ? zeros.data() : states[1].data_ptr<T>() + l * B * H;
+        T* h_out = out[0].data_ptr<T>() + l * B * H;
+        T* c_out = n_states > 1 ? out[1].data_ptr<T>() + l * B * H : nullptr;
+        const int64_t I = input.size(1);
+        const T* in = input.data_ptr<T>();
+        bool done = false;
+        if constexpr (K == kLstm) {
+          done = lstm_layer_step_fast<T>(B, I, H, in, h_prev, c_prev, w[0].data_ptr<T>(),
+                                         w[1].data_ptr<T>(), b_ih, b_hh, xp.data(), h_out, c_out);
+        } else if constexpr (K == kGru) {
+          done = gru_layer_step_fast<T>(B, I, H, in, h_prev, w[0].data_ptr<T>(), w[1].data_ptr<T>(),
+                                        b_ih, b_hh, xp.data(), gh.data(), h_out);
+        }
+        if (!done) {
+          project_step<T>(xp.data(), input, w[0], nullptr, B, G, false);  // W_ih x
+          const T* w_x = n_extra > 0 ? w[per - n_extra].data_ptr<T>() : nullptr;
+          for (int64_t b = 0; b < B; ++b) {
+            T* row = xp.data() + b * G;
+            if (w_x != nullptr) {  // the input layer norm
+              normalise(row, G);
+              for (int64_t j = 0; j < G; ++j) row[j] *= w_x[j];
+            }
+            for (int64_t j = 0; b_ih != nullptr && j < G; ++j) {
+              row[j] += b_ih[j] + (Tr::gru ? T(0) : b_hh[j]);
+            }
+          }
+          const at::Tensor h_prev_t = at::from_blob(const_cast<T*>(h_prev), {B, H}, x.options());
+          T* target = Tr::layer_norm ? c1.data() : Tr::gru ? c0.data() : xp.data();
+          project_step<T>(target, h_prev_t, w[1], nullptr, B, G, !Tr::own_product);
+          StepView<T> v{};
+          v.xp = xp.data();
+          v.h_prev = h_prev;
+          v.c_prev = c_prev;
+          v.h_out = h_out;
+          v.c_out = c_out;
+          v.cache0 = c0.data();
+          v.cache1 = c1.data();
+          v.cache2 = c2.data();
+          v.rstd = rstd.data();
+          v.norms = std::max<int64_t>(shape.norms, 1);
+          v.b_hh = Tr::gru ? b_hh : nullptr;
+          v.w_h = n_extra > 0 ? w[per - n_extra + 1].data_ptr<T>() : nullptr;
+          v.w_c = n_extra > 2 ? w[per - n_extra + 2].data_ptr<T>() : nullptr;
+          v.b_c = n_extra > 2 ? w[per - n_extra + 3].data_ptr<T>() : nullptr;
+          for_rows(B, G, [&](int64_t lo, int64_t hi) {
+            for (int64_t b = lo; b < hi; ++b) cell_row_forward<T, K>(v, b, H);
+          });
+        }
+        // Zoneout in evaluation: each unit takes its expectation, s = p s_{t-1} + (1 - p) s~,
+        // before the next layer reads h.
+        for (size_t z = 0; z < zoneout.size(); ++z) {
+          if (zoneout[z] == 0) continue;
+          const T p = static_cast<T>(zoneout[z]);
+          T* s_out = z == 0 ? h_out : c_out;
+          const T* s_prev = z == 0 ? h_prev : c_prev;
+          for (int64_t i = 0; i < B * H; ++i) {
+            const T d = s_prev[i] - s_out[i];
+            s_out[i] = p < T(0.5) ? s_out[i] + p * d : s_prev[i] - d * (T(1) - p);
+          }
+        }
+        input = out[0][l];
+      }
+    });
   });
-  return {h[layers - 1], h};
+  return {out[0][layers - 1], out};
 }
 
 // a [m, k] @ w [k, n] (w [n, k] and its transpose when `transposed`) (+ bias [n]), all
@@ -951,19 +1332,14 @@ at::Tensor matmul(const at::Tensor& a, const at::Tensor& w, const std::optional<
 }  // namespace
 
 TORCH_LIBRARY(rnnkit, m) {
-  m.def("lstm_forward(Tensor(a!) xp, Tensor w_hh, Tensor(b!) h, Tensor(c!) c, "
-        "Tensor(d!) tanh_c, int[] batch_sizes) -> ()", &lstm_forward);
-  m.def("lstm_backward(Tensor acts, Tensor c, Tensor tanh_c, Tensor w_hh, Tensor? dy, "
-        "Tensor(a!) dh, Tensor(b!) dc, Tensor(c!) dgates, int[] batch_sizes, "
-        "Tensor(d!)? norms) -> ()", &lstm_backward);
-  m.def("gru_forward(Tensor(a!) xp, Tensor w_hh, Tensor? b_hh, Tensor(b!) h, Tensor(c!) gh, "
-        "int[] batch_sizes) -> ()", &gru_forward);
-  m.def("gru_backward(Tensor acts, Tensor gh, Tensor h, Tensor w_hh, Tensor? dy, Tensor(a!) dh, "
-        "Tensor(b!) dgx, Tensor(c!) dgh, int[] batch_sizes, Tensor(d!)? norms) -> ()",
-        &gru_backward);
-  m.def("lstm_step(Tensor x, Tensor? h0, Tensor? c0, Tensor[] weights, int layers, "
-        "bool has_bias) -> (Tensor, Tensor, Tensor)", &lstm_step);
-  m.def("gru_step(Tensor x, Tensor? h0, Tensor[] weights, int layers, bool has_bias) "
-        "-> (Tensor, Tensor)", &gru_step);
+  m.def("cell_forward(int kind, Tensor(a!) xp, Tensor w_hh, Tensor? b_hh, Tensor[] extra, "
+        "Tensor(b!)[] states, Tensor(c!)[] cache, Tensor? recurrent_mask, Tensor(d!)? h_in, "
+        "Tensor?[] zoneout, int[] batch_sizes) -> ()", &cell_forward);
+  m.def("cell_backward(int kind, Tensor acts, Tensor w_hh, Tensor[] extra, Tensor[] states, "
+        "Tensor[] cache, Tensor? recurrent_mask, Tensor? h_in, Tensor?[] zoneout, Tensor? dy, "
+        "Tensor(a!)[] drec, Tensor(b!) dgx, Tensor(c!)? dgh, Tensor(d!)? dr, Tensor(e!)? dcache, "
+        "int[] batch_sizes, Tensor(f!)? norms) -> ()", &cell_backward);
+  m.def("cell_step(int kind, Tensor x, Tensor[] states, Tensor[] weights, int layers, "
+        "bool has_bias, float[] zoneout) -> (Tensor, Tensor[])", &cell_step);
   m.def("matmul(Tensor a, Tensor w, Tensor? bias, bool transposed) -> Tensor", &matmul);
 }
