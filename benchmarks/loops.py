@@ -11,6 +11,7 @@ parameters in the order of the rnnkit layer's ``parameters()``, to compare gradi
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -145,6 +146,50 @@ class RegularisedLSTMLoop(nn.Module):
                 h, c = p * h + (1 - p) * h_new, p * c + (1 - p) * c_new
             outputs.append(h)
         return torch.stack(outputs), (h, c)
+
+    def load_from(self, layer: nn.Module) -> None:
+        p = dict(layer.named_parameters())
+        _copy([(getattr(self.cell, name), p[name + "_l0"])
+               for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")])
+
+    def ordered_parameters(self) -> list[Tensor]:
+        return [self.cell.weight_ih, self.cell.weight_hh, self.cell.bias_ih, self.cell.bias_hh]
+
+
+class RegularisedGRULoop(nn.Module):
+    """The GRU's equations in a loop (torch.nn.GRUCell cannot read the masked h in the
+    product and the plain h in the update), with zoneout on h and variational recurrent
+    dropout on the h fed to the recurrent product."""
+
+    def __init__(self, input_size: int, hidden_size: int, zoneout: float,
+                 recurrent_dropout: float) -> None:
+        super().__init__()
+        self.cell = nn.GRUCell(input_size, hidden_size)  # holds the weights
+        self.zoneout, self.recurrent_dropout = zoneout, recurrent_dropout
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        B, H, p = x.shape[1], self.cell.hidden_size, self.zoneout
+        cell = self.cell
+        h = x.new_zeros(B, H)
+        mask = None
+        if self.training and self.recurrent_dropout:
+            keep = 1 - self.recurrent_dropout
+            mask = torch.bernoulli(x.new_full((B, H), keep)) / keep
+        gx_all = F.linear(x, cell.weight_ih, cell.bias_ih)
+        outputs = []
+        for t in range(x.shape[0]):
+            gh = F.linear(h if mask is None else h * mask, cell.weight_hh, cell.bias_hh)
+            xr, xz, xn = gx_all[t].chunk(3, 1)
+            hr, hz, hn = gh.chunk(3, 1)
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            h_new = (1 - z) * torch.tanh(xn + r * hn) + z * h
+            if self.training:
+                keep_h = torch.bernoulli(x.new_full((B, H), p))
+                h = keep_h * h + (1 - keep_h) * h_new
+            else:
+                h = p * h + (1 - p) * h_new
+            outputs.append(h)
+        return torch.stack(outputs), h
 
     def load_from(self, layer: nn.Module) -> None:
         p = dict(layer.named_parameters())

@@ -27,7 +27,7 @@ from rnnkit.functional.sequence import CellSpec, GateBlock, recurrent_grad
 
 def rnn_tanh_step(x_proj_t: Tensor, state: tuple[Tensor], w_hh: Tensor,
                   b_hh: Tensor | None, extra: Sequence[Tensor] = (),
-                  h_in: Tensor | None = None) -> tuple[tuple[Tensor], tuple[()]]:
+                  h_in: Tensor | None = None) -> tuple[tuple[Tensor], tuple[Tensor]]:
     """One step of the tanh RNN.
 
     Args:
@@ -39,18 +39,22 @@ def rnn_tanh_step(x_proj_t: Tensor, state: tuple[Tensor], w_hh: Tensor,
             dropout applies its mask there), or None.
 
     Returns:
-        ``((h_t,), ())``: the new state; the cache is ``h_t`` itself.
+        ``((h_t,), (h_t,))``: the new state, and the cache the backward reads, the
+        activation itself (a zoneout layer then mixes ``h_t`` with ``h_{t-1}``; the cache
+        stays the activation).
     """
     (h,) = state
-    return (torch.tanh(x_proj_t + F.linear(h if h_in is None else h_in, w_hh, b_hh)),), ()
+    h_new = torch.tanh(x_proj_t + F.linear(h if h_in is None else h_in, w_hh, b_hh))
+    return (h_new,), (h_new,)
 
 
 def rnn_relu_step(x_proj_t: Tensor, state: tuple[Tensor], w_hh: Tensor,
                   b_hh: Tensor | None, extra: Sequence[Tensor] = (),
-                  h_in: Tensor | None = None) -> tuple[tuple[Tensor], tuple[()]]:
+                  h_in: Tensor | None = None) -> tuple[tuple[Tensor], tuple[Tensor]]:
     """One step of the relu RNN; arguments as :func:`rnn_tanh_step`."""
     (h,) = state
-    return (torch.relu(x_proj_t + F.linear(h if h_in is None else h_in, w_hh, b_hh)),), ()
+    h_new = torch.relu(x_proj_t + F.linear(h if h_in is None else h_in, w_hh, b_hh))
+    return (h_new,), (h_new,)
 
 
 def _step_into(activation):
