@@ -220,7 +220,13 @@ def test_unnormalised_inputs_match_torch_nn(kind, engine, dtype, scale):
         size = t.abs().max() + 1
         err_ours = float((a.double() - t).abs().max() / size)
         err_torch = float((b.double() - t).abs().max() / size)
-        factor, limit = (4, 1e-10) if dtype == torch.float64 else (4, 1e-4)
+        # float32: a nearly saturated gate's derivative is decided by the rounding of s near
+        # 1 and multiplied by inputs of the given scale, so either library's error on one
+        # draw ranges widely: over 300 draws at x1e4, torch.nn's own LSTM reached 1.15e-3
+        # (rnnkit's engines the same, 99th percentile 4.7e-4 against torch.nn's 3.5e-4);
+        # 4x torch.nn's error on the same draw plus that scale's allowance never failed
+        # there, where 4x + 1e-4 failed 1.5% of draws.
+        factor, limit = (4, 1e-10) if dtype == torch.float64 else (4, 2e-4 * max(1, scale / 1e3))
         assert err_ours <= factor * err_torch + limit, (err_ours, err_torch)
     if kind != "rnn":
         with torch.no_grad():
