@@ -267,6 +267,10 @@ def test_stream_state_reset_and_parameter_updates():
         layer.weight_hh_l1.mul_(0.5)
     stream.reset()
     torch.testing.assert_close(stream(x[0]), layer(x[:1])[0][0].detach())
+    # and so is a parameter replaced by a new one
+    layer.weight_ih_l0 = torch.nn.Parameter(torch.randn_like(layer.weight_ih_l0))
+    stream.reset()
+    torch.testing.assert_close(stream(x[0]), layer(x[:1])[0][0].detach())
 
 
 def test_stream_refuses_what_it_cannot_do():

@@ -9,6 +9,8 @@ checks the layer once and then makes only that call per step, keeping the state 
 
 from __future__ import annotations
 
+from operator import is_not
+
 import torch
 from torch import Tensor
 
@@ -136,22 +138,38 @@ class Stream:
         ref = layer.weight_ih_l0
         self._shape = (layer.input_size,) if batch_size is None else (batch_size, layer.input_size)
         self._dtype, self._device = ref.dtype, ref.device
+        self._stochastic = layer.dropout > 0 or layer.recurrent_dropout > 0 or any(layer.zoneout)
         # The engine's choice, made once: any built-in cell, CPU, float32/float64, built.
         self._use_native = (layer.mode in native.KINDS and not layer.proj_size
                             and select_backend(
                                 layer.backend, layer.mode, self._device, self._dtype).name
                             == "native")
+        self._call = (torch.ops.rnnkit.cell_step.default, native.KINDS.get(layer.mode),
+                      layer.num_layers, layer.bias, [float(p) for p in layer.zoneout])
+        self._params: tuple = ()
+        self._weights: list[Tensor] = []
         self.reset(state)
 
     def reset(self, state=None) -> None:
         """Start again from ``state`` (``layer.step``'s format) or zeros."""
         self._state = state
-        self._native: tuple[Tensor, ...] | None = None  # the state as the native step keeps it
+        self._native: list[Tensor] = []  # the state as the native step keeps it ([] = zeros)
 
     @property
     def state(self):
         """The state after the last step, in ``layer.step``'s format (None before the first)."""
         return self._state
+
+    def _current_weights(self) -> list[Tensor]:
+        """The layer's weights in the native step's order: the list made at the last call,
+        unless a parameter was replaced since (training in place and ``load_state_dict``
+        keep the same tensors; a non-contiguous parameter is copied at every call)."""
+        params = tuple(self.layer._parameters.values())
+        if len(params) != len(self._params) or any(map(is_not, params, self._params)):
+            self._weights = self.layer._step_weights()
+            contiguous = all(p is None or p.is_contiguous() for p in params)
+            self._params = params if contiguous else ()
+        return self._weights
 
     def __call__(self, x: Tensor) -> Tensor:
         if (not isinstance(x, Tensor) or x.shape != self._shape or x.dtype != self._dtype
@@ -161,24 +179,26 @@ class Stream:
             raise ValueError(f"stream: input: expected shape {self._shape}, {self._dtype} on "
                              f"{self._device} (the layer's), got {got}")
         layer = self.layer
-        if layer.training and (layer.dropout > 0 or layer.recurrent_dropout > 0
-                               or any(layer.zoneout)):
+        if layer.training and self._stochastic:
             raise ValueError("stream: the layer is in training mode with dropout or zoneout, "
                              "whose masks a stream does not draw; call layer.eval() first")
-        with torch.no_grad():
+        grad = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+        try:
             if not self._use_native:
                 y, self._state = layer.step(x, self._state)
                 return y
             unbatched = self.batch_size is None
             xb = x.view(1, -1) if unbatched else x
-            states = self._native
-            if states is None and self._state is not None:  # a state given by the caller
-                states = tuple(layer._step_states(self._state, xb, unbatched))
-            y, new = native.step(layer.mode, xb if xb.is_contiguous() else xb.contiguous(),
-                                 states, layer._step_weights(), layer.num_layers, layer.bias,
-                                 layer.zoneout)
+            if not self._native and self._state is not None:  # a state given by the caller
+                self._native = layer._step_states(self._state, xb, unbatched)
+            op, kind, layers, bias, zoneout = self._call
+            y, new = op(kind, xb if xb.is_contiguous() else xb.contiguous(), self._native,
+                        self._current_weights(), layers, bias, zoneout)
+        finally:
+            torch._C._set_grad_enabled(grad)
         self._native = new
         if unbatched:
-            y, new = y[0], tuple(s[:, 0] for s in new)
-        self._state = new if len(new) == 2 else new[0]
+            y, new = y[0], [s[:, 0] for s in new]
+        self._state = tuple(new) if len(new) == 2 else new[0]
         return y

@@ -1163,6 +1163,31 @@ bool gru_layer_step_fast<float>(int64_t B, int64_t I, int64_t H, const float* x,
   return true;
 }
 
+// xp = W_ih x and target (+)= W_hh h for the B rows of one step (target may be xp, then
+// added). A few rows in float: one parallel region, each thread the same gate rows of both
+// weights (dot products over torch's weight rows); otherwise two products.
+template <typename T>
+void step_products(int64_t B, int64_t G, const at::Tensor& input, const T* h_prev,
+                   const at::Tensor& w_ih, const at::Tensor& w_hh, T* xp, T* target,
+                   bool accumulate) {
+  const int64_t I = input.size(1), H = w_hh.size(1);
+  if constexpr (std::is_same_v<T, float>) {
+    if (kHaveKernel && B <= kStepRows) {
+      const float* in = input.data_ptr<float>();
+      const float* wi = w_ih.data_ptr<float>();
+      const float* wh = w_hh.data_ptr<float>();
+      for_units(B, G, G * (I + H), [&](int64_t j0, int64_t j1) {
+        rowdot_range(B, j0, j1, I, in, wi, false, xp, G);
+        rowdot_range(B, j0, j1, H, h_prev, wh, accumulate, target, G);
+      });
+      return;
+    }
+  }
+  project_step<T>(xp, input, w_ih, nullptr, B, G, false);
+  const at::Tensor h = at::from_blob(const_cast<T*>(h_prev), {B, H}, input.options());
+  project_step<T>(target, h, w_hh, nullptr, B, G, accumulate);
+}
+
 // One step of a stack of `layers` layers of cell `kind` without gradients: the streaming
 // step of every cell, one call for the whole stack. x [B, I]; states: none (zeros) or one
 // [layers, B, H] per state; weights, per layer: w_ih [G, I_l] (I_0 = x's width, then H),
@@ -1245,7 +1270,9 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> cell_step(int64_t kind, const at
                                         b_ih, b_hh, xp.data(), gh.data(), h_out);
         }
         if (!done) {
-          project_step<T>(xp.data(), input, w[0], nullptr, B, G, false);  // W_ih x
+          T* target = Tr::layer_norm ? c1.data() : Tr::gru ? c0.data() : xp.data();
+          step_products<T>(B, G, input, h_prev, w[0], w[1], xp.data(), target,
+                           !Tr::own_product);  // W_ih x, and W_hh h into target
           const T* w_x = n_extra > 0 ? w[per - n_extra].data_ptr<T>() : nullptr;
           for (int64_t b = 0; b < B; ++b) {
             T* row = xp.data() + b * G;
@@ -1257,9 +1284,6 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> cell_step(int64_t kind, const at
               row[j] += b_ih[j] + (Tr::gru ? T(0) : b_hh[j]);
             }
           }
-          const at::Tensor h_prev_t = at::from_blob(const_cast<T*>(h_prev), {B, H}, x.options());
-          T* target = Tr::layer_norm ? c1.data() : Tr::gru ? c0.data() : xp.data();
-          project_step<T>(target, h_prev_t, w[1], nullptr, B, G, !Tr::own_product);
           StepView<T> v{};
           v.xp = xp.data();
           v.h_prev = h_prev;
