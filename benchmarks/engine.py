@@ -17,7 +17,8 @@ Variants torch.nn lacks (``ln-lstm``, ``ln-gru``, ``carry-lstm``, and ``lstm-zon
 mode): the competitors are rnnkit's ``native`` and ``fused`` engines and the ``loop`` a
 user writes today (torch.nn modules in a Python loop, ``loops.py``), with the same weights;
 the speed reference is the plain ``torch.nn.LSTM`` (``torch.nn.GRU`` for the GRUs) of the
-same size. Before timing, both engines' outputs and gradients are compared with the loop's
+same size, and for the regularised cells also rnnkit's same layer without masks
+(``unregularised``, native). Before timing, both engines' outputs and gradients are compared with the loop's
 (in evaluation mode, where zoneout is deterministic). Checks run in float64, on copies of
 the layers; the timing in float32, with the layers in training mode.
 
@@ -27,8 +28,10 @@ A mismatch stops the run: nothing wrong is ever timed. The goals of the CPU-spee
 Usage::
 
     python benchmarks/engine.py                   # lstm, gru, rnn, the full grid
-    python benchmarks/engine.py --cells ln-lstm,ln-gru,carry-lstm,lstm-zoneout,gru-zoneout \
+    python benchmarks/engine.py --cells ln-lstm,ln-gru,carry-lstm \
         --json benchmarks/results/engine-variants-cpu.json
+    python benchmarks/engine.py --cells lstm-zoneout,gru-zoneout \
+        --json benchmarks/results/engine-regularised-cpu.json
     python benchmarks/engine.py --quick           # a small grid, for a smoke run
     python benchmarks/engine.py --report benchmarks/results/engine-cpu.json   # markdown table
 """
@@ -146,6 +149,10 @@ def _layers(cell: str, hidden: int, engines: list[str]) -> tuple[dict[str, torch
     loop = make_loop(hidden)
     loop.load_from(ours)
     layers["loop"] = loop
+    if cell in UNREGULARISED:  # the same layer without masks, timed in the same run
+        plain = PLAIN[UNREGULARISED[cell]][1](hidden, hidden, backend=ENGINE)
+        plain.load_state_dict(ours.state_dict())
+        layers["unregularised"] = plain
     return layers, "loop"
 
 
@@ -179,7 +186,7 @@ def check_case(layers: dict[str, torch.nn.Module], x: torch.Tensor, dy: torch.Te
     expected = _fwd_bwd(checked[reference], x64, dy64)
     worst = 0.0
     for name, layer in checked.items():
-        if name in (reference, "torch.nn"):  # torch.nn is only the speed reference for variants
+        if name in (reference, "torch.nn", "unregularised"):  # speed references only
             continue
         got = _fwd_bwd(layer, x64, dy64)
         score = max(float(((a - b).abs() / (ATOL + RTOL * b.abs())).max())
@@ -196,6 +203,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     rows, results = [], []
     for cell in [c for c in args.cells.split(",") if c]:
         engines = plain_engines if cell in PLAIN else [*plain_engines, "loop"]
+        if cell in UNREGULARISED:
+            engines = [*engines, "unregularised"]
         for batch in args.batch:
             for hidden in args.hidden:
                 torch.manual_seed(0)
@@ -261,11 +270,14 @@ def goal_rows(results: list[dict], more: list[dict] = ()) -> list[dict]:
             elif versus == "loop":
                 value, text = r["ms"]["loop"] / r["ms"][ENGINE], f"loop/native >= {limit:g}"
                 met = value >= limit
-            else:
+            else:  # the same cell without masks: timed in the same run, else in `more`
                 plain = fwd_bwd.get((UNREGULARISED[cell], batch, hidden))
-                if plain is None:
+                if "unregularised" in r["ms"]:
+                    value = r["ms"][ENGINE] / r["ms"]["unregularised"]
+                elif plain is not None:
+                    value = r["ms"][ENGINE] / plain["ms"][ENGINE]
+                else:
                     continue
-                value = r["ms"][ENGINE] / plain["ms"][ENGINE]
                 text = f"native/{UNREGULARISED[cell]} native <= {limit:g}"
                 met = value <= limit
             rows.append({"cell": cell, "batch": batch, "hidden": hidden, "goal": text,
