@@ -117,7 +117,19 @@ class CarryLSTMLoop(nn.Module):
         return [self.ih.weight, self.hh.weight, self.ih.bias, self.hh.bias]
 
 
-class RegularisedLSTMLoop(nn.Module):
+class _CellWeights(nn.Module):
+    """A loop whose weights are a torch.nn cell's (``self.cell``), named as a layer's."""
+
+    def load_from(self, layer: nn.Module) -> None:
+        p = dict(layer.named_parameters())
+        _copy([(getattr(self.cell, name), p[name + "_l0"])
+               for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")])
+
+    def ordered_parameters(self) -> list[Tensor]:
+        return [self.cell.weight_ih, self.cell.weight_hh, self.cell.bias_ih, self.cell.bias_hh]
+
+
+class RegularisedLSTMLoop(_CellWeights):
     """nn.LSTMCell in a loop with zoneout on h and c (Krueger et al.) and variational
     recurrent dropout on the h fed back (Gal & Ghahramani)."""
 
@@ -147,16 +159,8 @@ class RegularisedLSTMLoop(nn.Module):
             outputs.append(h)
         return torch.stack(outputs), (h, c)
 
-    def load_from(self, layer: nn.Module) -> None:
-        p = dict(layer.named_parameters())
-        _copy([(getattr(self.cell, name), p[name + "_l0"])
-               for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")])
 
-    def ordered_parameters(self) -> list[Tensor]:
-        return [self.cell.weight_ih, self.cell.weight_hh, self.cell.bias_ih, self.cell.bias_hh]
-
-
-class RegularisedGRULoop(nn.Module):
+class RegularisedGRULoop(_CellWeights):
     """The GRU's equations in a loop (torch.nn.GRUCell cannot read the masked h in the
     product and the plain h in the update), with zoneout on h and variational recurrent
     dropout on the h fed to the recurrent product."""
@@ -190,11 +194,3 @@ class RegularisedGRULoop(nn.Module):
                 h = p * h + (1 - p) * h_new
             outputs.append(h)
         return torch.stack(outputs), h
-
-    def load_from(self, layer: nn.Module) -> None:
-        p = dict(layer.named_parameters())
-        _copy([(getattr(self.cell, name), p[name + "_l0"])
-               for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")])
-
-    def ordered_parameters(self) -> list[Tensor]:
-        return [self.cell.weight_ih, self.cell.weight_hh, self.cell.bias_ih, self.cell.bias_hh]

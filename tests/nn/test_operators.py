@@ -131,9 +131,8 @@ def test_gradient_penalty_equals_torch_nn(kind, engine):
     assert_grads_close(grads[1], grads[0], rtol=1e-9, atol=1e-10)
 
 
-# The native engine runs lstm and gru; it hands the other cells to fused, covered above.
 CELL_ENGINES = [(cell, engine) for cell in CELLS for engine in ("reference", "fused")] + [
-    pytest.param(cell, "native", marks=NATIVE) for cell in ("lstm", "gru")]
+    pytest.param(cell, "native", marks=NATIVE) for cell in CELLS]
 
 
 @pytest.mark.parametrize("cell,engine", CELL_ENGINES)
@@ -236,7 +235,7 @@ def test_unnormalised_inputs_match_torch_nn(kind, engine, dtype, scale):
                                       else {"rtol": 1e-9, "atol": 1e-9}))
 
 
-@pytest.mark.parametrize("engine", ["reference", "fused"])
+@pytest.mark.parametrize("engine", ["reference", "fused", pytest.param("native", marks=NATIVE)])
 @pytest.mark.parametrize("cls", [rnnkit.nn.LayerNormLSTM, rnnkit.nn.LayerNormGRU,
                                  rnnkit.nn.CarryLSTM])
 def test_variants_stay_finite_and_agree_on_large_inputs(cls, engine):
@@ -251,6 +250,30 @@ def test_variants_stay_finite_and_agree_on_large_inputs(cls, engine):
     assert torch.isfinite(results[0][0]).all()
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-9, atol=1e-9)
     assert_grads_close(results[0][1], results[1][1], rtol=1e-7, atol=1e-7)
+
+
+@NATIVE
+@pytest.mark.parametrize("cls", [rnnkit.nn.LayerNormLSTM, rnnkit.nn.LayerNormGRU,
+                                 rnnkit.nn.CarryLSTM, rnnkit.nn.RNN])
+@pytest.mark.parametrize("scale", [1e4, 1e30])
+def test_native_variants_saturate_without_nan_in_float32(cls, scale):
+    """Gates driven far past float32's exp range (x1e4; x1e30, where a layer norm's
+    variance overflows to inf) give what the reference engine gives: finite outputs and
+    gradients at 1e4, and the same NaN-or-number pattern at 1e30."""
+    torch.manual_seed(0)
+    model = cls(4, 5, backend="native", zoneout=0.1).eval()
+    oracle = cls(4, 5, backend="reference", zoneout=0.1).eval()
+    oracle.load_state_dict(model.state_dict())
+    x = torch.randn(6, 3, 4) * scale
+    got, want = [], []
+    for m, into in ((model, got), (oracle, want)):
+        xi = x.clone().requires_grad_()
+        out = m(xi)[0]
+        into += [out, *torch.autograd.grad(out.sum(), [xi, *m.parameters()])]
+    for a, b in zip(got, want):
+        assert torch.equal(torch.isfinite(a), torch.isfinite(b))
+        if scale == 1e4:
+            assert torch.isfinite(a).all()
 
 
 # ---------------------------------------------------------------- boundary checks
