@@ -259,10 +259,11 @@ def goal_rows(results: list[dict], more: list[dict] = ()) -> list[dict]:
     counterparts, in ``more``): the goal, the measured value and met / missed."""
     fwd_bwd = {(r["cell"], r["batch"], r["hidden"]): r
                for r in [*more, *results] if r["mode"] == "fwd+bwd" and ENGINE in r["ms"]}
+    judged = {(r["cell"], r["batch"], r["hidden"]) for r in results}  # not those of `more`
     rows = []
     for cell, batches, versus, limit in GOALS:
         for (c, batch, hidden), r in fwd_bwd.items():
-            if c != cell or batch not in batches:
+            if c != cell or batch not in batches or (c, batch, hidden) not in judged:
                 continue
             if versus == "torch.nn":
                 value, text = r["ms"][ENGINE] / r["ms"]["torch.nn"], f"native/torch.nn <= {limit:g}"

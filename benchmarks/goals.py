@@ -66,8 +66,8 @@ def per_goal(rows: list[dict]) -> list[dict]:
         lines.append({
             "cell": cell, "batch": batch, "goal": goal,
             "verdict": "met" if not missed else ("missed" if len(missed) == len(cases)
-                                                  else f"met {len(cases) - len(missed)} of "
-                                                       f"{len(cases)}"),
+                                                  else f"met {len(cases) - len(missed)}, "
+                                                       f"missed {len(missed)}"),
             "measured": (f"{min(values):g}" if len(values) == 1
                          else f"{min(values):g}-{max(values):g}"),
             "missed at": ", ".join(f"H={c['hidden']}: {c['measured']:g}" for c in missed) or "-",
