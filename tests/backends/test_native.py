@@ -153,13 +153,14 @@ def test_evaluation_masks_give_exact_gradients(cell, backend):
                       _grads(cell, "reference", x, states0, weights, masks=masks), torch.float64)
 
 
-def test_records_state_gradients_as_the_fused_engine():
-    x, states0, weights = _case("lstm", 7, 4, 3, 6, torch.float64)
+@pytest.mark.parametrize("cell", CELLS)
+def test_records_state_gradients_as_the_fused_engine(cell):
+    x, states0, weights = _case(cell, 7, 4, 3, 6, torch.float64)
     lengths = torch.tensor([7, 3, 5, 7])
     norms = {}
     for backend in ("native", "fused"):
         with record_state_gradients() as store:
-            _grads("lstm", backend, x, states0, weights, lengths)
+            _grads(cell, backend, x, states0, weights, lengths)
         norms[backend] = store
     assert len(norms["native"]) == 1
     torch.testing.assert_close(norms["native"][0], norms["fused"][0])

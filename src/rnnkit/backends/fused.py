@@ -30,7 +30,7 @@ _RECORDERS: list[list[Tensor]] = []
 
 @contextmanager
 def record_state_gradients() -> Iterator[list[Tensor]]:
-    """Collect ||dL/dh_t|| from every fused backward that runs inside the block.
+    """Collect ||dL/dh_t|| from every fused or native backward that runs inside the block.
 
     Yields a list that receives one [T, B] tensor per (layer, direction), in the order
     the backward visits them (the top layer first). With variable lengths the rows are

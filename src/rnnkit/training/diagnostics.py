@@ -3,8 +3,8 @@
 Every N training steps, on a fixed probe batch (the first validation batch, at most
 32 sequences), the loss is backpropagated and the norm of the total gradient reaching
 each time step's hidden state, ||dLoss/dh_t||, is recorded for the bottom recurrent
-layer (averaged over the probe). The numbers come from the fused engine's
-hand-derived BPTT (:func:`rnnkit.backends.record_state_gradients`), so a probe costs
+layer (averaged over the probe). The numbers come from the engines' own
+hand-derived BPTT, fused or native (:func:`rnnkit.backends.record_state_gradients`), so a probe costs
 one extra forward and backward on a small batch. Every step, the global gradient norm
 is recorded before and after clipping.
 
@@ -42,7 +42,7 @@ def state_gradient_norms(module: L.LightningModule, batch: Any) -> np.ndarray:
 
     Args:
         module: a TrainingModule whose ``loss_on(batch)`` gives the task's loss and whose
-            recurrent layers run on the fused engine.
+            recurrent layers run on the fused or native engine.
         batch: a batch as the module's steps receive it.
     """
     params = [p for p in module.parameters() if p.requires_grad]
