@@ -27,7 +27,7 @@ A mismatch stops the run: nothing wrong is ever timed. The goals of the CPU-spee
 
 Usage::
 
-    python benchmarks/engine.py                   # lstm, gru, rnn, the full grid
+    python benchmarks/engine.py                   # lstm, gru, rnn, rnn-relu: the full grid
     python benchmarks/engine.py --cells ln-lstm,ln-gru,carry-lstm \
         --json benchmarks/results/engine-variants-cpu.json
     python benchmarks/engine.py --cells lstm-zoneout,gru-zoneout \
@@ -101,7 +101,7 @@ def _ints(text: str) -> list[int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cells", default="lstm,gru,rnn",
+    p.add_argument("--cells", default="lstm,gru,rnn,rnn-relu",
                    help=f"comma list of {','.join([*PLAIN, *VARIANTS])} (default: %(default)s)")
     p.add_argument("--batch", type=_ints, default=[1, 16, 64], help="batch sizes (default: 1,16,64)")
     p.add_argument("--hidden", type=_ints, default=[128, 256, 512],
