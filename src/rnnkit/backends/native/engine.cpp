@@ -383,58 +383,6 @@ void add_output_grad(T* dh, const T* dy_t, T* norms_t, int64_t n, int64_t H) {
   }
 }
 
-// ---------------------------------------------------------------- LSTM (gates i, f, g, o)
-
-// One step's gate math, rows [lo, hi): pre-activations -> activations in place, new c and h.
-template <typename T>
-void lstm_pointwise(T* gates, const T* c_prev, T* c_out, T* h_out, T* tanh_c, int64_t lo,
-                    int64_t hi, int64_t H, int64_t j0 = 0, int64_t j1 = -1) {
-  if (j1 < 0) j1 = H;  // units [j0, j1) of rows [lo, hi)
-  for (int64_t b = lo; b < hi; ++b) {
-    T* g = gates + b * 4 * H;
-    for (int64_t j = j0; j < j1; ++j) g[j] = sigmoid(g[j]);  // i
-    for (int64_t j = H + j0; j < H + j1; ++j) g[j] = sigmoid(g[j]);  // f
-    for (int64_t j = 2 * H + j0; j < 2 * H + j1; ++j) g[j] = std::tanh(g[j]);  // g
-    for (int64_t j = 3 * H + j0; j < 3 * H + j1; ++j) g[j] = sigmoid(g[j]);  // o
-    const T* cp = c_prev + b * H;
-    T* cn = c_out + b * H;
-    T* hn = h_out + b * H;
-    for (int64_t j = j0; j < j1; ++j) cn[j] = g[H + j] * cp[j] + g[j] * g[2 * H + j];
-    for (int64_t j = j0; j < j1; ++j) {
-      const T t = std::tanh(cn[j]);
-      if (tanh_c != nullptr) tanh_c[b * H + j] = t;  // the cache (none for a single step)
-      hn[j] = g[3 * H + j] * t;
-    }
-  }
-}
-
-// ---------------------------------------------------------------- GRU (gates r, z, n)
-
-template <typename T>
-void gru_pointwise(T* gx, T* gh, const T* b_hh, const T* h_prev, T* h_out, int64_t lo, int64_t hi,
-                   int64_t H, int64_t j0 = 0, int64_t j1 = -1) {
-  if (j1 < 0) j1 = H;  // units [j0, j1) of rows [lo, hi)
-  for (int64_t b = lo; b < hi; ++b) {
-    T* x = gx + b * 3 * H;
-    T* r = gh + b * 3 * H;
-    if (b_hh != nullptr) {
-      for (int64_t q = 0; q < 3; ++q) {
-        for (int64_t j = q * H + j0; j < q * H + j1; ++j) r[j] += b_hh[j];
-      }
-    }
-    for (int64_t j = j0; j < j1; ++j) x[j] = sigmoid(x[j] + r[j]);  // r
-    for (int64_t j = H + j0; j < H + j1; ++j) x[j] = sigmoid(x[j] + r[j]);  // z
-    for (int64_t j = j0; j < j1; ++j) x[2 * H + j] = std::tanh(x[2 * H + j] + x[j] * r[2 * H + j]);
-    const T* hp = h_prev + b * H;
-    T* hn = h_out + b * H;
-    for (int64_t j = j0; j < j1; ++j) {
-      const T nj = x[2 * H + j];
-      hn[j] = nj + x[H + j] * (hp[j] - nj);  // (1 - z) n + z h_{t-1}
-    }
-  }
-}
-
-
 // ---------------------------------------------------------------- every cell, one loop
 //
 // The cells are written once, as a row of pointwise maths forward and a row of
@@ -578,16 +526,24 @@ void extra_pointers(int64_t kind, at::TensorList extra, StepView<T>& v) {
   }
 }
 
-// Forward maths of row b (the recurrent product already in xp or in its own buffer).
+// Forward maths of row b (the recurrent product already in xp or in its own buffer), for
+// hidden units [j0, j1) of every gate block (the whole row by default). The cells without
+// layer norms can take a part of the units, which is how a streaming step splits a row
+// over the cores; the layer norms need the whole row.
 template <typename T, int K>
-inline void cell_row_forward(const StepView<T>& v, int64_t b, int64_t H) {
+inline void cell_row_forward(const StepView<T>& v, int64_t b, int64_t H, int64_t j0 = 0,
+                             int64_t j1 = -1) {
   using Tr = CellTraits<K>;
   constexpr int64_t NG = Tr::gates;
   const int64_t G = NG * H;
+  if (j1 < 0 || Tr::layer_norm) {
+    j0 = 0;
+    j1 = H;
+  }
   T* g = v.xp + b * G;
   T* hn = v.h_out + b * H;
   if constexpr (Tr::rnn) {
-    for (int64_t j = 0; j < H; ++j) {
+    for (int64_t j = j0; j < j1; ++j) {
       const T a = g[j];
       const T h = K == kRnnTanh ? std::tanh(a) : (a > T(0) ? a : T(0));
       g[j] = h;  // the activation is what the backward reads (before any zoneout)
@@ -603,12 +559,14 @@ inline void cell_row_forward(const StepView<T>& v, int64_t b, int64_t H) {
         gh[j] = r[j] * v.w_h[j] + (v.b_hh != nullptr ? v.b_hh[j] : T(0));
       }
     } else if (v.b_hh != nullptr) {
-      for (int64_t j = 0; j < G; ++j) gh[j] += v.b_hh[j];
+      for (int64_t q = 0; q < 3; ++q) {
+        for (int64_t j = q * H + j0; j < q * H + j1; ++j) gh[j] += v.b_hh[j];
+      }
     }
-    for (int64_t j = 0; j < H; ++j) g[j] = sigmoid(g[j] + gh[j]);  // r
-    for (int64_t j = H; j < 2 * H; ++j) g[j] = sigmoid(g[j] + gh[j]);  // z
-    for (int64_t j = 0; j < H; ++j) g[2 * H + j] = std::tanh(g[2 * H + j] + g[j] * gh[2 * H + j]);
-    for (int64_t j = 0; j < H; ++j) {
+    for (int64_t j = j0; j < j1; ++j) g[j] = sigmoid(g[j] + gh[j]);  // r
+    for (int64_t j = H + j0; j < H + j1; ++j) g[j] = sigmoid(g[j] + gh[j]);  // z
+    for (int64_t j = j0; j < j1; ++j) g[2 * H + j] = std::tanh(g[2 * H + j] + g[j] * gh[2 * H + j]);
+    for (int64_t j = j0; j < j1; ++j) {
       const T nj = g[2 * H + j];
       hn[j] = nj + g[H + j] * (hp[j] - nj);  // (1 - z) n + z h_{t-1}
     }
@@ -618,26 +576,29 @@ inline void cell_row_forward(const StepView<T>& v, int64_t b, int64_t H) {
       v.rstd[b * v.norms] = normalise(r, G);
       for (int64_t j = 0; j < G; ++j) g[j] += r[j] * v.w_h[j];
     }
-    for (int64_t j = 0; j < H; ++j) g[j] = sigmoid(g[j]);  // i
-    for (int64_t j = H; j < 2 * H; ++j) g[j] = sigmoid(g[j]);  // f
-    for (int64_t j = 2 * H; j < 3 * H; ++j) g[j] = std::tanh(g[j]);  // g
-    for (int64_t j = 3 * H; j < G; ++j) g[j] = sigmoid(g[j]);  // o (and the carry gate)
+    for (int64_t q = 0; q < NG; ++q) {  // i, f, g, o (and the carry gate): tanh for g only
+      if (q == 2) {
+        for (int64_t j = 2 * H + j0; j < 2 * H + j1; ++j) g[j] = std::tanh(g[j]);
+      } else {
+        for (int64_t j = q * H + j0; j < q * H + j1; ++j) g[j] = sigmoid(g[j]);
+      }
+    }
     const T* cp = v.c_prev + b * H;
     T* cn = v.c_out + b * H;
     T* tc = v.cache0 + b * H;
-    for (int64_t j = 0; j < H; ++j) cn[j] = g[H + j] * cp[j] + g[j] * g[2 * H + j];
+    for (int64_t j = j0; j < j1; ++j) cn[j] = g[H + j] * cp[j] + g[j] * g[2 * H + j];
     if constexpr (K == kLnLstm) {
       T* ch = v.cache2 + b * H;
       std::copy(cn, cn + H, ch);
       v.rstd[b * v.norms + 1] = normalise(ch, H);
       for (int64_t j = 0; j < H; ++j) tc[j] = std::tanh(ch[j] * v.w_c[j] + v.b_c[j]);
     } else {
-      for (int64_t j = 0; j < H; ++j) tc[j] = std::tanh(cn[j]);
+      for (int64_t j = j0; j < j1; ++j) tc[j] = std::tanh(cn[j]);
     }
-    for (int64_t j = 0; j < H; ++j) hn[j] = g[3 * H + j] * tc[j];
+    for (int64_t j = j0; j < j1; ++j) hn[j] = g[3 * H + j] * tc[j];
     if constexpr (K == kCarryLstm) {
       const T* hp = v.h_prev + b * H;
-      for (int64_t j = 0; j < H; ++j) hn[j] += g[4 * H + j] * hp[j];  // + beta h_{t-1}
+      for (int64_t j = j0; j < j1; ++j) hn[j] += g[4 * H + j] * hp[j];  // + beta h_{t-1}
     }
   }
 }
@@ -1096,78 +1057,35 @@ void for_units(int64_t B, int64_t H, int64_t width, const F& body) {
   });
 }
 
-void lstm_layer_step(int64_t B, int64_t I, int64_t H, const float* x, const float* h_prev,
-                     const float* c_prev, const float* w_ih, const float* w_hh, const float* b_ih,
-                     const float* b_hh, float* g, float* h_out, float* c_out) {
-  const int64_t G = 4 * H;
-  for_units(B, H, G * (I + H), [&](int64_t u0, int64_t u1) {
-    for (int64_t q = 0; q < 4; ++q) {
-      const int64_t r0 = q * H + u0, r1 = q * H + u1;
-      rowdot_range(B, r0, r1, I, x, w_ih, false, g, G);
-      rowdot_range(B, r0, r1, H, h_prev, w_hh, true, g, G);
-      if (b_ih != nullptr) {
-        for (int64_t b = 0; b < B; ++b) {
-          for (int64_t j = r0; j < r1; ++j) g[b * G + j] += b_ih[j] + b_hh[j];
-        }
-      }
-    }
-    lstm_pointwise<float>(g, c_prev, c_out, h_out, nullptr, 0, B, H, u0, u1);
-  });
-}
-
-void gru_layer_step(int64_t B, int64_t I, int64_t H, const float* x, const float* h_prev,
-                    const float* w_ih, const float* w_hh, const float* b_ih, const float* b_hh,
-                    float* gx, float* gh, float* h_out) {
-  const int64_t G = 3 * H;
-  for_units(B, H, G * (I + H), [&](int64_t u0, int64_t u1) {
-    for (int64_t q = 0; q < 3; ++q) {
-      const int64_t r0 = q * H + u0, r1 = q * H + u1;
-      rowdot_range(B, r0, r1, I, x, w_ih, false, gx, G);
-      rowdot_range(B, r0, r1, H, h_prev, w_hh, false, gh, G);
-      if (b_ih != nullptr) {
-        for (int64_t b = 0; b < B; ++b) {
-          for (int64_t j = r0; j < r1; ++j) gx[b * G + j] += b_ih[j];
-        }
-      }
-    }
-    gru_pointwise<float>(gx, gh, b_hh, h_prev, h_out, 0, B, H, u0, u1);
-  });
-}
-
-// Rows of a streaming batch up to which a step takes the unit-parallel path above.
+// Rows of a streaming batch up to which a step takes the unit-parallel path below.
 constexpr int64_t kStepRows = 4;
 
-// The unit-parallel path where it applies (float, AVX2, few rows); false otherwise.
-template <typename T>
-bool lstm_layer_step_fast(int64_t, int64_t, int64_t, const T*, const T*, const T*, const T*,
-                          const T*, const T*, const T*, T*, T*, T*) {
-  return false;
-}
-
-template <>
-bool lstm_layer_step_fast<float>(int64_t B, int64_t I, int64_t H, const float* x,
-                                 const float* h_prev, const float* c_prev, const float* w_ih,
-                                 const float* w_hh, const float* b_ih, const float* b_hh,
-                                 float* g, float* h_out, float* c_out) {
-  if (!kHaveKernel || B > kStepRows) return false;
-  lstm_layer_step(B, I, H, x, h_prev, c_prev, w_ih, w_hh, b_ih, b_hh, g, h_out, c_out);
-  return true;
-}
-
-template <typename T>
-bool gru_layer_step_fast(int64_t, int64_t, int64_t, const T*, const T*, const T*, const T*,
-                         const T*, const T*, T*, T*, T*) {
-  return false;
-}
-
-template <>
-bool gru_layer_step_fast<float>(int64_t B, int64_t I, int64_t H, const float* x,
-                                const float* h_prev, const float* w_ih, const float* w_hh,
-                                const float* b_ih, const float* b_hh, float* gx, float* gh,
-                                float* h_out) {
-  if (!kHaveKernel || B > kStepRows) return false;
-  gru_layer_step(B, I, H, x, h_prev, w_ih, w_hh, b_ih, b_hh, gx, gh, h_out);
-  return true;
+// One layer's single step of a cell without layer norms, for the few rows of a streaming
+// batch (float, AVX2): the gate rows of units [u0, u1) from both products (dot products
+// over torch's weight rows), then their gate math. Threads take disjoint units, so a layer
+// is one parallel region with nothing shared but the inputs. `v` holds the step's buffers,
+// with v.b_hh set for the GRU (the other cells fold b_hh here).
+template <int K>
+void unit_parallel_step(int64_t B, int64_t I, int64_t H, const float* x, const float* w_ih,
+                        const float* w_hh, const float* b_ih, const float* b_hh,
+                        const StepView<float>& v) {
+  using Tr = CellTraits<K>;
+  static_assert(!Tr::layer_norm, "a layer norm needs the whole row");
+  const int64_t G = Tr::gates * H;
+  float* hidden = Tr::gru ? v.cache0 : v.xp;  // where W_hh h goes
+  for_units(B, H, G * (I + H), [&](int64_t u0, int64_t u1) {
+    for (int64_t q = 0; q < Tr::gates; ++q) {
+      const int64_t r0 = q * H + u0, r1 = q * H + u1;
+      rowdot_range(B, r0, r1, I, x, w_ih, false, v.xp, G);
+      rowdot_range(B, r0, r1, H, v.h_prev, w_hh, !Tr::gru, hidden, G);
+      if (b_ih != nullptr) {
+        for (int64_t b = 0; b < B; ++b) {
+          for (int64_t j = r0; j < r1; ++j) v.xp[b * G + j] += b_ih[j] + (Tr::gru ? 0.f : b_hh[j]);
+        }
+      }
+    }
+    for (int64_t b = 0; b < B; ++b) cell_row_forward<float, K>(v, b, H, u0, u1);
+  });
 }
 
 // xp = W_ih x and target (+)= W_hh h for the B rows of one step (target may be xp, then
@@ -1201,9 +1119,9 @@ void step_products(int64_t B, int64_t G, const at::Tensor& input, const T* h_pre
 // w_hh [G, H], b_ih and b_hh [G] with has_bias, then the cell's extra parameters as the
 // layer holds them (ln-lstm: w_x [G], w_h [G], w_c [H], b_c [H]; ln-gru: w_x [G], w_h [G]).
 // zoneout: per state, the probability (evaluation: each unit takes its expectation), or
-// empty. Returns the top layer's h_t [B, H] and the new states, each [layers, B, H]. The LSTM and
-// GRU take the unit-parallel kernels above at a few rows in float; every other case (and
-// those) runs the projections, then the same cell_row_forward as the sequence loop.
+// empty. Returns the top layer's h_t [B, H] and the new states, each [layers, B, H]. At a
+// few rows in float, the cells without layer norms take unit_parallel_step; the others, and
+// more rows, make the two products, then run the sequence loop's cell_row_forward.
 std::tuple<at::Tensor, std::vector<at::Tensor>> cell_step(int64_t kind, const at::Tensor& x,
                                                           at::TensorList states,
                                                           at::TensorList weights, int64_t layers,
@@ -1251,7 +1169,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> cell_step(int64_t kind, const at
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cell_step", [&] {
     using T = scalar_t;
     std::vector<T> zeros(states.empty() ? B * H : 0, T(0));
-    std::vector<T> xp(B * G), gh(B * G), c0(B * std::max<int64_t>(shape.widths[0], 1) * H),
+    std::vector<T> xp(B * G), c0(B * std::max<int64_t>(shape.widths[0], 1) * H),
         c1(B * G), c2(B * H), rstd(B * 2);
     at::Tensor input = x;
     dispatch_kind<T>(kind, [&](auto k) {
@@ -1268,13 +1186,28 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> cell_step(int64_t kind, const at
         T* c_out = n_states > 1 ? out[1].data_ptr<T>() + l * B * H : nullptr;
         const int64_t I = input.size(1);
         const T* in = input.data_ptr<T>();
+        StepView<T> v{};
+        v.xp = xp.data();
+        v.h_prev = h_prev;
+        v.c_prev = c_prev;
+        v.h_out = h_out;
+        v.c_out = c_out;
+        v.cache0 = c0.data();
+        v.cache1 = c1.data();
+        v.cache2 = c2.data();
+        v.rstd = rstd.data();
+        v.norms = std::max<int64_t>(shape.norms, 1);
+        v.b_hh = Tr::gru ? b_hh : nullptr;
+        v.w_h = n_extra > 0 ? w[per - n_extra + 1].data_ptr<T>() : nullptr;
+        v.w_c = n_extra > 2 ? w[per - n_extra + 2].data_ptr<T>() : nullptr;
+        v.b_c = n_extra > 2 ? w[per - n_extra + 3].data_ptr<T>() : nullptr;
         bool done = false;
-        if constexpr (K == kLstm) {
-          done = lstm_layer_step_fast<T>(B, I, H, in, h_prev, c_prev, w[0].data_ptr<T>(),
-                                         w[1].data_ptr<T>(), b_ih, b_hh, xp.data(), h_out, c_out);
-        } else if constexpr (K == kGru) {
-          done = gru_layer_step_fast<T>(B, I, H, in, h_prev, w[0].data_ptr<T>(), w[1].data_ptr<T>(),
-                                        b_ih, b_hh, xp.data(), gh.data(), h_out);
+        if constexpr (std::is_same_v<T, float> && !Tr::layer_norm) {
+          if (kHaveKernel && B <= kStepRows) {
+            unit_parallel_step<K>(B, I, H, in, w[0].data_ptr<T>(), w[1].data_ptr<T>(), b_ih,
+                                  b_hh, v);
+            done = true;
+          }
         }
         if (!done) {
           T* target = Tr::layer_norm ? c1.data() : Tr::gru ? c0.data() : xp.data();
@@ -1291,21 +1224,6 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> cell_step(int64_t kind, const at
               row[j] += b_ih[j] + (Tr::gru ? T(0) : b_hh[j]);
             }
           }
-          StepView<T> v{};
-          v.xp = xp.data();
-          v.h_prev = h_prev;
-          v.c_prev = c_prev;
-          v.h_out = h_out;
-          v.c_out = c_out;
-          v.cache0 = c0.data();
-          v.cache1 = c1.data();
-          v.cache2 = c2.data();
-          v.rstd = rstd.data();
-          v.norms = std::max<int64_t>(shape.norms, 1);
-          v.b_hh = Tr::gru ? b_hh : nullptr;
-          v.w_h = n_extra > 0 ? w[per - n_extra + 1].data_ptr<T>() : nullptr;
-          v.w_c = n_extra > 2 ? w[per - n_extra + 2].data_ptr<T>() : nullptr;
-          v.b_c = n_extra > 2 ? w[per - n_extra + 3].data_ptr<T>() : nullptr;
           for_rows(B, G, [&](int64_t lo, int64_t hi) {
             for (int64_t b = lo; b < hi; ++b) cell_row_forward<T, K>(v, b, H);
           });
