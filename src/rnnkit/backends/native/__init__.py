@@ -43,8 +43,6 @@ DTYPES = (torch.float32, torch.float64)
 # 1/std values per row the layer norms keep.
 CACHE = {"rnn": ((), 0), "rnn-relu": ((), 0), "lstm": ((1,), 0), "carry-lstm": ((1,), 0),
          "gru": ((3,), 0), "ln-lstm": ((1, 4, 1), 2), "ln-gru": ((3, 3), 1)}
-GRUS = ("gru", "ln-gru")
-LAYER_NORMS = ("ln-lstm", "ln-gru")
 
 
 def available() -> bool:
@@ -127,9 +125,9 @@ class NativeKernel:
         opts = {"dtype": x.dtype, "device": x.device}
         drec = [torch.zeros(B, H, **opts) if g is None else g.contiguous().clone() for g in dfinal]
         dgx = alloc(T, B, G, **opts)
-        dgh = alloc(T, B, G, **opts) if cell in GRUS else None
-        dr = alloc(T, B, G, **opts) if cell in LAYER_NORMS else None
-        dcache = alloc(T, B, H, **opts) if cell == "ln-lstm" else None
+        dgh = alloc(T, B, G, **opts) if spec.separate_hidden_grads else None
+        dr = alloc(T, B, G, **opts) if spec.recurrent_norm else None
+        dcache = alloc(T, B, H, **opts) if spec.norm_stats == 2 else None  # the cell norm
         norms_out = x.new_zeros(T, B) if fused._RECORDERS else None
         step_extra = [e.contiguous() for e in extra[1:]] if spec.input_norm else []
         torch.ops.rnnkit.cell_backward(
@@ -162,15 +160,6 @@ def _extra_sums(cell: str, cache: Sequence[Tensor], dgx: Tensor, dgh: Tensor | N
     if cell == "ln-gru":
         return [(dgh.view(-1, G) * cache[1].view(-1, G)).sum(0)]
     return []
-
-
-def project(a: Tensor, w: Tensor, bias: Tensor | None, *, transposed: bool) -> Tensor:
-    """``a @ w (+ bias)`` for a whole sequence's rows [N, K], with ``w`` [K, M], or ``w``
-    [M, K] and its transpose when ``transposed`` (torch's weight layout). MKL's sgemm: at
-    these sizes the packed kernel (``torch.ops.rnnkit.matmul``) ties with it
-    (``benchmarks/engine_split.py``), so the simpler path stays."""
-    w = w.t() if transposed else w
-    return torch.mm(a, w) if bias is None else torch.addmm(bias, a, w)
 
 
 class NativeBackend:

@@ -442,19 +442,34 @@ CacheShape cache_shape(int64_t kind) {
   return {{0, 0, 0}, 0};
 }
 
-int64_t gates_of(int64_t kind) {
+// Calls f(std::integral_constant<int, K>) for the kind's compile-time K.
+template <typename F>
+void dispatch_kind(int64_t kind, const F& f) {
   switch (kind) {
-    case kRnnTanh:
-    case kRnnRelu: return 1;
-    case kGru:
-    case kLnGru: return 3;
-    case kCarryLstm: return 5;
-    default: return 4;
+    case kRnnTanh: f(std::integral_constant<int, kRnnTanh>{}); break;
+    case kRnnRelu: f(std::integral_constant<int, kRnnRelu>{}); break;
+    case kLstm: f(std::integral_constant<int, kLstm>{}); break;
+    case kCarryLstm: f(std::integral_constant<int, kCarryLstm>{}); break;
+    case kGru: f(std::integral_constant<int, kGru>{}); break;
+    case kLnLstm: f(std::integral_constant<int, kLnLstm>{}); break;
+    case kLnGru: f(std::integral_constant<int, kLnGru>{}); break;
+    default: TORCH_CHECK(false, "cell kind: expected 0..", kNumKinds - 1, ", got ", kind);
   }
 }
 
-int64_t states_of(int64_t kind) {
-  return (kind == kLstm || kind == kCarryLstm || kind == kLnLstm) ? 2 : 1;
+// CellTraits of a kind known only at run time.
+struct KindFacts {
+  int64_t gates, states;
+  bool gru, layer_norm;
+};
+
+KindFacts facts_of(int64_t kind) {
+  KindFacts out{};
+  dispatch_kind(kind, [&](auto k) {
+    using Tr = CellTraits<decltype(k)::value>;
+    out = {Tr::gates, Tr::states, Tr::gru, Tr::layer_norm};
+  });
+  return out;
 }
 
 // v[0, W) -> (v - mean) / sqrt(var + eps) in place (biased variance, as torch's layer norm);
@@ -822,11 +837,11 @@ SequenceBuffers<T> sequence_buffers(int64_t kind, const at::Tensor& xp, const at
               ", got ", kind);
   TORCH_CHECK(xp.dim() == 3 && w_hh.dim() == 2, op, ": expected 3-D xp and 2-D w_hh, got ",
               xp.sizes(), " and ", w_hh.sizes());
-  const int64_t steps = xp.size(0), B = xp.size(1), H = w_hh.size(1), G = gates_of(kind) * H;
+  const int64_t steps = xp.size(0), B = xp.size(1), H = w_hh.size(1), G = facts_of(kind).gates * H;
   check_buffers({&xp, &w_hh}, xp, op);
   check_shape(xp, {steps, B, G}, op, "xp");
   check_shape(w_hh, {G, H}, op, "w_hh");
-  const int64_t n_states = states_of(kind);
+  const int64_t n_states = facts_of(kind).states;
   TORCH_CHECK(static_cast<int64_t>(states.size()) == n_states, op, ": expected ", n_states,
               " state buffers, got ", states.size());
   for (const auto& st : states) {
@@ -898,20 +913,6 @@ SequenceBuffers<T> sequence_buffers(int64_t kind, const at::Tensor& xp, const at
   return s;
 }
 
-template <typename T, typename F>
-void dispatch_kind(int64_t kind, const F& f) {
-  switch (kind) {
-    case kRnnTanh: f(std::integral_constant<int, kRnnTanh>{}); break;
-    case kRnnRelu: f(std::integral_constant<int, kRnnRelu>{}); break;
-    case kLstm: f(std::integral_constant<int, kLstm>{}); break;
-    case kCarryLstm: f(std::integral_constant<int, kCarryLstm>{}); break;
-    case kGru: f(std::integral_constant<int, kGru>{}); break;
-    case kLnLstm: f(std::integral_constant<int, kLnLstm>{}); break;
-    case kLnGru: f(std::integral_constant<int, kLnGru>{}); break;
-    default: TORCH_CHECK(false, "cell kind: expected 0..", kNumKinds - 1, ", got ", kind);
-  }
-}
-
 // The forward of cell `kind` over a sequence. xp [T, B, G]: the input projections (both
 // biases for the cells that fold b_hh, b_ih only for the GRUs), overwritten with the
 // activations; w_hh [G, H] (torch.nn's layout); b_hh [G] for the GRUs (else None); extra:
@@ -928,7 +929,7 @@ void cell_forward(int64_t kind, at::Tensor xp, const at::Tensor& w_hh,
     using T = scalar_t;
     auto s = sequence_buffers<T>(kind, xp, w_hh, extra, states, cache, recurrent_mask, h_in,
                                  zoneout, "cell_forward");
-    const bool gru = kind == kGru || kind == kLnGru;
+    const bool gru = facts_of(kind).gru;
     TORCH_CHECK(gru || !b_hh.has_value(), "cell_forward: b_hh: expected None (this cell folds "
                 "it into xp)");
     if (b_hh) {
@@ -937,7 +938,7 @@ void cell_forward(int64_t kind, at::Tensor xp, const at::Tensor& w_hh,
     }
     const auto sizes = step_sizes(batch_sizes, s.T_, s.B);
     const T* bh = b_hh ? b_hh->data_ptr<T>() : nullptr;
-    dispatch_kind<T>(kind, [&](auto k) {
+    dispatch_kind(kind, [&](auto k) {
       cell_forward_impl<T, decltype(k)::value>(s, w_hh.data_ptr<T>(), bh, extra, sizes);
     });
   });
@@ -964,8 +965,8 @@ void cell_backward(int64_t kind, const at::Tensor& acts, const at::Tensor& w_hh,
                                  zoneout, "cell_backward");
     const int64_t T_ = s.T_, B = s.B, H = s.H, G = s.G;
     const char* op = "cell_backward";
-    TORCH_CHECK(static_cast<int64_t>(drec.size()) == states_of(kind), op, ": expected ",
-                states_of(kind), " state gradients, got ", drec.size());
+    TORCH_CHECK(static_cast<int64_t>(drec.size()) == facts_of(kind).states, op, ": expected ",
+                facts_of(kind).states, " state gradients, got ", drec.size());
     for (const auto& g : drec) {
       check_buffer(g, acts, op);
       check_shape(g, {B, H}, op, "drec");
@@ -980,8 +981,8 @@ void cell_backward(int64_t kind, const at::Tensor& acts, const at::Tensor& w_hh,
       check_buffer(*norms, acts, op);
       check_shape(*norms, {T_, B}, op, "norms");
     }
-    const bool gru = kind == kGru || kind == kLnGru;
-    const bool ln = kind == kLnLstm || kind == kLnGru;
+    const KindFacts facts = facts_of(kind);
+    const bool gru = facts.gru, ln = facts.layer_norm;
     TORCH_CHECK(dgh.has_value() == gru, op, ": dgh: expected it for the GRUs only");
     TORCH_CHECK(dr.has_value() == ln, op, ": dr: expected it for the layer-norm cells only");
     TORCH_CHECK(dcache.has_value() == (kind == kLnLstm), op, ": dcache: expected it for "
@@ -999,7 +1000,7 @@ void cell_backward(int64_t kind, const at::Tensor& acts, const at::Tensor& w_hh,
     auto p = [](const std::optional<at::Tensor>& t) { return t ? t->data_ptr<T>() : nullptr; };
     T* dh = drec[0].data_ptr<T>();
     T* dc = drec.size() > 1 ? drec[1].data_ptr<T>() : nullptr;
-    dispatch_kind<T>(kind, [&](auto k) {
+    dispatch_kind(kind, [&](auto k) {
       cell_backward_impl<T, decltype(k)::value>(s, w_hh.data_ptr<T>(), extra, p(dy), dh, dc,
                                                 dgx.data_ptr<T>(), p(dgh), p(dr), p(dcache),
                                                 sizes, p(norms));
@@ -1138,10 +1139,10 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> cell_step(int64_t kind, const at
   TORCH_CHECK(x.dim() == 2 && weights[1].dim() == 2, op, ": expected 2-D x and w_hh, got ",
               x.sizes(), " and ", weights[1].sizes());
   for (const auto& w : weights) check_buffer(w, x, op);
-  const int64_t n_states = states_of(kind);
+  const int64_t n_states = facts_of(kind).states;
   TORCH_CHECK(states.empty() || static_cast<int64_t>(states.size()) == n_states, op,
               ": expected no states (zeros) or ", n_states, ", got ", states.size());
-  const int64_t B = x.size(0), H = weights[1].size(1), G = gates_of(kind) * H;
+  const int64_t B = x.size(0), H = weights[1].size(1), G = facts_of(kind).gates * H;
   for (int64_t l = 0; l < layers; ++l) {
     const at::Tensor* w = weights.data() + per * l;
     check_shape(w[0], {G, l == 0 ? x.size(1) : H}, op, "w_ih");
@@ -1172,7 +1173,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> cell_step(int64_t kind, const at
     std::vector<T> xp(B * G), c0(B * std::max<int64_t>(shape.widths[0], 1) * H),
         c1(B * G), c2(B * H), rstd(B * 2);
     at::Tensor input = x;
-    dispatch_kind<T>(kind, [&](auto k) {
+    dispatch_kind(kind, [&](auto k) {
       constexpr int K = decltype(k)::value;
       using Tr = CellTraits<K>;
       for (int64_t l = 0; l < layers; ++l) {
