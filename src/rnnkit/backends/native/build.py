@@ -1,4 +1,4 @@
-"""Build ``engine.cpp`` once per machine and load it into ``torch.ops.rnnkit``.
+"""Build ``engine.cpp`` (and ``minimal.cpp``) once per machine and load it into ``torch.ops.rnnkit``.
 
 The library is compiled on first use with the compiler torch's extension builder finds
 (``$CXX``, else ``c++``) and ninja, into ``$RNNKIT_CACHE/native/<key>/`` (else
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 ENV_VAR = "RNNKIT_NATIVE"
-SOURCE = Path(__file__).with_name("engine.cpp")
+SOURCES = [Path(__file__).with_name(name) for name in ("engine.cpp", "minimal.cpp")]
 NAME = "rnnkit_native"
 # -ffast-math lets gcc call glibc's vector exp and tanh (libmvec) in the gate loops; the
 # results stay within a few float32 ulps of torch's (the parity tests hold them to it).
@@ -61,7 +61,7 @@ def build_dir() -> Path:
         root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rnnkit"
     key = hashlib.sha256()
     cflags, ldflags = _flags()
-    for part in (SOURCE.read_bytes(), " ".join(cflags + ldflags).encode(),
+    for part in (*(source.read_bytes() for source in SOURCES), " ".join(cflags + ldflags).encode(),
                  torch.__version__.encode(), sys.version.encode(), platform.machine().encode(),
                  _cpu_flags().encode()):
         key.update(part)
@@ -117,7 +117,7 @@ def _compile(folder: Path) -> None:
     logger.warning("rnnkit: building the native CPU engine, once for this machine and torch "
                    "(about 30 s), in %s", folder)
     cflags, ldflags = _flags()
-    load_extension(NAME, [str(SOURCE)], extra_cflags=cflags, extra_ldflags=ldflags,
+    load_extension(NAME, [str(source) for source in SOURCES], extra_cflags=cflags, extra_ldflags=ldflags,
                    build_directory=str(folder), is_python_module=False, verbose=False)
 
 
