@@ -31,8 +31,31 @@ class Names(Sequence):
 # The built-in cells, in registry order; rnnkit.functional.register_cell adds to it, and a
 # test checks it against rnnkit.functional.CELLS (which this module cannot import: torch).
 CELL_CHOICES = Names("rnn", "rnn-relu", "lstm", "gru", "ln-lstm", "ln-gru", "carry-lstm")
+# The minimal cells (rnnkit.functional.minimal.MIN_CELLS: gates of the input alone, trained
+# by a parallel scan); a layer of their own, not a cell description.
+MIN_CELL_CHOICES = ("mingru", "minlstm")
+
+
+class Joined(Sequence):
+    """Several name lists read as one, each read when asked (so registration shows)."""
+
+    def __init__(self, *parts: Sequence[str]) -> None:
+        self._parts = parts
+
+    def _names(self) -> list[str]:
+        return [name for part in self._parts for name in part]
+
+    def __getitem__(self, index):
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self._parts)
+
+
+ENCODER_CELL_CHOICES = Joined(CELL_CHOICES, MIN_CELL_CHOICES)  # what --cell offers
 INIT_CHOICES = ("torch", "orthogonal", "identity")
-BACKEND_CHOICES = ("native", "fused", "reference")  # rnnkit.available_backends(), CPU build
+BACKEND_CHOICES = ("native", "fused", "reference", "scan")  # available_backends() (CPU build), and scan
+# (the minimal cells' parallel scan)
 LEVELS = ("char", "word")  # language-model tokens
 POOLINGS = ("last", "max", "mean", "attention")  # text classifier
 ATTENTIONS = ("none", "dot", "general", "additive")  # translator

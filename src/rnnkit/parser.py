@@ -277,7 +277,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def _cell_list(text: str) -> list[str]:
-    from rnnkit.choices import CELL_CHOICES
+    from rnnkit.choices import ENCODER_CELL_CHOICES as CELL_CHOICES
 
     cells = [c for c in text.split(",") if c]
     bad = [c for c in cells if c not in CELL_CHOICES]

@@ -124,7 +124,10 @@ def test_one_rule_with_explicit_priorities_and_the_masks_case(monkeypatch):
 
 
 def test_the_command_line_offers_the_registered_engines():
+    """--backend offers the registry's engines, then the minimal cells' own."""
     from rnnkit.backends import available_backends
+    from rnnkit.backends.minimal import MIN_ENGINES
     from rnnkit.choices import BACKEND_CHOICES
 
-    assert list(BACKEND_CHOICES) == available_backends()
+    engines = available_backends()
+    assert list(BACKEND_CHOICES) == engines + [e for e in MIN_ENGINES if e not in engines]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -10,8 +11,16 @@ import torch
 from torch import nn
 
 import rnnkit.nn as rnn
+from rnnkit.backends import available_backends
+from rnnkit.backends.minimal import MIN_ENGINES
 from rnnkit.choices import INIT_CHOICES
 from rnnkit.functional import CELLS, cell_spec
+from rnnkit.functional.minimal import MIN_CELLS
+
+
+def forget_gate(cell: str) -> int | None:
+    """The gate block whose bias is a forget gate's, for any cell ``--cell`` offers."""
+    return MIN_CELLS[cell].forget_gate if cell in MIN_CELLS else cell_spec(cell).forget_gate
 
 
 @dataclass(kw_only=True)
@@ -20,7 +29,7 @@ class EncoderConfig:
     fills it from its options with :meth:`from_options`, and :func:`build_initialised_encoder`
     builds it. The defaults are the library's; each task's own are in its options."""
 
-    cell: str = "lstm"  # a registered cell's name (rnnkit.functional.CELLS)
+    cell: str = "lstm"  # a registered cell's name (rnnkit.functional.CELLS) or a minimal one
     hidden: int = 128
     layers: int = 1
     bidirectional: bool = False
@@ -33,12 +42,13 @@ class EncoderConfig:
     proj_size: int = 0  # LSTM only: h projected to this width (LSTMP, Sak et al. 2014)
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"--cell: expected one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.cell not in CELLS and self.cell not in MIN_CELLS:
+            raise ValueError(f"--cell: expected one of {', '.join([*CELLS, *MIN_CELLS])}, got "
+                             f"{self.cell!r}")
         if self.init not in INIT_CHOICES:
             raise ValueError(f"--init: expected one of {', '.join(INIT_CHOICES)}, got "
                              f"{self.init!r}")
-        if (CELLS[self.cell].forget_gate is None and self.forget_bias is not None
+        if (forget_gate(self.cell) is None and self.forget_bias is not None
                 and self.forget_bias != EncoderConfig.forget_bias):
             raise ValueError(f"--forget-bias: the {self.cell} cell has no forget gate, so "
                              f"{self.forget_bias} would change nothing; leave it out")
@@ -65,14 +75,24 @@ def build_recurrent(cell: str, input_size: int, hidden: int, layers: int = 1,
     Args:
         cell: a registered cell's name (:data:`rnnkit.functional.CELLS`: ``rnn`` is the tanh
             RNN; ``ln-lstm``, ``ln-gru`` the layer-norm variants; ``carry-lstm`` the
-            carry-gate LSTM; and any cell added with ``register_cell``).
+            carry-gate LSTM; and any cell added with ``register_cell``), or a minimal cell
+            (``mingru``, ``minlstm``: :class:`rnnkit.nn.MinGRU`, :class:`rnnkit.nn.MinLSTM`).
+        backend: an engine the cell runs on, or None; one it cannot run on falls back to the
+            automatic choice with a warning.
         input_size, hidden, layers, bidirectional, dropout: as torch.nn's layers.
-        backend: rnnkit engine, or None for automatic.
         zoneout, recurrent_dropout: regularisers inside the recurrence (:class:`rnnkit.nn.RNNBase`).
         proj_size: LSTM only, the width of the projected hidden state (0: none).
     """
+    if cell in MIN_CELLS:
+        return _build_minimal(cell, input_size, hidden, layers, bidirectional, dropout, backend,
+                              zoneout, recurrent_dropout, proj_size)
     if cell not in CELLS:
-        raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {cell!r}")
+        raise ValueError(f"cell: expected one of {', '.join([*CELLS, *MIN_CELLS])}, got "
+                         f"{cell!r}")
+    if backend is not None and backend not in available_backends():
+        warnings.warn(f"backend: the {cell} cell runs on {', '.join(available_backends())}, "
+                      f"not {backend!r}; using the automatic choice", stacklevel=2)
+        backend = None
     kwargs = {"num_layers": layers, "bidirectional": bidirectional, "batch_first": True,
               "dropout": dropout if layers > 1 else 0.0, "backend": backend,
               "zoneout": zoneout, "recurrent_dropout": recurrent_dropout}
@@ -81,6 +101,25 @@ def build_recurrent(cell: str, input_size: int, hidden: int, layers: int = 1,
             raise ValueError(f"proj_size: only the lstm cell has a projection, got cell {cell!r}")
         kwargs["proj_size"] = proj_size
     return rnn.layer_class(cell)(input_size, hidden, **kwargs)
+
+
+def _build_minimal(cell: str, input_size: int, hidden: int, layers: int, bidirectional: bool,
+                   dropout: float, backend: str | None, zoneout: float,
+                   recurrent_dropout: float, proj_size: int) -> rnn.MinRNNBase:
+    """A :class:`rnnkit.nn.MinGRU` or :class:`rnnkit.nn.MinLSTM` (``batch_first=True``)."""
+    for name, value in (("zoneout", zoneout), ("recurrent-dropout", recurrent_dropout),
+                        ("proj-size", proj_size)):
+        if value:
+            raise ValueError(f"--{name}: not available with the {cell} cell (rnnkit defines "
+                             f"it for the cells with a recurrent product); got {value}, leave "
+                             f"it out (--dropout acts between layers)")
+    if backend is not None and backend not in MIN_ENGINES:
+        warnings.warn(f"backend: the {cell} cell runs on {', '.join(MIN_ENGINES)}, not "
+                      f"{backend!r}; using the automatic choice", stacklevel=3)
+        backend = None
+    layer = rnn.MinGRU if cell == "mingru" else rnn.MinLSTM
+    return layer(input_size, hidden, layers, batch_first=True, bidirectional=bidirectional,
+                 dropout=dropout if layers > 1 else 0.0, backend=backend)
 
 
 @torch.no_grad()
@@ -103,7 +142,7 @@ def initialise_recurrent(layer: nn.Module, scheme: str = "torch",
     if scheme not in INIT_CHOICES:
         raise ValueError(f"init: expected one of {', '.join(INIT_CHOICES)}, got {scheme!r}")
     hidden = layer.hidden_size
-    forget = cell_spec(layer.mode).forget_gate  # torch.nn's "LSTM" is an alias of "lstm"
+    forget = forget_gate(layer.mode if layer.mode in MIN_CELLS else cell_spec(layer.mode).name)
     for name, param in layer.named_parameters():
         if scheme in ("orthogonal", "identity"):
             if name.startswith("weight_hh"):

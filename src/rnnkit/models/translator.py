@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.choices import ATTENTIONS
-from rnnkit.functional import cell_spec
 from rnnkit.models.recurrent import EncoderConfig, build_initialised_encoder
 
 State = Tensor | tuple[Tensor, ...]
@@ -135,7 +134,7 @@ class Translator(nn.Module):
         feed = c.hidden if c.input_feeding else 0
         self.decoder = build_initialised_encoder(
             replace(c.encoder, bidirectional=False), c.embedding + feed)
-        self.lstm = cell_spec(self.decoder.mode).num_states == 2  # the decoder carries (h, c)
+        self.lstm = self.decoder._num_states == 2  # the decoder carries (h, c)
         self.bridge = nn.ModuleList(nn.Linear(c.hidden, c.hidden)
                                     for _ in range(2 if self.lstm else 1))
         self.attention = Attention(c.attention, c.hidden) if c.attention != "none" else None

@@ -11,8 +11,10 @@ from rnnkit.nn.layers import (
     LayerNormLSTM,
     layer_class,
 )
+from rnnkit.nn.minimal import MinGRU, MinGRUCell, MinLSTM, MinLSTMCell, MinRNNBase
 from rnnkit.nn.rnn import RNNBase
 from rnnkit.nn.stepping import Stream
 
 __all__ = ["GRU", "LSTM", "RNN", "CarryLSTM", "GRUCell", "LSTMCell", "LayerNormGRU",
-           "LayerNormLSTM", "RNNBase", "RNNCell", "RNNCellBase", "Stream", "layer_class"]
+           "LayerNormLSTM", "MinGRU", "MinGRUCell", "MinLSTM", "MinLSTMCell", "MinRNNBase",
+           "RNNBase", "RNNCell", "RNNCellBase", "Stream", "layer_class"]

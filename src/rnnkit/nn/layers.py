@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 
 from rnnkit.functional import cell_spec
+from rnnkit.functional.minimal import MIN_CELLS
+from rnnkit.nn.minimal import MinGRU, MinLSTM
 from rnnkit.nn.rnn import RNNBase
 
 _REGULARISERS = """
@@ -131,7 +133,10 @@ _LAYERS: dict[str, type[RNNBase]] = {"lstm": LSTM, "gru": GRU, "ln-lstm": LayerN
 
 def layer_class(cell: str):
     """The layer class of a cell (by name or alias), as a constructor taking torch.nn's
-    arguments: ``layer_class("ln-gru")(input_size, hidden_size, num_layers, ...)``."""
+    arguments: ``layer_class("ln-gru")(input_size, hidden_size, num_layers, ...)``; for the
+    minimal cells, :class:`rnnkit.nn.MinGRU` and :class:`rnnkit.nn.MinLSTM`."""
+    if cell in MIN_CELLS:
+        return MinGRU if cell == "mingru" else MinLSTM
     spec = cell_spec(cell)
     if spec.name in ("rnn", "rnn-relu"):
         return functools.partial(RNN, nonlinearity="relu" if spec.name == "rnn-relu" else "tanh")

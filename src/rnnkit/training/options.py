@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnnkit.choices import BACKEND_CHOICES, CELL_CHOICES, INIT_CHOICES
+from rnnkit.choices import BACKEND_CHOICES, ENCODER_CELL_CHOICES, INIT_CHOICES
 
 
 def _number(text: str) -> float:
@@ -136,7 +136,8 @@ class Option:
 
 COMMON_OPTIONS: list[Option] = [
     Option("cell", str, "lstm", "recurrent cell (ln-: layer-normalised; carry-lstm: with a "
-           "carry gate)", CELL_CHOICES),
+           "carry gate; mingru, minlstm: gates of the input alone, trained by a parallel "
+           "scan)", ENCODER_CELL_CHOICES),
     Option("hidden", positive_int, 128, "hidden units per layer and direction"),
     Option("layers", positive_int, 1, "stacked recurrent layers"),
     Option("bidirectional", bool, False, "read sequences in both directions", flag=True),
