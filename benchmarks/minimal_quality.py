@@ -3,7 +3,9 @@ equal wall-clock budget: the Shakespeare character language model (test nats/cha
 adding problem at T = 1000 (test MSE) and the copy task (test recall accuracy).
 
 Each run is ``rnnkit train TASK`` with the same options but the cell and its width, under
-one ``--max-time`` budget per task (``--epochs`` large enough that time binds). Widths
+one ``--max-time`` budget per task (``--epochs`` large enough that time binds; early
+stopping may end a run sooner). A run whose folder already holds results is read, not
+repeated, so an interrupted comparison continues. Widths
 are chosen so the recurrent part has about the same number of parameters: one GRU or
 LSTM layer against two stacked minimal layers (a minimal layer has no recurrent weight,
 so one of them at equal parameters would be absurdly wide; the paper stacks them too).
@@ -66,18 +68,19 @@ def run_one(task: str, cell: str, seed: int, scale: float, out: Path) -> dict:
     command = ["rnnkit", "train", task, *shared, "--cell", cell, "--hidden", str(hidden),
                "--layers", str(layers), "--seed", str(seed), "--quiet", "--out", str(folder),
                "--max-time", time.strftime("00:%H:%M:%S", time.gmtime(seconds))]
-    print(" ".join(command), flush=True)
-    subprocess.run(command, check=True)
+    if not (folder / "metrics.json").exists():  # a finished run is read, not repeated
+        print(" ".join(command), flush=True)
+        subprocess.run(command, check=True)
     metrics = json.loads((folder / "metrics.json").read_text())
     value = metrics["test"][metric]
     if task == "lm":
         value = metrics["test"]["loss"]  # nats per character
-    return {"task": task, "cell": cell, "seed": seed, "hidden": hidden, "layers": layers,
-            "recurrent_parameters": recurrent_parameters(cell, inputs, hidden),
-            "parameters": metrics["parameters"], "metric": metric, "test": value,
+    return {"task": task, "cell": cell, "seed": seed, "layers x width": f"{layers}x{hidden}",
+            "recurrent parameters": recurrent_parameters(cell, inputs, hidden),
+            "parameters": metrics["parameters"],
+            "test metric": "nats/char" if task == "lm" else metric, "test": value,
             "steps": metrics["global_step"], "epochs": metrics["epochs"],
-            "wall_time_s": metrics["wall_time_s"], "budget_s": seconds,
-            "run": str(folder)}
+            "wall s": metrics["wall_time_s"], "budget s": seconds}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -94,17 +97,16 @@ def main(argv: list[str] | None = None) -> None:
     runs = [run_one(task, cell, int(seed), args.budget_scale, args.out)
             for task in args.tasks.split(",") for seed in args.seeds.split(",")
             for cell in args.cells.split(",")]
-    rows = [[r["task"], r["cell"], r["seed"], f"{r['layers']}x{r['hidden']}",
-             f"{r['parameters']:,}", f"{r['test']:.4f}", r["steps"], f"{r['wall_time_s']:.0f}"]
+    rows = [[r["task"], r["cell"], r["seed"], r["layers x width"], f"{r['parameters']:,}",
+             r["test metric"], f"{r['test']:.4f}", r["steps"], f"{r['wall s']:.0f}"]
             for r in runs]
-    print(format_table(["task", "cell", "seed", "layers x width", "parameters",
-                        "test (lm: nats/char, adding: MSE, copy: accuracy)", "steps",
-                        "wall s"], rows))
+    print(format_table(["task", "cell", "seed", "layers x width", "parameters", "metric",
+                        "test", "steps", "wall s"], rows))
     write_json(args.json, {"benchmark": "minimal-quality", "machine": machine_record(),
                            "tasks": {t: {"options": TASKS[t][0], "budget_s": TASKS[t][3],
                                          "metric": TASKS[t][4], "lower_is_better": TASKS[t][5]}
                                      for t in TASKS},
-                           "runs": runs})
+                           "results": runs})
     print(f"wrote {args.json}")
     assert all(math.isfinite(r["test"]) for r in runs)
 

@@ -46,6 +46,9 @@ def _cases(tmp: Path) -> dict[str, list[str]]:
         "textclass": ["textclass", "--data", f"csv:{reviews}", "--text-col", "sentence",
                       "--label-col", "sentiment", "--hidden", "12", "--embedding", "8",
                       "--min-freq", "1", "--epochs", "4"],
+        # a minimal cell (the parallel-scan engine), stacked, with dropout between layers
+        "mingru": ["adding", "--length", "16", "--train-size", "512", "--hidden", "8",
+                   "--cell", "mingru", "--layers", "2", "--dropout", "0.2", "--epochs", "4"],
     }
 
 
@@ -88,7 +91,7 @@ def _killed(argv: list[str], epoch_lines: int, delay: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("task", ["seqclass", "lm", "textclass"])
+@pytest.mark.parametrize("task", ["seqclass", "lm", "textclass", "mingru"])
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, task):
     args = _cases(tmp_path)[task]
     reference = tmp_path / "reference"

@@ -150,3 +150,16 @@ def test_lab_compare_writes_table_and_plots_and_reuses_finished_runs(tmp_path, c
     assert "== adding" not in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["lab", "compare", "--cells", "rnn,transformer"])
+
+
+def test_a_minimal_cell_trains_evaluates_and_predicts(tmp_path):
+    """--cell mingru through the whole command (exact resume: test_exact_resume.py)."""
+    run = tmp_path / "run"
+    assert main(["train", "adding", "--length", "16", "--train-size", "128", "--hidden", "8",
+                 "--cell", "minlstm", "--layers", "2", "--epochs", "2", "--no-progress",
+                 "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["cell"] == "minlstm"
+    np.save(tmp_path / "one.npy", np.random.default_rng(0).random((1, 16, 2)).astype("float32"))
+    assert main(["predict", str(run), str(tmp_path / "one.npy")]) == 0
+    assert main(["evaluate", str(run)]) == 0

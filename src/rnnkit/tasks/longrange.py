@@ -30,24 +30,30 @@ from rnnkit.models.recurrent import EncoderConfig
 from rnnkit.models.tagger import SequenceTagger, SequenceTaggerConfig
 from rnnkit.tasks import catalog
 from rnnkit.training.module import TrainingModule
+from rnnkit.training.sampling import epoch_shuffled
 
 DATA_SEEDS = {"train": 1, "validation": 2, "test": 3}
 EVAL_SIZE = 1000
 
 
 class SyntheticData(L.LightningDataModule):
-    """Fixed train/validation/test sets made by ``make(n, seed)``."""
+    """Fixed train/validation/test sets made by ``make(n, seed)``; the training order a
+    function of ``seed`` and the epoch only (so a resumed run draws the batches it would
+    have drawn)."""
 
-    def __init__(self, make, train_size: int, batch_size: int) -> None:
+    def __init__(self, make, train_size: int, batch_size: int, seed: int = 0) -> None:
         super().__init__()
         self.batch_size = batch_size
+        self.seed = seed
         self.sets = {split: make(train_size if split == "train" else EVAL_SIZE, seed)
                      for split, seed in DATA_SEEDS.items()}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        x, y = self.sets[split]
-        return DataLoader(TensorDataset(x, y), batch_size=self.batch_size if shuffle else 500,
-                          shuffle=shuffle)
+        dataset = TensorDataset(*self.sets[split])
+        if shuffle:
+            return DataLoader(dataset, batch_size=self.batch_size,
+                              sampler=epoch_shuffled(dataset, self.seed))
+        return DataLoader(dataset, batch_size=500)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
@@ -151,7 +157,7 @@ class AddingTask(catalog.AddingOptions):
               run_dir: Path | None = None) -> tuple[AddingModule, SyntheticData]:
         length = config["length"]
         data = SyntheticData(lambda n, seed: adding_problem(n, length, seed), config["train_size"],
-                             config["batch_size"])
+                             config["batch_size"], config["seed"])
         model = SequenceClassifierConfig(input_size=2, num_classes=1, **_model_kwargs(config))
         return AddingModule(config, model), data
 
@@ -202,7 +208,7 @@ class CopyTask(catalog.CopyOptions):
               run_dir: Path | None = None) -> tuple[CopyModule, SyntheticData]:
         delay = config["delay"]
         data = SyntheticData(lambda n, seed: copy_memory(n, delay, seed), config["train_size"],
-                             config["batch_size"])
+                             config["batch_size"], config["seed"])
         model = SequenceTaggerConfig(vocab=COPY_CLASSES, num_classes=COPY_CLASSES,
                                      **_model_kwargs(config))
         return CopyModule(config, model), data
