@@ -242,3 +242,24 @@ def test_softplus_route_equals_the_papers_normalised_gates():
     torch.testing.assert_close(a2, 1 - z, rtol=1e-13, atol=1e-15)  # 1 - z rounds
     g = torch.where(u2 >= 0, u2 + 0.5, torch.sigmoid(u2))
     torch.testing.assert_close(b2, z * g, rtol=1e-13, atol=0)
+
+
+@needs_native
+def test_native_gradients_flush_denormals_to_zero():
+    """A gradient decaying back over 2000 steps (a = 1/2) crosses the float32 denormal range,
+    where the native loop flushes it to zero (denormals.h: a hundred times slower
+    arithmetic otherwise); every value above that range is the float64 answer."""
+    T, H = 2000, 4
+    proj = torch.zeros(T, 1, 2 * H)  # z = 1/2: a = 1/2 at every step
+    h0 = torch.ones(1, H)
+    dh = torch.zeros(T, 1, H)
+    dh[-1] = 1.0
+    h = run_min("native", "mingru", "identity", proj, h0, None)
+    dproj, _ = torch.ops.rnnkit.min_backward(0, 1, proj, h0, None, h, dh)
+    tiny = (dproj != 0) & (dproj.abs() < torch.finfo(torch.float32).tiny)
+    assert not tiny.any()
+    ref, _ = scan_backward("mingru", proj.double(), h0.double(), "identity", None, h.double(),
+                           dh.double())
+    normal = ref.abs() >= 1e-30
+    torch.testing.assert_close(dproj.double()[normal], ref[normal], rtol=1e-5, atol=0)
+    assert normal.sum() > 100 and not dproj[ref.abs() < 1e-45].any()

@@ -214,24 +214,8 @@ class MinRNNBase(RNNBase):
         return x, new_h
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if not self.bias:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        if self.bidirectional:
-            s += ", bidirectional=True"
-        if self.activation != "g":
-            s += f", activation={self.activation!r}"
-        if self.residual:
-            s += ", residual=True"
-        if self.backend is not None:
-            s += f", backend={self.backend!r}"
-        return s
+        extras = [f"activation={self.activation!r}"] if self.activation != "g" else []
+        return self._repr_with(extras + (["residual=True"] if self.residual else []))
 
 
 _ARGS = """

@@ -315,28 +315,32 @@ class RNNBase(StepMixin, nn.Module):
         return layer_input, [torch.stack(f) for f in finals]
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if self.mode == "rnn-relu":
-            s += ", nonlinearity='relu'"
-        if not self.bias:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        if self.bidirectional:
-            s += ", bidirectional=True"
+        extras = []
         if self.proj_size:
-            s += f", proj_size={self.proj_size}"
+            extras.append(f"proj_size={self.proj_size}")
         if any(self.zoneout):
-            s += f", zoneout={self.zoneout if len(set(self.zoneout)) > 1 else self.zoneout[0]}"
+            extras.append(f"zoneout={self.zoneout if len(set(self.zoneout)) > 1 else self.zoneout[0]}")
         if self.recurrent_dropout:
-            s += f", recurrent_dropout={self.recurrent_dropout}"
+            extras.append(f"recurrent_dropout={self.recurrent_dropout}")
+        return self._repr_with(extras)
+
+    def _repr_with(self, extras: list[str]) -> str:
+        """torch.nn's repr of the shared arguments (those not at their defaults), then
+        ``extras``, then the backend."""
+        parts = [str(self.input_size), str(self.hidden_size)]
+        if self.num_layers != 1:
+            parts.append(f"num_layers={self.num_layers}")
+        if self.mode == "rnn-relu":
+            parts.append("nonlinearity='relu'")
+        for shown, text in ((not self.bias, "bias=False"), (self.batch_first, "batch_first=True"),
+                            (self.dropout, f"dropout={self.dropout}"),
+                            (self.bidirectional, "bidirectional=True")):
+            if shown:
+                parts.append(text)
+        parts += extras
         if self.backend is not None:
-            s += f", backend={self.backend!r}"
-        return s
+            parts.append(f"backend={self.backend!r}")
+        return ", ".join(parts)
 
 
 _MOVED = ("RNN", "LSTM", "GRU", "LayerNormLSTM", "LayerNormGRU", "CarryLSTM")

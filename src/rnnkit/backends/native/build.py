@@ -26,6 +26,7 @@ import torch
 
 ENV_VAR = "RNNKIT_NATIVE"
 SOURCES = [Path(__file__).with_name(name) for name in ("engine.cpp", "minimal.cpp")]
+HEADERS = [Path(__file__).with_name("denormals.h")]  # part of the build key, not compiled alone
 NAME = "rnnkit_native"
 # -ffast-math lets gcc call glibc's vector exp and tanh (libmvec) in the gate loops; the
 # results stay within a few float32 ulps of torch's (the parity tests hold them to it).
@@ -61,7 +62,7 @@ def build_dir() -> Path:
         root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rnnkit"
     key = hashlib.sha256()
     cflags, ldflags = _flags()
-    for part in (*(source.read_bytes() for source in SOURCES), " ".join(cflags + ldflags).encode(),
+    for part in (*(source.read_bytes() for source in SOURCES + HEADERS), " ".join(cflags + ldflags).encode(),
                  torch.__version__.encode(), sys.version.encode(), platform.machine().encode(),
                  _cpu_flags().encode()):
         key.update(part)

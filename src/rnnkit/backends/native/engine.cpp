@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "denormals.h"
+
 extern "C" {
 // Weak: a torch build without an exported BLAS still loads, and uses at::mm instead.
 void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
@@ -327,7 +329,10 @@ void for_rows(int64_t n, int64_t width, const F& body) {
   if (n <= grain) {
     body(0, n);
   } else {
-    at::parallel_for(0, n, grain, body);
+    at::parallel_for(0, n, grain, [&](int64_t lo, int64_t hi) {
+      rnnkit_native::FlushDenormals flush;  // each worker thread (denormals.h)
+      body(lo, hi);
+    });
   }
 }
 
@@ -925,6 +930,7 @@ void cell_forward(int64_t kind, at::Tensor xp, const at::Tensor& w_hh,
                   const std::optional<at::Tensor>& recurrent_mask,
                   const std::optional<at::Tensor>& h_in,
                   const c10::List<std::optional<at::Tensor>>& zoneout, Sizes batch_sizes) {
+  rnnkit_native::FlushDenormals flush;  // the calling thread too (denormals.h)
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "cell_forward", [&] {
     using T = scalar_t;
     auto s = sequence_buffers<T>(kind, xp, w_hh, extra, states, cache, recurrent_mask, h_in,
@@ -959,6 +965,7 @@ void cell_backward(int64_t kind, const at::Tensor& acts, const at::Tensor& w_hh,
                    const std::optional<at::Tensor>& dgh, const std::optional<at::Tensor>& dr,
                    const std::optional<at::Tensor>& dcache, Sizes batch_sizes,
                    const std::optional<at::Tensor>& norms) {
+  rnnkit_native::FlushDenormals flush;  // the calling thread too (denormals.h)
   AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "cell_backward", [&] {
     using T = scalar_t;
     auto s = sequence_buffers<T>(kind, acts, w_hh, extra, states, cache, recurrent_mask, h_in,
@@ -1128,6 +1135,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> cell_step(int64_t kind, const at
                                                           at::TensorList weights, int64_t layers,
                                                           bool has_bias,
                                                           c10::ArrayRef<double> zoneout) {
+  rnnkit_native::FlushDenormals flush;  // the calling thread too (denormals.h)
   const char* op = "cell_step";
   TORCH_CHECK(kind >= 0 && kind < kNumKinds, op, ": cell kind: expected 0..", kNumKinds - 1,
               ", got ", kind);

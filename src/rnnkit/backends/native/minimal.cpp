@@ -26,6 +26,8 @@
 #include <tuple>
 #include <vector>
 
+#include "denormals.h"
+
 namespace {
 
 // sigmoid(x) and sigmoid(-x) from one exp(-|x|) in (0, 1]: never overflows, never NaN
@@ -95,7 +97,10 @@ inline void coefficients(const T* p, int64_t H, int64_t j, T& a, T& b) {
 template <typename F>
 void for_rows(int64_t B, int64_t T, int64_t H, const F& body) {
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(T * H, 1));
-  at::parallel_for(0, B, grain, body);
+  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+    rnnkit_native::FlushDenormals flush;  // each worker thread, for its rows
+    body(b0, b1);
+  });
 }
 
 template <typename T, int CELL, int ACT>
@@ -248,6 +253,7 @@ const int64_t* lengths_ptr(const c10::optional<at::Tensor>& lengths) {
 at::Tensor min_forward(int64_t cell, int64_t act, const at::Tensor& proj, const at::Tensor& h0,
                        const c10::optional<at::Tensor>& lengths) {
   auto [T, B, H] = check_inputs(cell, act, proj, h0, lengths);
+  rnnkit_native::FlushDenormals flush;  // the calling thread too (denormals.h)
   at::Tensor out = at::empty({T, B, H}, proj.options());
   if (T == 0 || B == 0 || H == 0) return out;
   const int64_t* len = lengths_ptr(lengths);
@@ -268,6 +274,7 @@ std::tuple<at::Tensor, at::Tensor> min_backward(int64_t cell, int64_t act, const
   auto [T, B, H] = check_inputs(cell, act, proj, h0, lengths);
   check_tensor(h, "h", {T, B, H}, proj);
   check_tensor(dh, "dh", {T, B, H}, proj);
+  rnnkit_native::FlushDenormals flush;  // the calling thread too (denormals.h)
   at::Tensor dproj = at::empty_like(proj);
   at::Tensor dh0 = at::empty_like(h0);
   if (T == 0 || B == 0 || H == 0) {
