@@ -39,8 +39,7 @@ class MinRNNBase(RNNBase):
 
     Args:
         cell: ``"mingru"`` or ``"minlstm"``.
-        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype: as torch.nn.GRU.
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype: as torch.nn.GRU.
         activation: ``"g"`` (the paper's log-space variant: a positive candidate) or
             ``"identity"`` (its plain variant).
         residual: wrap each layer in the paper's residual block (the module docstring).
@@ -220,8 +219,7 @@ class MinRNNBase(RNNBase):
 
 _ARGS = """
     Args:
-        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            device, dtype: as torch.nn.GRU.
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype: as torch.nn.GRU.
         activation: ``"g"`` (default; the paper's log-space variant, a positive candidate)
             or ``"identity"`` (the plain variant).
         residual: each layer as the paper's block ``x + W_out minrnn(LayerNorm(x))``.
