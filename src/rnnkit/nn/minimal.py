@@ -18,8 +18,6 @@ reads and writes ``input_size`` features and ``hidden_size`` is the width inside
 from __future__ import annotations
 
 import math
-import numbers
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +26,6 @@ from torch import Tensor, nn
 from rnnkit.backends import reverse_padded
 from rnnkit.backends.minimal import MIN_ENGINES, run_min, select_min_engine
 from rnnkit.functional.minimal import ACTIVATIONS, MIN_CELLS, min_step, valid_steps
-from rnnkit.nn.errors import RNNTypeError
 from rnnkit.nn.rnn import RNNBase
 from rnnkit.nn.validation import check_flag, check_input, check_like, check_size
 
@@ -54,35 +51,15 @@ class MinRNNBase(RNNBase):
                  backend: str | None = None) -> None:
         nn.Module.__init__(self)
         spec = MIN_CELLS[cell]
-        check_size(input_size, "input_size")
-        check_size(hidden_size, "hidden_size")
-        check_size(num_layers, "num_layers")
-        check_flag(bias, "bias")
-        check_flag(batch_first, "batch_first")
+        self._set_arguments(spec.name, input_size, hidden_size, num_layers, bias, batch_first,
+                            dropout, bidirectional)
         check_flag(residual, "residual")
-        if not isinstance(bidirectional, int) or bidirectional not in (0, 1):
-            raise RNNTypeError(f"bidirectional: expected a bool, got {bidirectional!r}")
-        if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
-                or not 0 <= dropout <= 1):
-            raise ValueError(f"dropout: expected a number in [0, 1] (the probability of zeroing "
-                             f"an element between layers), got {dropout!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {', '.join(ACTIVATIONS)}, got "
                              f"{activation!r}")
         if backend is not None and backend not in MIN_ENGINES:
             raise ValueError(f"backend: the minimal cells run on {', '.join(MIN_ENGINES)} or "
                              f"None (automatic), got {backend!r}")
-        if dropout > 0 and num_layers == 1:
-            warnings.warn(f"dropout={dropout} acts between recurrent layers, and num_layers=1",
-                          stacklevel=3)
-        self.mode = spec.name
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.bias = bias
-        self.batch_first = batch_first
-        self.dropout = float(dropout)
-        self.bidirectional = bool(bidirectional)
         self.activation = activation
         self.residual = residual
         self.backend = backend

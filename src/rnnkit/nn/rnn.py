@@ -70,20 +70,8 @@ class RNNBase(StepMixin, nn.Module):
         super().__init__()
         spec = cell_spec(cell)
         cell = spec.name
-        check_size(input_size, "input_size")
-        check_size(hidden_size, "hidden_size")
-        check_size(num_layers, "num_layers")
-        check_flag(bias, "bias")
-        check_flag(batch_first, "batch_first")
-        if not isinstance(bidirectional, int) or bidirectional not in (0, 1):
-            # torch.nn does not check it; a string such as "False" would silently be true
-            raise RNNTypeError(f"bidirectional: expected a bool, got {bidirectional!r} "
-                               f"({type(bidirectional).__name__})")
-        bidirectional = bool(bidirectional)
-        if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
-                or not 0 <= dropout <= 1):
-            raise ValueError(f"dropout: expected a number in [0, 1] (the probability of zeroing "
-                             f"an element between layers), got {dropout!r}")
+        self._set_arguments(cell, input_size, hidden_size, num_layers, bias, batch_first,
+                            dropout, bidirectional)
         check_size(proj_size, "proj_size", allow_zero=True)
         if proj_size >= hidden_size:
             raise ValueError(f"proj_size: expected less than hidden_size={hidden_size} (the "
@@ -95,24 +83,12 @@ class RNNBase(StepMixin, nn.Module):
                 f"before the projection can be folded into it")
         if backend is not None and backend not in available_backends():
             raise ValueError(f"backend: expected one of {available_backends()} or None, got {backend!r}")
-        if dropout > 0 and num_layers == 1:
-            warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
-                          f"non-zero dropout expects num_layers greater than 1, but got "
-                          f"dropout={dropout} and num_layers={num_layers}", stacklevel=3)
         self.zoneout = check_zoneout(zoneout, spec.num_states)
         self.recurrent_dropout = check_probability(recurrent_dropout, "recurrent_dropout")
         if proj_size and (self.recurrent_dropout or any(self.zoneout)):
             raise NotImplementedError(
                 "proj_size: zoneout and recurrent_dropout act on the hidden state, which the "
                 "projection replaces; use them with proj_size=0")
-        self.mode = cell
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.bias = bias
-        self.batch_first = batch_first
-        self.dropout = float(dropout)
-        self.bidirectional = bidirectional
         self.proj_size = proj_size
         self.backend = backend
         factory = {"device": device, "dtype": dtype}
@@ -141,6 +117,37 @@ class RNNBase(StepMixin, nn.Module):
                     self._extra_names.append(name)
         self._shapes = {name: p.shape for name, p in self._parameters.items()}
         self.reset_parameters()
+
+    def _set_arguments(self, cell: str, input_size: int, hidden_size: int, num_layers: int,
+                       bias: bool, batch_first: bool, dropout: float,
+                       bidirectional: bool) -> None:
+        """Check the constructor arguments every rnnkit layer shares with torch.nn's, and
+        keep them (the minimal layers' constructor uses it too)."""
+        check_size(input_size, "input_size")
+        check_size(hidden_size, "hidden_size")
+        check_size(num_layers, "num_layers")
+        check_flag(bias, "bias")
+        check_flag(batch_first, "batch_first")
+        if not isinstance(bidirectional, int) or bidirectional not in (0, 1):
+            # torch.nn does not check it; a string such as "False" would silently be true
+            raise RNNTypeError(f"bidirectional: expected a bool, got {bidirectional!r} "
+                               f"({type(bidirectional).__name__})")
+        if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
+                or not 0 <= dropout <= 1):
+            raise ValueError(f"dropout: expected a number in [0, 1] (the probability of zeroing "
+                             f"an element between layers), got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
+                          f"non-zero dropout expects num_layers greater than 1, but got "
+                          f"dropout={dropout} and num_layers={num_layers}", stacklevel=4)
+        self.mode = cell
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bool(bidirectional)
 
     def reset_parameters(self) -> None:
         """torch.nn's initialisation: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H));
