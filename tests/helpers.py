@@ -115,6 +115,14 @@ def tiny_options(task: str, folder) -> dict:
         if not path.exists():
             write_pairs(path)
         return small | {"data": f"tsv:{path}", "embedding": 8, "max_tokens": 8, "min_freq": 1}
+    if task == "nextitem":
+        from tests.nextitem.logs import rule_log
+
+        path = folder / "clicks.csv"
+        if not path.exists():
+            rule_log(path, sessions=120)
+        return small | {"data": f"csv:{path}", "embedding": 8, "min_item_count": 1,
+                        "baselines": False}
     if task == "adding":
         return small | {"length": 12, "train_size": 64}
     if task == "copy":

@@ -56,6 +56,11 @@ def _task_cases(tmp: Path) -> list[list[str]]:
         ["train", "forecast", "--transform=sqrt"], ["train", "forecast", "--test-stride=0"],
         ["train", "forecast", "--data", f"csv:{tmp / 'missing.csv'}", "--out", str(tmp / "o4")],
         ["train", "adding", "--length=0"], ["train", "copy", "--delay=-1"],
+        ["train", "nextitem", "--loss=hinge"], ["train", "nextitem", "--split=random"],
+        ["train", "nextitem", "--session-gap=0"], ["train", "nextitem", "--holdout=0"],
+        ["train", "nextitem", "--events="], ["train", "nextitem", "--sample-alpha=nan"],
+        ["train", "nextitem", "--data", f"csv:{tmp / 'missing.csv'}", "--out", str(tmp / "o5")],
+        ["recommend", str(tmp), "--k=0"], ["recommend", str(tmp)],
         ["lab", "compare", "--length=0"], ["lab", "compare", "--cells=lstm,nope"],
         ["generate", str(tmp), "--temperature=nan"], ["generate", str(tmp), "--length=-1"],
         ["generate", str(tmp), "--top-k=0"],
@@ -96,6 +101,7 @@ def _file_cases(tmp: Path, run: Path) -> list[list[str]]:
         ["predict", str(run), write("text.png", "not an image")],
         ["predict", str(run), str(tmp / "wrong.npy"), "--top=0"],
         ["generate", str(run)], ["translate", str(run), "hello"], ["forecast", str(run)],
+        ["recommend", str(run), "--history", "1 2"],
         ["export", str(run), "--format", "onnx", "--output", str(tmp)],  # a folder
         ["export", str(run), "--format", "pickle", "--output", str(tmp / "m.pkl")],
     ]

@@ -64,6 +64,8 @@ BASELINE_NAMES = ("naive", "seasonal_naive", "ets", "arima", "seasonal_arima")  
 TRANSFORMS = ("none", "log")  # forecast target transforms
 WINDOW_NORMS = ("last", "none")  # forecaster input normalisation
 MISSING_CHOICES = ("error", "interpolate", "drop")  # gaps in a series
+RECOMMEND_LOSSES = ("ce", "sampled", "bpr-max")  # next-item losses
+SPLIT_CHOICES = ("last", "days")  # next-item splits
 
 
 def install_hint(extra: str) -> str:

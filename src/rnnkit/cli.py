@@ -67,7 +67,8 @@ def _run(args: argparse.Namespace) -> None:
         raise ValueError(f"{args.run_dir}: unknown task {saved.get('task')!r} in config.json")
     commands = {"translate": ("translates with", handlers.translate),
                 "generate": ("samples from", handlers.generate),
-                "forecast": ("forecasts with", lambda a: handlers.forecast(a, task))}
+                "forecast": ("forecasts with", lambda a: handlers.forecast(a, task)),
+                "recommend": ("recommends with", handlers.recommend)}
     if args.command in commands:
         what, handler = commands[args.command]
         if args.command not in getattr(task, "run_commands", ()):  # the task says what it offers

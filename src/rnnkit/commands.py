@@ -106,6 +106,24 @@ def generate(args: argparse.Namespace) -> None:
     sys.stdout.write("\n")
 
 
+def recommend(args: argparse.Namespace) -> None:
+    """Ranked items to stdout, one per line; unknown ids noted on stderr."""
+    from rnnkit.tasks.nextitem.recommend import Recommender
+
+    history = [i for i in args.history.replace(",", " ").split() if i]
+    if not history:
+        raise ValueError("--history: expected item ids separated by spaces, got nothing")
+    recommender = Recommender.from_run(args.run_dir, args.checkpoint)
+    _, unknown = recommender.encode(history)
+    if unknown:
+        shown = ", ".join(dict.fromkeys(unknown[:10]))
+        print(f"rnnkit: note: not items of the run, skipped: {shown}", file=sys.stderr)
+    ranked = recommender.recommend([history], args.k)[0]
+    width = max(len(r["item"]) for r in ranked)
+    for rank, r in enumerate(ranked, 1):
+        print(f"{rank:>3}  {r['score']:.4f}  {r['item']:<{width}}  {r['name']}".rstrip())
+
+
 def lab_compare(args: argparse.Namespace, tasks: dict[str, Any]) -> None:
     import time
     from pathlib import Path

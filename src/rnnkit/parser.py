@@ -23,6 +23,8 @@ EPILOG = """examples:
   rnnkit forecast runs/forecast/20261123-160000 --horizon 24 --plot next.png
   rnnkit train translate --data de-en           German to English with attention, BLEU
   rnnkit translate runs/translate/20261123-170000 "Wo ist der Bahnhof?" --show-attention a.png
+  rnnkit train nextitem                          GRU4Rec on MovieLens 100K, beside item-kNN
+  rnnkit recommend runs/nextitem/20261202-170000 --history "50 172 133" --k 10
   rnnkit export runs/seqclass/20261123-101500 --format onnx --output digits.onnx
   rnnkit serve runs/textclass/20261123-130000 --port 8000
 """
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_train, _add_lab, _add_evaluate_and_predict, _add_generate, _add_forecast,
-                _add_translate, _add_export, _add_serve):
+                _add_translate, _add_recommend, _add_export, _add_serve):
         add(commands)
     return parser
 
@@ -203,6 +205,23 @@ def _add_translate(commands) -> None:
     _checkpoint_option(tr)
 
 
+def _add_recommend(commands) -> None:
+    from rnnkit.training.options import positive_int
+
+    rec = commands.add_parser(
+        "recommend", help="recommend next items with a trained nextitem run",
+        description="Print the items a run of rnnkit train nextitem expects next after a "
+                    "history of item ids (oldest first), one line each: rank, probability, "
+                    "id and name. Ids the run never saw are skipped, with a note on stderr.")
+    _run_dir_argument(rec, "rnnkit train nextitem")
+    rec.add_argument("--history", required=True, metavar='"I1 I2 ..."',
+                     help="the item ids read so far, oldest first, separated by spaces or "
+                          "commas")
+    rec.add_argument("--k", type=positive_int, default=20, metavar="K",
+                     help="items to recommend (default: 20)")
+    _checkpoint_option(rec)
+
+
 def _add_export(commands) -> None:
     export = commands.add_parser(
         "export", help="write a trained network as ONNX, TorchScript or safetensors",
@@ -224,7 +243,7 @@ def _add_serve(commands) -> None:
         "serve", help="serve a trained run over HTTP (JSON)",
         description="Serve a run: GET /health, and the endpoint its task offers (POST "
                     "/predict for classifiers, /generate for language models, streaming "
-                    "with \"stream\": true, /forecast, /translate). Needs pip install "
+                    "with \"stream\": true, /forecast, /translate, /recommend). Needs pip install "
                     "'rnnkit[serve]' (in a clone: pip install -e '.[serve]').")
     _run_dir_argument(serve, "rnnkit train")
     serve.add_argument("--host", default="127.0.0.1",

@@ -24,6 +24,7 @@ import torch
 
 from rnnkit.cli import main
 from rnnkit.training.checkpoint_io import load_checkpoint_file
+from tests.nextitem.logs import rule_log
 
 from .test_cli_lm import _play
 from .test_cli_textclass import _sentences
@@ -33,6 +34,7 @@ KILLS = 2
 
 def _cases(tmp: Path) -> dict[str, list[str]]:
     corpus = _play(tmp / "play.txt", lines=300)
+    clicks = rule_log(tmp / "clicks.csv", sessions=200)
     reviews = tmp / "reviews.csv"
     reviews.write_text("sentence,sentiment\n" + "".join(
         f'"{t}",{label}\n' for t, label in _sentences(300)), encoding="utf-8")
@@ -49,6 +51,11 @@ def _cases(tmp: Path) -> dict[str, list[str]]:
         # a minimal cell (the parallel-scan engine), stacked, with dropout between layers
         "mingru": ["adding", "--length", "16", "--train-size", "512", "--hidden", "8",
                    "--cell", "mingru", "--layers", "2", "--dropout", "0.2", "--epochs", "4"],
+        # session-parallel batches in a seeded order, popularity-sampled negatives, dropout
+        "nextitem": ["nextitem", "--data", f"csv:{clicks}", "--split", "days", "--loss",
+                     "bpr-max", "--negatives", "16", "--bptt", "2", "--hidden", "12",
+                     "--embedding", "8", "--dropout", "0.2", "--min-item-count", "1",
+                     "--no-baselines", "--epochs", "4"],
     }
 
 
@@ -91,7 +98,7 @@ def _killed(argv: list[str], epoch_lines: int, delay: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("task", ["seqclass", "lm", "textclass", "mingru"])
+@pytest.mark.parametrize("task", ["seqclass", "lm", "textclass", "mingru", "nextitem"])
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, task):
     args = _cases(tmp_path)[task]
     reference = tmp_path / "reference"

@@ -62,6 +62,18 @@ ELSEWHERE = {
                   "split_seed": "the held-out split", "source_tokenizer": "tokenisers of "
                   "the real corpora (test_data.py)", "target_tokenizer": "as source_tokenizer",
                   "subword_vocab": "the subword tokeniser's size (test_data.py)"},
+    "nextitem": {"session_col": "a column name of the user's file",
+                 "item_col": "a column name of the user's file",
+                 "time_col": "a column name of the user's file",
+                 "event_col": "a column of the user's file (test_cli_nextitem.py)",
+                 "events": "which event kinds are kept (test_cli_nextitem.py)",
+                 "session_gap": "where sequences are cut (test_events.py)",
+                 "min_item_count": "which items are kept (test_events.py)",
+                 "split": "the held-out parts (test_events.py)",
+                 "holdout": "the held-out tail (test_events.py)",
+                 "test_days": "the held-out days", "val_days": "the held-out days",
+                 "exclude_seen": "what is ranked in evaluation (test_ranking.py)",
+                 "baselines": "baselines scored after training"},
     "seqclass": {}, "adding": {}, "copy": {},
 }
 ALWAYS_GIVEN = {"data"}  # every case names its data; other sources are tested per task
@@ -84,6 +96,8 @@ CHANGED = {
     # translate
     "lowercase_source": False, "attention": "dot", "input_feeding": False,
     "tie_embeddings": True,
+    # nextitem
+    "loss": "sampled", "negatives": 7, "sample_alpha": 0.0, "bpreg": 0.3,
     # adding, copy
     "length": 9, "delay": 4, "train_size": 48,
 }
@@ -92,7 +106,8 @@ COMPANIONS = {"momentum": {"optimizer": "sgd"}, "forget_bias": {"cell": "lstm"},
               # Adam's first steps hardly see how gradients were scaled: clip under SGD
               "clip": {"optimizer": "sgd"}, "clip_mode": {"optimizer": "sgd", "clip": 1e-3},
               "proj_size": {"cell": "lstm"}, "tie_weights": {"embedding": 8},
-              "tie_embeddings": {"embedding": 8}}
+              "tie_embeddings": {"embedding": 8}, "negatives": {"loss": "sampled"},
+              "sample_alpha": {"loss": "sampled"}, "bpreg": {"loss": "bpr-max"}}
 TASK_COMPANIONS = {("lm", "min_freq"): {"level": "word"}}
 # Values the tiny data needs instead of CHANGED's.
 TASK_VALUES = {("lm", "min_freq"): 150, ("translate", "min_freq"): 1000,

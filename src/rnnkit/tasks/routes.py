@@ -198,3 +198,36 @@ def translate(app, ctx, task) -> None:
         beam = body.beam or translator.config["beam"]
         results = await batcher.submit([(text, beam) for text in body.sentences])
         return {"beam": beam, "translations": results}
+
+
+def recommend(app, ctx, task) -> None:
+    """``POST /recommend`` ``{"history": ["i1", "i2"], "k": 20}``: the next items after a
+    history of item ids (unknown ids are skipped and listed); concurrent requests share
+    forward passes."""
+    from fastapi import HTTPException
+    from pydantic import BaseModel, Field
+
+    from rnnkit.tasks.nextitem.recommend import Recommender
+
+    recommender = Recommender.from_run(ctx.run_dir, ctx.checkpoint)
+
+    def run(requests: list[tuple[list[str], int]]) -> list[list[dict[str, Any]]]:
+        ranked = recommender.recommend([h for h, _ in requests], max(k for _, k in requests))
+        return [r[:k] for r, (_, k) in zip(ranked, requests)]
+
+    batcher = ctx.batcher(run)
+
+    class RecommendRequest(BaseModel):
+        history: list[str] = Field(min_length=1)
+        k: int = Field(20, ge=1)
+
+    @app.post("/recommend")
+    async def recommend_items(body: RecommendRequest):
+        ctx.too_many("history items", len(body.history), ctx.MAX_TEXT_CHARS)
+        for i, item in enumerate(body.history):
+            ctx.too_many(f"history[{i}] characters", len(item), ctx.MAX_TEXT_CHARS)
+        known, unknown = recommender.encode(body.history)
+        if not known:
+            raise HTTPException(422, "history: none of its items is known to the run")
+        ranked = (await batcher.submit([(list(body.history), body.k)]))[0]
+        return {"recommendations": ranked, "unknown": list(dict.fromkeys(unknown))}
