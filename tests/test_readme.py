@@ -53,10 +53,10 @@ def test_the_readme_shows_the_commands_it_should():
     seen = {tuple(argv[1:3]) for _, argv in COMMANDS}
     for expected in [("train", "seqclass"), ("train", "lm"), ("train", "textclass"),
                      ("train", "forecast"), ("train", "translate"), ("train", "adding"),
-                     ("train", "copy"), ("lab", "compare")]:
+                     ("train", "copy"), ("train", "nextitem"), ("lab", "compare")]:
         assert expected in seen
     assert {argv[1] for _, argv in COMMANDS} >= {"evaluate", "predict", "generate", "forecast",
-                                                 "translate", "export", "serve"}
+                                                 "translate", "recommend", "export", "serve"}
 
 
 @pytest.mark.parametrize("line,argv", COMMANDS, ids=[n for n, _ in COMMANDS])
@@ -71,7 +71,7 @@ def test_every_readme_command_is_accepted_by_the_parser(line, argv):
 
 # --- every command, run with a tiny budget (slow suite) ----------------------------------
 
-PLACEHOLDER = re.compile(r"runs/(seqclass|lm|textclass|forecast|translate)/\d{8}-\d{6}")
+PLACEHOLDER = re.compile(r"runs/(seqclass|lm|textclass|forecast|translate|nextitem)/\d{8}-\d{6}")
 # A tiny budget per task, appended after the README's own options (the last one wins).
 BUDGET = {
     "seqclass": ["--epochs", "1", "--hidden", "8"],
@@ -81,6 +81,7 @@ BUDGET = {
     "forecast": ["--epochs", "1", "--hidden", "8", "--baselines", "naive"],
     "translate": ["--epochs", "1", "--hidden", "8", "--embedding", "8", "--min-freq", "1",
                   "--beam", "2"],
+    "nextitem": ["--epochs", "1", "--hidden", "8", "--embedding", "8", "--min-item-count", "1"],
     "adding": ["--epochs", "1", "--hidden", "8", "--length", "12", "--train-size", "128"],
     "copy": ["--epochs", "1", "--hidden", "8", "--delay", "3", "--train-size", "128"],
 }
@@ -132,6 +133,18 @@ def _offline_data(task: str, argv: list[str], here: Path) -> list[str]:
                                    f"{' '.join(rng.choice(WORDS[::-1]) for _ in range(4))}"
                                    for _ in range(200)) + "\n")
         return ["--data", f"tsv:{pairs}"]
+    if task == "nextitem":  # MovieLens-like ids, so the README's --history finds its films
+        from tests.nextitem.logs import rule_log
+
+        def column(option: str, default: str) -> str:
+            return argv[argv.index(option) + 1] if option in argv else default
+
+        columns = (column("--session-col", "session"), column("--item-col", "item"),
+                   column("--time-col", "time"), column("--event-col", "kind"))
+        # one file per header: an earlier run reads its own file again (evaluate, recommend)
+        clicks = rule_log(here / f"clicks-{'-'.join(columns)}.csv", sessions=600, items=300,
+                          prefix="", columns=columns)
+        return ["--data", f"csv:{clicks}", "--split", "days"]
     return []
 
 

@@ -13,13 +13,14 @@ def rule_table(items: int = 12, seed: int = 0) -> np.ndarray:
 
 
 def rule_log(path: Path, sessions: int = 400, length: int = 8, items: int = 12,
-             seed: int = 0, prefix: str = "item") -> Path:
+             seed: int = 0, prefix: str = "item",
+             columns: tuple[str, str, str, str] = ("session", "item", "time", "kind")) -> Path:
     """A click log whose next item is a fixed function of the previous two (:func:`rule_table`),
     from two random first items per session; the sessions end at increasing times, a day
     apart every 40 sessions (so --split days has parts)."""
     rng = np.random.default_rng(seed)
     table = rule_table(items, seed)
-    lines = ["session,item,time,kind"]
+    lines = [",".join(columns)]
     for s in range(sessions):
         seq = list(rng.integers(0, items, 2))
         while len(seq) < length:

@@ -107,6 +107,7 @@ def test_serve_recommends_like_the_command(run):
     (["--item-col", "product"], "--item-col 'product' is not a column"),
     (["--bidirectional"], "--bidirectional: the nextitem task does not use this option"),
     (["--split", "days", "--test-days", "100"], "the training part is empty"),
+    (["--devices", "2"], "--devices: nextitem trains in one process"),
 ])
 def test_bad_options_are_one_line(log_file, tmp_path, capsys, extra, message):
     code = main(["train", "nextitem", "--data", f"csv:{log_file}", "--epochs", "1", "--quiet",

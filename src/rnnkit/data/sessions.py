@@ -11,7 +11,9 @@ start a new session (``reset``), so the model carries the state of every slot ex
     state = previous_state[:, rows]; state[:, reset] = 0
 
 The session order is a permutation drawn from the seed and the epoch only, so a resumed
-run reads the same batches; under DDP each process reads its own share of that order.
+run reads the same batches. (One process only: shares of the sessions would give
+processes different numbers of steps, which distributed training cannot have; the task
+refuses ``--devices`` above 1.)
 """
 
 from __future__ import annotations
@@ -24,12 +26,6 @@ from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from rnnkit.data.events import EvalSequence
-
-
-def _distributed() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def session_order(count: int, seed: int, epoch: int) -> np.ndarray:
@@ -86,8 +82,7 @@ class SessionParallel(IterableDataset):
         self.epoch_of, self.window = epoch_of, window
 
     def __iter__(self):
-        rank, world = _distributed()
-        order = session_order(len(self.sequences), self.seed, self.epoch_of())[rank::world]
+        order = session_order(len(self.sequences), self.seed, self.epoch_of())
         group: list = []
         for step in session_parallel_batches(self.sequences, order, self.batch_size):
             group.append(step)

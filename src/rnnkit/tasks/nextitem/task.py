@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -241,13 +242,22 @@ class NextItemTask(catalog.NextItemOptions):
 
     monitor = "val_mrr20"
     mode = "max"
-    curves = [("loss", "cross-entropy over all items"), ("recall20", "Recall@20"),
+    curves = [("loss", "loss (validation: cross-entropy over all items)"), ("recall20", "Recall@20"),
               ("mrr20", "MRR@20")]
 
     def __init__(self) -> None:
         self._lines: dict[str, tuple[float, str]] = {}
 
     def prepare(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Complete a new run's config; refuse more than one training process."""
+        devices = str(config.get("devices", "1"))
+        count = len(devices.split(",")) if "," in devices else (
+            int(devices) if devices.isdigit() else 1)
+        if count > 1 or config.get("num_nodes", 1) > 1 or int(os.environ.get("WORLD_SIZE",
+                                                                               "1")) > 1:
+            raise ValueError("--devices: nextitem trains in one process; its session-parallel "
+                             "batches would give each process a different number of steps, "
+                             "and distributed training needs them equal")
         return completed(config)
 
     def build(self, config: dict[str, Any],
@@ -265,6 +275,14 @@ class NextItemTask(catalog.NextItemOptions):
             else:
                 write_json(path, {"items": splits.items,
                                   "names": [splits.names.get(i, "") for i in splits.items]})
+        sizes, counts = splits.sizes(), splits.counts
+        removed = counts.get("rare_items", 0)
+        rare = (f" ({removed:,} seen fewer than {config['min_item_count']} times left out)"
+                if removed else "")
+        log.info(f"{config['data']}: {sizes['items']:,} items{rare}; training "
+                 f"{sizes['train_sequences']:,} sequences, {sizes['train_events']:,} events; "
+                 f"validation {sizes['validation_targets']:,} and test "
+                 f"{sizes['test_targets']:,} targets (--split {config['split']})")
         data = EventData(config, splits)
         module = NextItemModule(config, model_config(config, len(splits.items)), data.popularity)
         return module, data
@@ -278,9 +296,10 @@ class NextItemTask(catalog.NextItemOptions):
                 start = time.perf_counter()
                 results[name] = evaluate_baseline(name, splits, config["exclude_seen"])
                 results[name]["seconds"] = round(time.perf_counter() - start, 2)
-            best = max(results, key=lambda n: results[n]["recall20"])
-            self._lines = {"recall20": (results[best]["recall20"], f"{best} (test)"),
-                           "mrr20": (results[best]["mrr20"], f"{best} (test)")}
+            # the curves are validation curves: the strongest baseline's validation score
+            best = max(results, key=lambda n: results[n]["mrr20"])
+            line = evaluate_baseline(best, splits, config["exclude_seen"], "validation")
+            self._lines = {k: (line[k], f"{best} (validation)") for k in ("recall20", "mrr20")}
             model = {k.removeprefix("test_"): float(v)
                      for k, v in module.trainer.callback_metrics.items() if k.startswith("test_")}
             show_table({f"{config['cell']} (this run)": model, **results},
