@@ -38,7 +38,7 @@ def test_hand_bptt_equals_autograd_through_the_loop(spatial, lengths):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("spatial,kernel", [((5,), 3), ((3, 4), 3), ((2, 3), 1)])
+@pytest.mark.parametrize("spatial,kernel", [((5,), 3), ((3, 4), 3), ((2, 3), 1), ((3, 3, 2), 3)])
 def test_gradcheck(spatial, kernel):
     args = _inputs(spatial, seed=1, steps=3, batch=2, hidden=2, kernel=kernel)
     lengths = torch.tensor([3, 2])
