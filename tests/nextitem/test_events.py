@@ -128,3 +128,37 @@ def test_ml100k_reader_on_a_made_up_wheel(tmp_path, monkeypatch):
     wheel.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="delete it and run again"):
         events.load_ml100k()
+
+
+def test_fuzzed_logs_load_or_fail_in_one_line(tmp_path):
+    """Random damage to a valid log (cut rows, bad times, stray quotes and delimiters,
+    empty cells, binary noise): every file either loads and splits or raises a one-line
+    ValueError, never another exception."""
+    base = rule_log(tmp_path / "base.csv", sessions=200).read_text().splitlines()
+    rng = np.random.default_rng(20261202)
+    damages = [
+        lambda row: row[: rng.integers(0, len(row))],
+        lambda row: row.replace(row.split(",")[2], rng.choice(["", "nan", "inf", "1e999",
+                                                               "2024-13-45", "x"])),
+        lambda row: row + "," * int(rng.integers(1, 3)),
+        lambda row: '"' + row,
+        lambda row: row.replace(",", ";", 1),
+        lambda row: ",".join(["", *row.split(",")[1:]]),
+        lambda row: bytes(rng.integers(0, 256, 12, dtype=np.uint8)).decode("latin-1"),
+    ]
+    outcomes = {"loaded": 0, "refused": 0}
+    for case in range(60):
+        rows = list(base)
+        for _ in range(int(rng.integers(1, 4))):
+            at = int(rng.integers(0, len(rows)))
+            rows[at] = damages[int(rng.integers(0, len(damages)))](rows[at])
+        path = tmp_path / f"case{case}.csv"
+        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        try:
+            log = filter_log(load_event_csv(str(path), "session", "item", "time"), 1)
+            split_events(log, "days")
+            outcomes["loaded"] += 1
+        except ValueError as exc:
+            assert "\n" not in str(exc), str(exc)
+            outcomes["refused"] += 1
+    assert outcomes["loaded"] and outcomes["refused"]

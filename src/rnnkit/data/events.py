@@ -312,8 +312,10 @@ def split_events(log: EventLog, split: str = "last", holdout: int = 10,
         for item in seq:
             support[item] = support.get(item, 0) + 1
     if not support:
-        raise ValueError(f"--split {split}: the training part is empty; choose a shorter "
-                         "holdout or fewer test and validation days")
+        raise ValueError(f"--split {split}: the training part is empty; " + (
+            "every sequence is too short to hold out (lower --holdout)" if split == "last"
+            else "every sequence ends in the test or validation days (fewer --test-days and "
+                 "--val-days, or a longer log)"))
     items = sorted(support, key=lambda i: (-support[i], i))  # most frequent first
     index = {item: i for i, item in enumerate(items)}
     train = [np.array([index[i] for i in seq], dtype=np.int64) for seq in train_seqs]
