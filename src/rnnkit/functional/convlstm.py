@@ -85,6 +85,15 @@ def _step_masks(lengths: Tensor | None, steps: int, like: Tensor) -> list[Tensor
     return out
 
 
+def masked_update(h_new: Tensor, c_new: Tensor, h: Tensor, c: Tensor,
+                  m: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """(output, h_t, c_t) of a step: past a sequence's end (m = 0) the output is zero and
+    the state is kept."""
+    if m is None:
+        return h_new, h_new, c_new
+    return h_new * m, m * h_new + (1 - m) * h, m * c_new + (1 - m) * c
+
+
 class ConvLSTMFunction(torch.autograd.Function):
     """A ConvLSTM layer over a sequence with the hand-derived BPTT (one direction).
 
@@ -102,13 +111,8 @@ class ConvLSTMFunction(torch.autograd.Function):
         hs, cs, caches, outputs = [h0], [c0], [], []
         for t in range(steps):
             h_new, c_new, cache = convlstm_step(gx[t], h, c, w_hh, b_hh)
-            m = masks[t]
-            if m is not None:
-                outputs.append(h_new * m)
-                h_new, c_new = m * h_new + (1 - m) * h, m * c_new + (1 - m) * c
-            else:
-                outputs.append(h_new)
-            h, c = h_new, c_new
+            out, h, c = masked_update(h_new, c_new, h, c, masks[t])
+            outputs.append(out)
             hs.append(h)
             cs.append(c)
             caches.append(cache)
@@ -158,11 +162,6 @@ def convlstm_reference(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Te
     h, c, outputs = h0, c0, []
     for t in range(steps):
         h_new, c_new, _ = convlstm_step(conv(x[t], w_ih, b_ih), h, c, w_hh, b_hh)
-        m = masks[t]
-        if m is not None:
-            outputs.append(h_new * m)
-            h_new, c_new = m * h_new + (1 - m) * h, m * c_new + (1 - m) * c
-        else:
-            outputs.append(h_new)
-        h, c = h_new, c_new
+        out, h, c = masked_update(h_new, c_new, h, c, masks[t])
+        outputs.append(out)
     return torch.stack(outputs), h, c
