@@ -156,26 +156,23 @@ class NextItemModule(TrainingModule):
         return loss
 
     def _targets(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries [B, T, D] of a padded batch and the mask [B, T] of positions whose next
-        item is a target."""
+        """Queries [B, T, D] of a padded batch, and the queries [M, D] that predict its
+        targets with those targets [M]."""
         items, lengths, starts = batch
         queries, _ = self.model(items, lengths=lengths)
-        position = torch.arange(items.shape[1], device=items.device).unsqueeze(0)
+        position = torch.arange(items.shape[1] - 1, device=items.device).unsqueeze(0)
         scored = (position + 1 < lengths.unsqueeze(1)) & (position + 1 >= starts.unsqueeze(1))
-        return queries, scored, items
+        return queries, queries[:, :-1][scored], items[:, 1:][scored]
 
     def loss_on(self, batch) -> torch.Tensor:
         """Full cross-entropy over every target of a padded batch (gradient diagnostics)."""
-        queries, scored, items = self._targets(batch)
-        nxt = items[:, 1:][scored[:, :-1]]
-        return F.cross_entropy(self.model.scores(queries[:, :-1][scored[:, :-1]]), nxt)
+        _, predicting, targets = self._targets(batch)
+        return F.cross_entropy(self.model.scores(predicting), targets)
 
     def _evaluate(self, batch, split: str, metrics: RankingMetrics) -> None:
-        queries, scored, items = self._targets(batch)
-        nxt = items[:, 1:][scored[:, :-1]]
-        self._losses[split].append(torch.stack([
-            F.cross_entropy(self.model.scores(queries[:, :-1][scored[:, :-1]]), nxt,
-                            reduction="sum"), torch.tensor(float(len(nxt)))]))
+        queries, predicting, targets = self._targets(batch)
+        loss = F.cross_entropy(self.model.scores(predicting), targets, reduction="sum")
+        self._losses[split].append(torch.stack([loss, torch.tensor(float(len(targets)))]))
         score_batch(ModelScorer(self.model, queries), *batch, metrics, self.config["exclude_seen"])
 
     def _log_split(self, split: str, metrics: RankingMetrics) -> None:
