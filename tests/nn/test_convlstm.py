@@ -114,6 +114,7 @@ def test_the_cell_is_one_step_of_the_layer():
     (lambda: ConvLSTM(2, 3, 3, backend="cuda"), "backend: expected one of fused, reference"),
     (lambda: ConvLSTM(2, 3, 3)(torch.randn(4, 2, 2, 5)), "input: expected a 5-D tensor"),
     (lambda: ConvLSTM(2, 3, 3)(torch.randn(4, 2, 3, 5, 5)), "expected 2 channels"),
+    (lambda: ConvLSTM(2, 3, 3)(torch.randn(0, 2, 2, 5, 5)), "expected at least one time step"),
     (lambda: ConvLSTM(2, 3, 3)(torch.randn(4, 2, 2, 5, 5), lengths=[4, 5]),
      "lengths: expected 2 values in 1..4"),
     (lambda: ConvLSTM(2, 3, 3)(torch.randn(4, 2, 2, 5, 5), hx=(torch.zeros(1, 2, 3, 5, 4),) * 2),

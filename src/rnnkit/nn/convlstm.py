@@ -153,6 +153,9 @@ class ConvLSTM(nn.Module):
         _check_frames(input, self.in_channels, self.spatial_dims, 3 + self.spatial_dims, layout)
         x = input.transpose(0, 1) if self.batch_first else input
         steps, batch, spatial = x.shape[0], x.shape[1], x.shape[3:]
+        if steps == 0:
+            raise ValueError("input: expected at least one time step, got a sequence of "
+                             "length 0 (torch.nn.LSTM refuses it too)")
         directions = 2 if self.bidirectional else 1
         state_shape = (self.num_layers * directions, batch, self.hidden_channels, *spatial)
         if lengths is not None:
