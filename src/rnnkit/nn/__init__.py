@@ -2,7 +2,7 @@
 variants torch.nn lacks."""
 
 from rnnkit.nn.cells import GRUCell, LSTMCell, RNNCell, RNNCellBase
-from rnnkit.nn.convlstm import ConvLSTM, ConvLSTMCell
+from rnnkit.nn.convlstm import ConvGRU, ConvGRUCell, ConvLSTM, ConvLSTMCell
 from rnnkit.nn.layers import (
     GRU,
     LSTM,
@@ -16,6 +16,6 @@ from rnnkit.nn.minimal import MinGRU, MinGRUCell, MinLSTM, MinLSTMCell, MinRNNBa
 from rnnkit.nn.rnn import RNNBase
 from rnnkit.nn.stepping import Stream
 
-__all__ = ["GRU", "LSTM", "RNN", "CarryLSTM", "ConvLSTM", "ConvLSTMCell", "GRUCell", "LSTMCell", "LayerNormGRU",
+__all__ = ["GRU", "LSTM", "RNN", "CarryLSTM", "ConvGRU", "ConvGRUCell", "ConvLSTM", "ConvLSTMCell", "GRUCell", "LSTMCell", "LayerNormGRU",
            "LayerNormLSTM", "MinGRU", "MinGRUCell", "MinLSTM", "MinLSTMCell", "MinRNNBase",
            "RNNBase", "RNNCell", "RNNCellBase", "Stream", "layer_class"]

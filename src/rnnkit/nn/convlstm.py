@@ -1,12 +1,15 @@
-"""Convolutional LSTM layers (Shi et al. 2015) for sequences of 1-D or 2-D frames:
-``ConvLSTM`` over a whole sequence and ``ConvLSTMCell`` for one step. torch.nn has none;
+"""Convolutional recurrent layers for sequences of 1-D, 2-D or 3-D frames: the ConvLSTM
+(Shi et al. 2015) and the ConvGRU (Ballas et al. 2016), ``ConvLSTM``/``ConvGRU`` over a
+whole sequence and ``ConvLSTMCell``/``ConvGRUCell`` for one step. torch.nn has none;
 Keras has ``ConvLSTM1D/2D/3D`` and Flax ``ConvLSTMCell``. The equations and the
-hand-derived backward through time are in :mod:`rnnkit.functional.convlstm`.
+hand-derived backward through time are in :mod:`rnnkit.functional.convlstm` and
+:mod:`rnnkit.functional.convgru`.
 
-Parameters follow torch.nn.LSTM's names with convolution kernels for matrices:
-``weight_ih_l{k}`` [4F, C, *kernel], ``weight_hh_l{k}`` [4F, F, *kernel], ``bias_ih_l{k}``
-and ``bias_hh_l{k}`` [4F] (``_reverse`` for the backward direction), gates in torch's
-order i, f, g, o. With a 1x1 kernel on 1x1 frames the layer is exactly ``rnnkit.nn.LSTM``.
+Parameters follow torch.nn.LSTM's and GRU's names with convolution kernels for matrices:
+``weight_ih_l{k}`` [G F, C, *kernel], ``weight_hh_l{k}`` [G F, F, *kernel], ``bias_ih_l{k}``
+and ``bias_hh_l{k}`` [G F] (``_reverse`` for the backward direction), with G = 4 gates in
+torch's order i, f, g, o for the LSTM and G = 3 (r, z, n) for the GRU. With a 1x1 kernel
+on 1x1 frames each layer is exactly ``rnnkit.nn.LSTM`` or ``rnnkit.nn.GRU``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from rnnkit.functional.convgru import ConvGRUFunction, convgru_reference, convgru_step
 from rnnkit.functional.convlstm import ConvLSTMFunction, conv, convlstm_reference, convlstm_step
 
 BACKENDS = ("fused", "reference")  # hand-derived BPTT, or autograd through the step loop
@@ -40,34 +44,56 @@ def _init(module: nn.Module, hidden: int, kernel: tuple[int, ...]) -> None:
         nn.init.uniform_(p, -bound, bound)
 
 
-class ConvLSTMCell(nn.Module):
-    """One ConvLSTM step: ``h, c = cell(x_t, (h, c))`` for frames x_t [B, C, *S]."""
+class _ConvCell(nn.Module):
+    gates = 4
 
     def __init__(self, in_channels: int, hidden_channels: int, kernel_size, bias: bool = True,
                  spatial_dims: int = 2) -> None:
         super().__init__()
         kernel = _kernel(kernel_size, spatial_dims)
         for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels)):
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
         self.in_channels, self.hidden_channels = in_channels, hidden_channels
         self.kernel_size, self.spatial_dims = kernel, spatial_dims
-        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_channels, in_channels, *kernel))
-        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_channels, hidden_channels, *kernel))
-        self.bias_ih = nn.Parameter(torch.empty(4 * hidden_channels)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(4 * hidden_channels)) if bias else None
+        width = self.gates * hidden_channels
+        self.weight_ih = nn.Parameter(torch.empty(width, in_channels, *kernel))
+        self.weight_hh = nn.Parameter(torch.empty(width, hidden_channels, *kernel))
+        self.bias_ih = nn.Parameter(torch.empty(width)) if bias else None
+        self.bias_hh = nn.Parameter(torch.empty(width)) if bias else None
         _init(self, hidden_channels, kernel)
+
+    def _input_gates(self, input: Tensor) -> Tensor:
+        _check_frames(input, self.in_channels, self.spatial_dims, 2 + self.spatial_dims,
+                      "[B, C, *S]")
+        return conv(input, self.weight_ih, self.bias_ih)
+
+    def _zeros(self, input: Tensor) -> Tensor:
+        return input.new_zeros(input.shape[0], self.hidden_channels, *input.shape[2:])
+
+
+class ConvLSTMCell(_ConvCell):
+    """One ConvLSTM step: ``h, c = cell(x_t, (h, c))`` for frames x_t [B, C, *S]."""
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
                 ) -> tuple[Tensor, Tensor]:
-        _check_frames(input, self.in_channels, self.spatial_dims, 2 + self.spatial_dims,
-                      "[B, C, *S]")
+        gx = self._input_gates(input)
         if hx is None:
-            zeros = input.new_zeros(input.shape[0], self.hidden_channels, *input.shape[2:])
-            hx = (zeros, zeros)
-        h, c, _ = convlstm_step(conv(input, self.weight_ih, self.bias_ih), hx[0], hx[1],
-                                self.weight_hh, self.bias_hh)
+            hx = (self._zeros(input), self._zeros(input))
+        h, c, _ = convlstm_step(gx, hx[0], hx[1], self.weight_hh, self.bias_hh)
         return h, c
+
+
+class ConvGRUCell(_ConvCell):
+    """One ConvGRU step: ``h = cell(x_t, h)`` for frames x_t [B, C, *S]."""
+
+    gates = 3
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        gx = self._input_gates(input)
+        h, _ = convgru_step(gx, self._zeros(input) if hx is None else hx, self.weight_hh,
+                            self.bias_hh)
+        return h
 
 
 def _check_frames(x: Tensor, channels: int, spatial: int, rank: int, layout: str) -> None:
@@ -93,8 +119,8 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     return x.gather(0, index)
 
 
-class ConvLSTM(nn.Module):
-    """A stack of ConvLSTM layers over sequences of frames.
+class _ConvRNN(nn.Module):
+    """A stack of convolutional recurrent layers over sequences of frames.
 
     Args:
         in_channels, hidden_channels: channels of the frames and of each state (F).
@@ -105,11 +131,14 @@ class ConvLSTM(nn.Module):
             through the step loop).
 
     ``forward(input, hx=None, lengths=None)``: input [T, B, C, *S] ([B, T, ...] with
-    ``batch_first``); hx ``(h_0, c_0)``, each [num_layers * directions, B, F, *S]; lengths
-    [B] for padded batches (each sequence's state stops at its end, outputs past it are
-    zero, the reverse direction starts at its last frame). Returns output [T, B,
-    directions * F, *S] and ``(h_n, c_n)``.
+    ``batch_first``); hx the initial state, [num_layers * directions, B, F, *S] for each
+    state tensor; lengths [B] for padded batches (each sequence's state stops at its end,
+    outputs past it are zero, the reverse direction starts at its last frame). Returns
+    output [T, B, directions * F, *S] and the final state.
     """
+
+    gates = 4
+    states = 2  # (h, c), or 1: h alone
 
     def __init__(self, in_channels: int, hidden_channels: int, kernel_size, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
@@ -134,13 +163,13 @@ class ConvLSTM(nn.Module):
             channels = in_channels if layer == 0 else hidden_channels * directions
             for suffix in ("", "_reverse")[:directions]:
                 self.register_parameter(f"weight_ih_l{layer}{suffix}", nn.Parameter(
-                    torch.empty(4 * hidden_channels, channels, *kernel)))
+                    torch.empty(self.gates * hidden_channels, channels, *kernel)))
                 self.register_parameter(f"weight_hh_l{layer}{suffix}", nn.Parameter(
-                    torch.empty(4 * hidden_channels, hidden_channels, *kernel)))
+                    torch.empty(self.gates * hidden_channels, hidden_channels, *kernel)))
                 if bias:
                     for kind in ("ih", "hh"):
                         self.register_parameter(f"bias_{kind}_l{layer}{suffix}", nn.Parameter(
-                            torch.empty(4 * hidden_channels)))
+                            torch.empty(self.gates * hidden_channels)))
         _init(self, hidden_channels, kernel)
 
     def _weights(self, layer: int, suffix: str) -> tuple:
@@ -164,26 +193,52 @@ class ConvLSTM(nn.Module):
                     (lengths > steps).any()):
                 raise ValueError(f"lengths: expected {batch} values in 1..{steps}, got "
                                  f"{lengths.tolist()}")
-        if hx is None:
-            zeros = x.new_zeros(state_shape)
-            hx = (zeros, zeros)
-        elif (not isinstance(hx, (tuple, list)) or len(hx) != 2
-              or any(tuple(s.shape) != state_shape for s in hx)):
-            got = [tuple(s.shape) for s in hx] if isinstance(hx, (tuple, list)) else hx
-            raise ValueError(f"hx: expected (h_0, c_0), each of shape {state_shape}, got {got}")
-        run = ConvLSTMFunction.apply if self.backend == "fused" else convlstm_reference
-        h_n, c_n = [], []
+        hx = self._initial_state(hx, x, state_shape)
+        run = self._run()
+        finals: list[list[Tensor]] = [[] for _ in hx]
         for layer in range(self.num_layers):
             outputs = []
             for d, suffix in enumerate(("", "_reverse")[:directions]):
                 k = layer * directions + d
                 seq = x if d == 0 else reverse_padded(x, lengths)
-                out, h, c = run(seq, hx[0][k], hx[1][k], *self._weights(layer, suffix), lengths)
+                out, *state = run(seq, *(s[k] for s in hx), *self._weights(layer, suffix),
+                                  lengths)
                 outputs.append(out if d == 0 else reverse_padded(out, lengths))
-                h_n.append(h)
-                c_n.append(c)
+                for kept, s in zip(finals, state):
+                    kept.append(s)
             x = torch.cat(outputs, dim=2) if directions == 2 else outputs[0]
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = nn.functional.dropout(x, self.dropout)
         output = x.transpose(0, 1) if self.batch_first else x
-        return output, (torch.stack(h_n), torch.stack(c_n))
+        final = tuple(torch.stack(kept) for kept in finals)
+        return output, (final if self.states == 2 else final[0])
+
+    def _initial_state(self, hx, x: Tensor, shape: tuple[int, ...]) -> tuple[Tensor, ...]:
+        if hx is None:
+            return (x.new_zeros(shape),) * self.states
+        parts = tuple(hx) if self.states == 2 and isinstance(hx, (tuple, list)) else (hx,)
+        if len(parts) != self.states or any(not isinstance(s, Tensor) or tuple(s.shape) != shape
+                                            for s in parts):
+            got = [tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__ for s in parts]
+            what = "(h_0, c_0), each" if self.states == 2 else "h_0"
+            raise ValueError(f"hx: expected {what} of shape {shape}, got {got}")
+        return parts
+
+
+class ConvLSTM(_ConvRNN):
+    __doc__ = ("A stack of ConvLSTM layers (Shi et al. 2015) over sequences of frames; the "
+               "state is ``(h, c)``." + _ConvRNN.__doc__.split("frames.", 1)[1])
+
+    def _run(self):
+        return ConvLSTMFunction.apply if self.backend == "fused" else convlstm_reference
+
+
+class ConvGRU(_ConvRNN):
+    __doc__ = ("A stack of ConvGRU layers (Ballas et al. 2016) over sequences of frames; the "
+               "state is ``h``, as torch.nn.GRU's." + _ConvRNN.__doc__.split("frames.", 1)[1])
+
+    gates = 3
+    states = 1
+
+    def _run(self):
+        return ConvGRUFunction.apply if self.backend == "fused" else convgru_reference
