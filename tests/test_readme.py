@@ -53,7 +53,8 @@ def test_the_readme_shows_the_commands_it_should():
     seen = {tuple(argv[1:3]) for _, argv in COMMANDS}
     for expected in [("train", "seqclass"), ("train", "lm"), ("train", "textclass"),
                      ("train", "forecast"), ("train", "translate"), ("train", "adding"),
-                     ("train", "copy"), ("train", "nextitem"), ("lab", "compare")]:
+                     ("train", "copy"), ("train", "nextitem"), ("train", "video"),
+                     ("lab", "compare")]:
         assert expected in seen
     assert {argv[1] for _, argv in COMMANDS} >= {"evaluate", "predict", "generate", "forecast",
                                                  "translate", "recommend", "export", "serve"}
@@ -71,7 +72,8 @@ def test_every_readme_command_is_accepted_by_the_parser(line, argv):
 
 # --- every command, run with a tiny budget (slow suite) ----------------------------------
 
-PLACEHOLDER = re.compile(r"runs/(seqclass|lm|textclass|forecast|translate|nextitem)/\d{8}-\d{6}")
+PLACEHOLDER = re.compile(r"runs/(seqclass|lm|textclass|forecast|translate|nextitem|video)/"
+                         r"\d{8}-\d{6}")
 # A tiny budget per task, appended after the README's own options (the last one wins).
 BUDGET = {
     "seqclass": ["--epochs", "1", "--hidden", "8"],
@@ -82,6 +84,7 @@ BUDGET = {
     "translate": ["--epochs", "1", "--hidden", "8", "--embedding", "8", "--min-freq", "1",
                   "--beam", "2"],
     "nextitem": ["--epochs", "1", "--hidden", "8", "--embedding", "8", "--min-item-count", "1"],
+    "video": ["--epochs", "1", "--hidden", "8"],
     "adding": ["--epochs", "1", "--hidden", "8", "--length", "12", "--train-size", "128"],
     "copy": ["--epochs", "1", "--hidden", "8", "--delay", "3", "--train-size", "128"],
 }
@@ -145,6 +148,12 @@ def _offline_data(task: str, argv: list[str], here: Path) -> list[str]:
         clicks = rule_log(here / f"clicks-{'-'.join(columns)}.csv", sessions=600, items=300,
                           prefix="", columns=columns)
         return ["--data", f"csv:{clicks}", "--split", "days"]
+    if task == "video":  # Moving MNIST from the 8x8 digits that ship with scikit-learn
+        small = ["--digit-source", "digits", "--frame", "16", "--length", "6", "--clips", "32",
+                 "--eval-clips", "8"]
+        if "--predict-frames" in argv:
+            return [*small, "--predict-frames", "2", "--channels", "4"]
+        return [*small, *([] if "--model" in argv else ["--features", "8"])]
     return []
 
 

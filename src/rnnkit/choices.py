@@ -66,6 +66,8 @@ WINDOW_NORMS = ("last", "none")  # forecaster input normalisation
 MISSING_CHOICES = ("error", "interpolate", "drop")  # gaps in a series
 RECOMMEND_LOSSES = ("ce", "sampled", "bpr-max")  # next-item losses
 SPLIT_CHOICES = ("last", "days")  # next-item splits
+VIDEO_MODELS = ("cnn-rnn", "convlstm", "convgru")  # video: classifiers; predictors: conv ones
+VIDEO_TARGETS = ("direction", "digit")  # what a Moving MNIST clip is classified by
 
 
 def install_hint(extra: str) -> str:

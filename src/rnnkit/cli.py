@@ -83,7 +83,15 @@ def _run(args: argparse.Namespace) -> None:
         runner.evaluate(task, args.run_dir, args.checkpoint, args.split)
     elif args.command == "predict":
         module, data, _ = runner.load_trained(task, args.run_dir, args.checkpoint)
-        results = task.predict(module, data, args.input, args.top)
+        extra = {}
+        if args.out is not None:
+            import inspect
+
+            if "out" not in inspect.signature(task.predict).parameters:
+                raise ValueError(f"--out: {task.name} predictions are printed; only video "
+                                 "frame predictors write files")
+            extra["out"] = args.out
+        results = task.predict(module, data, args.input, args.top, **extra)
         for r in results:
             where = f"{args.input}[{r['index']}]" if len(results) > 1 else args.input
             if "text" in r:

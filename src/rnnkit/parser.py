@@ -135,12 +135,17 @@ def _add_evaluate_and_predict(commands) -> None:
                                   description="Predict with a trained run. For seqclass, INPUT is an "
                                               "image file (PNG/JPEG), a .npy array or an IDX file; "
                                               "for textclass, a sentence in quotes, or - to read "
-                                              "one sentence per line from stdin.")
+                                              "one sentence per line from stdin; for video, a "
+                                              "folder of frames, a .npy clip or test:N (a "
+                                              "frame predictor writes a PNG strip and a GIF).")
     _run_dir_argument(predict, "rnnkit train")
     predict.add_argument("input", metavar="INPUT", help="what to predict on")
     _checkpoint_option(predict)
     predict.add_argument("--top", type=positive_int, default=3, metavar="K",
                          help="classes to show (default: 3)")
+    predict.add_argument("--out", default=None, metavar="DIR",
+                         help="video frame predictors: where the PNG strip and the GIF go "
+                              "(default: RUN_DIR/predictions)")
 
 
 

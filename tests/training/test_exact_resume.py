@@ -56,6 +56,10 @@ def _cases(tmp: Path) -> dict[str, list[str]]:
                      "bpr-max", "--negatives", "16", "--bptt", "2", "--hidden", "12",
                      "--embedding", "8", "--dropout", "0.2", "--min-item-count", "1",
                      "--no-baselines", "--epochs", "4"],
+        # the ConvLSTM encoder-forecaster (hand-derived BPTT) on generated clips
+        "video": ["video", "--digit-source", "digits", "--frame", "16", "--length", "6",
+                  "--clips", "96", "--eval-clips", "16", "--predict-frames", "2", "--channels",
+                  "4", "--no-baselines", "--epochs", "4"],
     }
 
 
@@ -98,7 +102,8 @@ def _killed(argv: list[str], epoch_lines: int, delay: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("task", ["seqclass", "lm", "textclass", "mingru", "nextitem"])
+@pytest.mark.parametrize("task", ["seqclass", "lm", "textclass", "mingru", "nextitem",
+                                  "video"])
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, task):
     args = _cases(tmp_path)[task]
     reference = tmp_path / "reference"

