@@ -120,9 +120,9 @@ COMPANIONS = {"momentum": {"optimizer": "sgd"}, "forget_bias": {"cell": "lstm"},
 TASK_COMPANIONS = {("lm", "min_freq"): {"level": "word"},
                    ("video", "digits"): {"predict_frames": 2},
                    # a ConvLSTM classifier's width is --channels: --hidden at its default
-                   ("video", "model"): {"hidden": 128},
-                   ("video", "channels"): {"model": "convlstm", "hidden": 128},
-                   ("video", "kernel"): {"model": "convlstm", "hidden": 128},
+                   ("video", "model"): {"hidden": None},
+                   ("video", "channels"): {"model": "convlstm", "hidden": None},
+                   ("video", "kernel"): {"model": "convlstm", "hidden": None},
                    ("video", "patch"): {"predict_frames": 2}}
 # Values the tiny data needs instead of CHANGED's.
 TASK_VALUES = {("lm", "min_freq"): 150, ("translate", "min_freq"): 1000,

@@ -37,7 +37,9 @@ def _train(tmp_path, name, *args):
 def test_classification_run_with_its_baseline_and_predict(tmp_path, capsys):
     out, metrics = _train(tmp_path, "cls", "--hidden", "8", "--features", "8")
     assert set(metrics["test"]) >= {"loss", "accuracy"}
-    assert set(metrics["baselines"]["frame-average"]) == {"loss", "accuracy"}
+    baseline = metrics["baselines"]["frame-average"]
+    assert set(baseline) == {"loss", "accuracy", "validation_curve"}
+    assert len(baseline["validation_curve"]) == 2
     matrix = np.array(metrics["confusion_matrix"])
     assert matrix.shape == (8, 8) and matrix.sum() == 12
     assert (out / "plots" / "confusion_matrix.png").is_file()

@@ -438,10 +438,14 @@ class VideoOptions:
                       "digits": "1 to classify, 2 to predict (Moving MNIST's)",
                       "channels": "32", "kernel": "3",
                       "patch": "4 (for 64-pixel frames: 16x16 maps of 16 channels)",
-                      "layers": "1 to classify, 2 to predict"}
-    # The default recipe (docs/video.md).
-    defaults = {"cell": "gru", "hidden": 128, "layers": None, "dropout": 0.0, "epochs": 10,
-                "batch_size": 16, "lr": 1e-3, "optimizer": "adam", "schedule": "cosine",
+                      "layers": "1 to classify, 2 to predict",
+                      "hidden": "128 to classify (cnn-rnn); 512 to predict (the FC-LSTM "
+                                "baseline)"}
+    # The default recipe (docs/video.md). Adam at 3e-3 beat 1e-3 in the first epochs of
+    # both modes (prediction: validation cross-entropy 5837 against 6348 after two epochs
+    # of 1,000 clips).
+    defaults = {"cell": "gru", "hidden": None, "layers": None, "dropout": 0.0, "epochs": 10,
+                "batch_size": 16, "lr": 3e-3, "optimizer": "adam", "schedule": "cosine",
                 "clip": 1.0, "patience": 5}
 
 

@@ -167,7 +167,8 @@ class EpochLines(Callback):
             return
         m = trainer.callback_metrics
         parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
-        for key in ("train_loss_epoch", "val_loss", self.monitor):
+        shown = getattr(pl_module, "epoch_line_metrics", ())  # a module may add its own
+        for key in ("train_loss_epoch", "val_loss", self.monitor, *shown):
             if key in m:
                 parts.append(f"{key.removesuffix('_epoch')} {float(m[key]):.4f}")
         parts.append(f"{time.perf_counter() - self.start:.0f} s")

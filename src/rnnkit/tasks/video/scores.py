@@ -66,3 +66,8 @@ class PredictionScores:
         if self.with_ssim:
             out["ssim"] = self.sums[2] / max(self.frames, 1)
         return {k: v.float() for k, v in out.items()}
+
+
+def split_clip(clips: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the frames read, the frames to predict)."""
+    return clips[:, :-horizon], clips[:, -horizon:]

@@ -12,10 +12,8 @@ and the FC-LSTM encoder-predictor, trained in the same run. Data:
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,14 @@ from rnnkit.models.video import (
     build_predictor,
 )
 from rnnkit.tasks import catalog
-from rnnkit.tasks.video.scores import COPY_EPS, PredictionScores, copy_last
+from rnnkit.tasks.video.baselines import (
+    choose_copy_eps,
+    classification_loss,
+    fit_baseline,
+    predict_scores,
+    prediction_loss,
+)
+from rnnkit.tasks.video.scores import PredictionScores, copy_last, split_clip
 from rnnkit.training.module import TrainingModule
 from rnnkit.training.plots import plot_confusion_matrix
 from rnnkit.training.run_folder import write_json
@@ -135,6 +140,8 @@ def completed(config: dict[str, Any]) -> dict[str, Any]:
         config["patch"] = config["patch"] or 4
     if config["layers"] is None:
         config["layers"] = 2 if predict else 1
+    if config["hidden"] is None and (not conv or predict):
+        config["hidden"] = 512 if predict else 128
     return config
 
 
@@ -214,13 +221,10 @@ class VideoData(L.LightningDataModule):
             yield as_float(clips), lengths, labels
 
 
-def split_clip(clips: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the frames read, the frames to predict)."""
-    return clips[:, :-horizon], clips[:, -horizon:]
-
-
 class VideoClassifierModule(TrainingModule):
     """Cross-entropy training of a video classifier; accuracy per split."""
+
+    epoch_line_metrics = ("val_accuracy",)
 
     def __init__(self, config: dict[str, Any], model_config: VideoClassifierConfig) -> None:
         super().__init__(config)
@@ -349,99 +353,6 @@ def predictor_config(config: dict[str, Any], info: dict[str, Any],
                            pixel_mean=info.get("pixel_mean", 0.5))
 
 
-class BaselineModule(TrainingModule):
-    """A baseline network under the run's optimiser and schedule (their settings are
-    read from the config exactly as the model's are)."""
-
-    def __init__(self, config: dict[str, Any], model: torch.nn.Module) -> None:
-        super().__init__(config)
-        self.model = model
-
-
-def fit_baseline(name: str, model: torch.nn.Module, loss: Any, data: VideoData,
-                 config: dict[str, Any]) -> torch.nn.Module:
-    """Train ``model`` with the run's epochs, batch size, optimiser, learning rate,
-    schedule, clipping and patience, and keep its weights of the best validation loss.
-    ``loss(model, batch, reduction)`` is the training loss."""
-    torch.manual_seed(config["seed"])
-    holder = BaselineModule({**config, "monitor": "val_loss"}, model)
-    setup = holder.configure_optimizers()
-    optimizer = setup["optimizer"] if isinstance(setup, dict) else setup
-    scheduler = setup["lr_scheduler"]["scheduler"] if isinstance(setup, dict) else None
-    best, best_state, waited = math.inf, copy.deepcopy(model.state_dict()), 0
-    for epoch in range(config["epochs"]):
-        model.train()
-        for batch in data.batches("train", epoch):
-            optimizer.zero_grad()
-            value = loss(model, batch, "mean")
-            if not torch.isfinite(value):
-                raise ValueError(f"baseline {name}: the training loss became {value.item()} "
-                                 f"in epoch {epoch + 1}; lower --lr or set --clip")
-            value.backward()
-            if config["clip"]:
-                if config["clip_mode"] == "value":
-                    torch.nn.utils.clip_grad_value_(model.parameters(), config["clip"])
-                else:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config["clip"])
-            optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            total = sum(float(loss(model, b, "sum")) for b in data.batches("validation"))
-        val = total / len(data.splits.validation)
-        if scheduler is not None:
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(val)
-            else:
-                scheduler.step()
-        log.info(f"baseline {name}: epoch {epoch + 1}/{config['epochs']}, validation loss "
-                 f"{val:.4f}")
-        if val < best:
-            best, best_state, waited = val, copy.deepcopy(model.state_dict()), 0
-        else:
-            waited += 1
-            if waited >= config["patience"]:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
-    return model
-
-
-def _classification_loss(model, batch, reduction):
-    clips, lengths, labels = batch
-    return F.cross_entropy(model(clips, lengths), labels, reduction=reduction)
-
-
-def _prediction_loss(horizon: int):
-    def loss(model, batch, reduction):
-        inputs, target = split_clip(batch[0], horizon)
-        total = F.binary_cross_entropy_with_logits(model(inputs), target, reduction="sum")
-        return total / len(target) if reduction == "mean" else total
-    return loss
-
-
-def predict_scores(predict, data: VideoData, split: str, horizon: int) -> dict[str, float]:
-    """Scores on a split of ``predict(inputs)``: logits, or (logits, pixels)."""
-    scores = PredictionScores(ssim=True)
-    with torch.no_grad():
-        for clips, _, _ in data.batches(split):
-            inputs, target = split_clip(clips, horizon)
-            out = predict(inputs)
-            scores.add(*((out, target) if isinstance(out, torch.Tensor) else
-                         (out[0], target, out[1])))
-    return {k: float(v) for k, v in scores.compute().items()}
-
-
-def choose_copy_eps(data: VideoData, horizon: int) -> float:
-    """The clipping of copied pixels with the lowest validation cross-entropy."""
-    best = None
-    for eps in COPY_EPS:
-        ce = predict_scores(lambda x, e=eps: copy_last(x, horizon, e), data, "validation",
-                            horizon)["ce"]
-        if best is None or ce < best[0]:
-            best = (ce, eps)
-    return best[1]
-
-
 def mean_pixel(split: ClipSplit) -> float:
     """The mean pixel of a split's frames (padding left out), in [0, 1]."""
     total, count = 0.0, 0
@@ -541,7 +452,7 @@ class VideoTask(catalog.VideoOptions):
         config = module.config
         info = module.video_info
         model = build_classifier(classifier_config(config, info, "frame-average"))
-        fit_baseline("frame-average", model, _classification_loss, data, config)
+        curve = fit_baseline("frame-average", model, classification_loss, data, config)
         results = {}
         for split in ("validation", "test"):
             loss = correct = 0.0
@@ -561,7 +472,7 @@ class VideoTask(catalog.VideoOptions):
         for name, row in ((f"{config['model']} (this run)", test),
                           ("frame-average CNN", results["test"])):
             log.info(f"{name:24}{row['accuracy']:>10.2%}{row['loss']:>10.4f}")
-        return {"frame-average": results["test"]}
+        return {"frame-average": {**results["test"], "validation_curve": curve}}
 
     def _prediction_baselines(self, run_dir: Path, module, data: VideoData,
                               test: dict[str, float]) -> dict[str, Any]:
@@ -575,7 +486,7 @@ class VideoTask(catalog.VideoOptions):
                 lambda x: copy_last(x, horizon, eps), data, "test", horizon)
             results["copy-last-frame"]["eps"] = eps
             fc = build_predictor(predictor_config(config, module.video_info, "fc-lstm"))
-            fit_baseline("fc-lstm", fc, _prediction_loss(horizon), data, config)
+            curve = fit_baseline("fc-lstm", fc, prediction_loss(horizon), data, config)
             results["fc-lstm"] = predict_scores(fc, data, "test", horizon)
             val = predict_scores(fc, data, "validation", horizon)
             self._lines = {"loss": (val["ce"], "FC-LSTM (validation)"),
@@ -587,6 +498,7 @@ class VideoTask(catalog.VideoOptions):
             for name, row in ((f"{config['model']} (this run)",
                                {"ce": test.get("loss"), **test}), *results.items()):
                 log.info(f"{name:24}{row['ce']:>13.2f}{row['mse']:>11.2f}{row['ssim']:>8.4f}")
+            results["fc-lstm"]["validation_curve"] = curve
         self._write_examples(run_dir, module, fc, data, horizon)
         return results
 
