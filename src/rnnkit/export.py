@@ -19,8 +19,8 @@
 Networks: sequence classifiers and regressors (``seqclass``, ``adding``), forecasters
 (``forecast``: the mean, and the standard deviation when probabilistic) and language
 models (``lm``: next-token logits from a zero initial state, and the final state). Text
-classifiers read per-sentence lengths (packed sequences), which these exports do not
-carry yet; they export as safetensors only.
+classifiers read per-sentence lengths (packed sequences) and video networks read frames,
+which these exports do not carry yet; they export as safetensors only.
 """
 
 from __future__ import annotations
@@ -48,6 +48,11 @@ _MODELS = {  # class name -> (module, config class) for load_safetensors
     "SequenceTagger": ("rnnkit.models.tagger", "SequenceTaggerConfig"),
     "TextClassifier": ("rnnkit.models.text_classifier", "TextClassifierConfig"),
     "Translator": ("rnnkit.models.translator", "TranslatorConfig"),
+    "FrameRNNClassifier": ("rnnkit.models.video", "VideoClassifierConfig"),
+    "ConvRNNClassifier": ("rnnkit.models.video", "VideoClassifierConfig"),
+    "FrameAverageClassifier": ("rnnkit.models.video", "VideoClassifierConfig"),
+    "EncoderForecaster": ("rnnkit.models.video", "PredictorConfig"),
+    "FCLSTMPredictor": ("rnnkit.models.video", "PredictorConfig"),
 }
 
 
@@ -166,9 +171,9 @@ def _signature(model: nn.Module) -> tuple[list[str], list[str], dict[str, Any]]:
     """(input names, output names, how to draw an input of batch B and length T), from the
     network's ``export_signature``; a network without one reads per-sentence lengths."""
     if not hasattr(model, "export_signature"):
-        raise ValueError(f"export: {type(model).__name__} takes per-sentence lengths, which "
-                         "ONNX and TorchScript exports do not carry yet; use --format "
-                         "safetensors")
+        raise ValueError(f"export: {type(model).__name__} reads per-sentence lengths or "
+                         "frames, which the ONNX and TorchScript exports do not carry yet; "
+                         "use --format safetensors")
     return model.export_signature()
 
 

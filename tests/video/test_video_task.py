@@ -70,6 +70,17 @@ def test_prediction_run_writes_strip_and_gif_and_scores_baselines(tmp_path, caps
     assert (tmp_path / "pictures" / "mine.png").is_file()
     with Image.open(tmp_path / "pictures" / "mine.gif") as gif:
         assert gif.n_frames == 6 and gif.width > 2 * 16  # truth beside the prediction
+    # the network leaves as safetensors and comes back without pickle, predicting alike
+    from rnnkit.export import load_safetensors
+    from rnnkit.training.checkpoint_io import load_checkpoint_file
+
+    assert main(["export", str(out), "--format", "safetensors", "--output",
+                 str(tmp_path / "net.safetensors")]) == 0
+    net = load_safetensors(tmp_path / "net.safetensors")
+    state = load_checkpoint_file(out / "checkpoints" / "best.ckpt")["state_dict"]
+    for name, value in net.state_dict().items():
+        assert torch.equal(value, state[f"model.{name}"]), name
+    assert net(torch.from_numpy(clip[None, :4, None])).shape == (1, 2, 1, 16, 16)
 
 
 def _frame_folder(root, labels=True):

@@ -132,6 +132,7 @@ class FrameAverageClassifier(nn.Module):
 
     def __init__(self, config: VideoClassifierConfig) -> None:
         super().__init__()
+        self.config = config
         self.cnn = FrameCNN(config.channels, config.features)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.features, config.num_classes)
