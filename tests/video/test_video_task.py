@@ -101,7 +101,7 @@ def _frame_folder(root, labels=True):
     return root
 
 
-def test_a_frame_folder_is_classified_with_its_labels(tmp_path):
+def test_a_frame_folder_is_classified_with_its_labels(tmp_path, capsys):
     folder = _frame_folder(tmp_path / "clips")
     out = tmp_path / "run"
     assert main(["train", "video", "--data", f"frames:{folder}", "--labels",
@@ -111,6 +111,11 @@ def test_a_frame_folder_is_classified_with_its_labels(tmp_path):
     assert metrics["data"]["train_clips"] + metrics["data"]["test_clips"] + metrics["data"][
         "validation_clips"] == 12
     assert json.loads((out / "video.json").read_text())["classes"] == ["moving", "still"]
+    # the labels change under the run: evaluating it is refused, not scored against them
+    labels = tmp_path / "labels.csv"
+    labels.write_text(labels.read_text().replace(",still", ",static"))
+    assert main(["evaluate", str(out)]) == 2
+    assert "the clips no longer match the run's" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -127,6 +132,7 @@ def test_a_frame_folder_is_classified_with_its_labels(tmp_path):
     (["--labels", "x.csv"], "--labels: Moving MNIST's labels come from --target"),
     (["--model", "convlstm", "--backend", "native"], "--backend: the convlstm layers run on"),
     (["--data", "clips"], "--data: expected moving-mnist or frames:DIR"),
+    (["--speed", "0"], "--speed: the direction target needs digits that move"),
 ])
 def test_an_option_the_mode_would_not_use_is_refused(tmp_path, capsys, args, message):
     assert main(["train", "video", *SMALL, *args, "--out", str(tmp_path / "r")]) == 2

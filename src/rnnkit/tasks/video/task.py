@@ -130,6 +130,8 @@ def completed(config: dict[str, Any]) -> dict[str, Any]:
         if not predict and config["digits"] != 1:
             raise ValueError(f"--digits: classifying by --target {config['target']} needs one "
                              f"digit per clip, got {config['digits']}")
+        if config["target"] == "direction" and config["speed"] == 0:
+            raise ValueError("--speed: the direction target needs digits that move, got 0")
         if predict and config["predict_frames"] >= config["length"]:
             raise ValueError(f"--predict-frames: {config['predict_frames']} leaves no input "
                              f"frame of --length {config['length']}")
@@ -156,6 +158,17 @@ def load_splits(config: dict[str, Any]) -> VideoSplits:
                         config["clip_col"], config["label_col"])
 
 
+def checked_splits(config: dict[str, Any]) -> VideoSplits:
+    """The run's clips, refused in one line where the mode cannot use them."""
+    splits = load_splits(config)
+    if config["predict_frames"]:
+        check_for_prediction(splits, config["predict_frames"], config["patch"])
+    elif len(splits.classes) < 2:
+        raise ValueError(f"--labels: the clips have {len(splits.classes)} class(es); "
+                         "classifying needs at least two")
+    return splits
+
+
 def check_for_prediction(splits: VideoSplits, horizon: int, patch: int) -> None:
     for name in ("train", "validation", "test"):
         split: ClipSplit = getattr(splits, name)
@@ -178,14 +191,23 @@ class VideoData(L.LightningDataModule):
     """Clips in batches of (frames, lengths, labels); loaded when first needed, so a
     trained run predicts without its data."""
 
-    def __init__(self, config: dict[str, Any], splits: VideoSplits | None = None) -> None:
+    def __init__(self, config: dict[str, Any], splits: VideoSplits | None = None,
+                 info: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.config, self._splits = config, splits
+        self.config, self._splits, self.info = config, splits, info
 
     @property
     def splits(self) -> VideoSplits:
         if self._splits is None:
-            self._splits = load_splits(self.config)
+            splits = checked_splits(self.config)
+            if self.info is not None and (list(splits.frame_shape) != self.info["frame_shape"]
+                                          or splits.classes != self.info["classes"]):
+                raise ValueError(
+                    f"--data {self.config['data']}: the clips no longer match the run's "
+                    f"(frames {tuple(splits.frame_shape)} and classes {splits.classes} now, "
+                    f"{tuple(self.info['frame_shape'])} and {self.info['classes']} in "
+                    f"{VIDEO_FILE}); the source or its options changed")
+            self._splits = splits
         return self._splits
 
     def _dataset(self, split: str) -> TensorDataset:
@@ -401,14 +423,10 @@ class VideoTask(catalog.VideoOptions):
         predict = config["predict_frames"] > 0
         saved = Path(run_dir) / VIDEO_FILE if run_dir is not None else None
         if saved is not None and saved.is_file():
-            info, data = read_video_info(run_dir), VideoData(config)
+            info = read_video_info(run_dir)
+            data = VideoData(config, info=info)
         else:
-            splits = load_splits(config)
-            if predict:
-                check_for_prediction(splits, config["predict_frames"], config["patch"])
-            elif len(splits.classes) < 2:
-                raise ValueError(f"--labels: the clips have {len(splits.classes)} class(es); "
-                                 "classifying needs at least two")
+            splits = checked_splits(config)
             info = {"frame_shape": list(splits.frame_shape), "classes": splits.classes,
                     "steps": int(splits.train.clips.shape[1]),
                     "pixel_mean": mean_pixel(splits.train)}
