@@ -424,9 +424,11 @@ class VideoOptions:
         Option("digit-source", str, "mnist", "moving-mnist: the digit images (an image "
                "source of rnnkit train seqclass: mnist, digits, fashion-mnist, idx:DIR)",
                metavar="SOURCE"),
-        Option("features", positive_int, 128, "cnn-rnn: features per frame from the CNN"),
+        Option("features", positive_int, 128, "cnn-rnn and the frame-average baseline: "
+               "features per frame from the CNN"),
         Option("channels", positive_int, None, "convlstm, convgru: channels of each state"),
-        Option("kernel", odd_int, None, "convlstm, convgru: kernel size (odd)"),
+        Option("kernel", odd_int, None, "convlstm, convgru: kernel size (odd)",
+               metavar="SIZE"),
         Option("patch", positive_int, None, "predict: frames are cut into PATCH x PATCH patches "
                "stacked as channels before the ConvLSTM (Shi et al.: 4)"),
         Option("baselines", bool, True, "train and score the baselines in the same run: the "
@@ -434,7 +436,7 @@ class VideoOptions:
                "units (predict)", flag=True),
     ]
     shown_defaults = {"model": "cnn-rnn to classify, convlstm to predict",
-                      "target": "direction (moving-mnist)",
+                      "target": "direction",
                       "digits": "1 to classify, 2 to predict (Moving MNIST's)",
                       "channels": "32", "kernel": "3",
                       "patch": "4 (for 64-pixel frames: 16x16 maps of 16 channels)",
