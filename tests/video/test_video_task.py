@@ -42,7 +42,8 @@ def test_classification_run_with_its_baseline_and_predict(tmp_path, capsys):
     assert len(baseline["validation_curve"]) == 2
     matrix = np.array(metrics["confusion_matrix"])
     assert matrix.shape == (8, 8) and matrix.sum() == 12
-    assert (out / "plots" / "confusion_matrix.png").is_file()
+    assert {p.name for p in (out / "plots").iterdir()} == {"confusion_matrix.png", "loss.png",
+                                                           "accuracy.png"}
     capsys.readouterr()
     assert main(["predict", str(out), "test:0", "--top", "2"]) == 0
     line = capsys.readouterr().out.strip()
@@ -58,6 +59,8 @@ def test_prediction_run_writes_strip_and_gif_and_scores_baselines(tmp_path, caps
     assert set(metrics["baselines"]) == {"copy-last-frame", "fc-lstm"}
     for row in metrics["baselines"].values():
         assert row["ce"] > 0 and row["mse"] > 0 and -1 <= row["ssim"] <= 1
+    assert {p.name for p in (out / "plots").iterdir()} == {"prediction.png", "prediction.gif",
+                                                           "loss.png", "mse.png"}
     with Image.open(out / "plots" / "prediction.gif") as gif:
         assert gif.n_frames == 6  # 4 frames read, 2 predicted
     capsys.readouterr()

@@ -407,12 +407,18 @@ class VideoTask(catalog.VideoOptions):
 
     monitor = "val_loss"  # classify: cross-entropy; predict: cross-entropy per sequence
     mode = "min"
-    curves = [("loss", "loss (classify: cross-entropy; predict: cross-entropy per sequence)"),
-              ("accuracy", "accuracy"), ("mse", "MSE per frame")]
     run_commands = ()
+    CURVES = {False: [("loss", "cross-entropy"), ("accuracy", "accuracy")],
+              True: [("loss", "cross-entropy per sequence (nats)"), ("mse", "MSE per frame")]}
 
     def __init__(self) -> None:
         self._lines: dict[str, tuple[float, str]] = {}
+        self._predicting = False
+
+    @property
+    def curves(self) -> list[tuple[str, str]]:
+        """The learning curves of the mode last built."""
+        return self.CURVES[self._predicting]
 
     def prepare(self, config: dict[str, Any]) -> dict[str, Any]:
         return completed(config)
@@ -420,7 +426,7 @@ class VideoTask(catalog.VideoOptions):
     def build(self, config: dict[str, Any], run_dir: Path | None = None
               ) -> tuple[TrainingModule, VideoData]:
         config = completed(config)
-        predict = config["predict_frames"] > 0
+        predict = self._predicting = config["predict_frames"] > 0
         saved = Path(run_dir) / VIDEO_FILE if run_dir is not None else None
         if saved is not None and saved.is_file():
             info = read_video_info(run_dir)
