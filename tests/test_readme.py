@@ -84,7 +84,7 @@ BUDGET = {
     "translate": ["--epochs", "1", "--hidden", "8", "--embedding", "8", "--min-freq", "1",
                   "--beam", "2"],
     "nextitem": ["--epochs", "1", "--hidden", "8", "--embedding", "8", "--min-item-count", "1"],
-    "video": ["--epochs", "1", "--hidden", "8"],
+    "video": ["--epochs", "1"],
     "adding": ["--epochs", "1", "--hidden", "8", "--length", "12", "--train-size", "128"],
     "copy": ["--epochs", "1", "--hidden", "8", "--delay", "3", "--train-size", "128"],
 }
@@ -148,12 +148,31 @@ def _offline_data(task: str, argv: list[str], here: Path) -> list[str]:
         clicks = rule_log(here / f"clicks-{'-'.join(columns)}.csv", sessions=600, items=300,
                           prefix="", columns=columns)
         return ["--data", f"csv:{clicks}", "--split", "days"]
-    if task == "video":  # Moving MNIST from the 8x8 digits that ship with scikit-learn
+    if task == "video":
+        model = argv[argv.index("--model") + 1] if "--model" in argv else "cnn-rnn"
+        sizes = ["--channels", "4"] if model != "cnn-rnn" else ["--hidden", "8", "--features", "8"]
+        if given.startswith("frames:"):  # small clips of a square moving right or standing still
+            import numpy as np
+
+            folder = here / given.removeprefix("frames:")
+            folder.mkdir(parents=True, exist_ok=True)
+            rows = ["clip,label"]
+            for i in range(12):
+                clip = np.zeros((4, 8, 8), dtype=np.float32)
+                for t in range(4):
+                    x = 1 + t * (i % 2)
+                    clip[t, 2:5, x:x + 3] = 1.0
+                np.save(folder / f"c{i}.npy", clip)
+                rows.append(f"c{i},{'moving' if i % 2 else 'still'}")
+            labels = argv[argv.index("--labels") + 1]
+            (here / labels).write_text("\n".join(rows) + "\n")
+            return ["--data", f"frames:{folder}", *sizes]
+        # Moving MNIST from the 8x8 digits that ship with scikit-learn
         small = ["--digit-source", "digits", "--frame", "16", "--length", "6", "--clips", "32",
                  "--eval-clips", "8"]
         if "--predict-frames" in argv:
-            return [*small, "--predict-frames", "2", "--channels", "4"]
-        return [*small, *([] if "--model" in argv else ["--features", "8"])]
+            return [*small, "--predict-frames", "2", "--hidden", "8", "--channels", "4"]
+        return [*small, *sizes]
     return []
 
 
@@ -172,6 +191,8 @@ def test_every_readme_command_runs_with_a_tiny_budget(tmp_path, monkeypatch, cap
     matplotlib.image.imsave("digit.png", load_image_source("digits").test[0][0], cmap="gray")
     Path("recipe.yaml").write_text("hidden: 8\nepochs: 1\ndata: digits\n")
     Path("sentences.txt").write_text("where is the station\nthe film\n")
+    # a clip for a video predictor's run (Moving MNIST of 16x16 frames, 6 per clip)
+    np.save("clip.npy", np.random.default_rng(0).random((6, 16, 16)).astype(np.float32))
     latest: dict[str, str] = {}
     failures, ran = [], 0
     for line, argv in COMMANDS:
