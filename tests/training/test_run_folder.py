@@ -187,3 +187,17 @@ def test_a_moved_run_folder_resumes_without_losing_its_best_checkpoint(tmp_path)
                  if k.startswith("ModelCheckpoint") and v.get("monitor"))
     assert state["dirpath"] == os.path.realpath(moved / "checkpoints")
     assert state["best_model_path"] == os.path.realpath(moved / "checkpoints" / "best.ckpt")
+
+
+def test_what_a_task_writes_from_its_data_does_not_keep_a_stopped_run_from_starting_again(
+        tmp_path):
+    """A run killed before its first checkpoint may hold its task's data files (an item
+    list, a vocabulary); it is started again, but a file the task does not name is kept."""
+    from rnnkit.training.run_folder import never_checkpointed
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "items.json").write_text("{}")
+    assert not never_checkpointed(tmp_path)
+    assert never_checkpointed(tmp_path, ("items.json",))
+    (tmp_path / "notes.txt").write_text("mine")
+    assert not never_checkpointed(tmp_path, ("items.json",))

@@ -157,6 +157,24 @@ def test_a_frame_folder_needs_labels_to_classify_and_equal_lengths_to_predict(tm
     assert "--frame: it shapes generated Moving MNIST clips" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args", [[], ["--model", "convgru"], ["--no-baselines"],
+                                  ["--predict-frames", "2"],
+                                  ["--predict-frames", "2", "--no-baselines"]])
+def test_completing_a_config_twice_changes_nothing(args):
+    """The runner completes a new run's config, then every build (resume, evaluate,
+    predict) completes the saved one again: that must neither refuse nor change it."""
+    from rnnkit.tasks.catalog import VideoOptions
+    from rnnkit.tasks.video.task import completed
+    from rnnkit.training.options import COMMON_OPTIONS, resolve
+
+    given = {"predict_frames": 2} if "--predict-frames" in args else {}
+    given |= {"model": "convgru"} if "convgru" in args else {}
+    given |= {"baselines": False} if "--no-baselines" in args else {}
+    config = resolve([*VideoOptions.options, *COMMON_OPTIONS], VideoOptions.defaults, given, {})
+    once = completed(config)
+    assert completed(once) == once
+
+
 def test_direction_sectors_match_the_compass():
     angles = np.arange(8) * math.pi / 4 + 0.3  # inside each sector
     vectors = np.stack([np.sin(angles), np.cos(angles)], axis=-1)  # (dy, dx)

@@ -195,6 +195,10 @@ class ForecastModule(TrainingModule):
 class ForecastTask(catalog.ForecastOptions):
     """``rnnkit train forecast``."""
 
+    # written from the data before training; a run stopped before its first checkpoint
+    # is started again without them (rnnkit.training.run_folder.never_checkpointed)
+    data_files = (PIPELINE_FILE,)
+
     def add_routes(self, app, ctx) -> None:
         """The server's endpoint for these runs (:func:`rnnkit.tasks.routes.forecast`)."""
         from rnnkit.tasks import routes

@@ -251,6 +251,10 @@ def model_config(config: dict[str, Any], vocab_size: int) -> LanguageModelConfig
 class LanguageModelTask(catalog.LanguageModelOptions):
     """``rnnkit train lm``."""
 
+    # written from the data before training; a run stopped before its first checkpoint
+    # is started again without them (rnnkit.training.run_folder.never_checkpointed)
+    data_files = (VOCAB_FILE,)
+
     def add_routes(self, app, ctx) -> None:
         """The server's endpoint for these runs (:func:`rnnkit.tasks.routes.generate`)."""
         from rnnkit.tasks import routes

@@ -231,6 +231,10 @@ def _say(message: str) -> None:
 class TextClassificationTask(catalog.TextclassOptions):
     """``rnnkit train textclass``."""
 
+    # written from the data before training; a run stopped before its first checkpoint
+    # is started again without them (rnnkit.training.run_folder.never_checkpointed)
+    data_files = (VOCAB_FILE, CLASSES_FILE, PRETRAINED_FILE)
+
     def add_routes(self, app, ctx) -> None:
         """The server's endpoint for these runs (:func:`rnnkit.tasks.routes.classify_texts`)."""
         from rnnkit.tasks import routes

@@ -67,30 +67,33 @@ class RunLock:
 _BEFORE_FIRST_CHECKPOINT = {"config.json", "logs", "tensorboard", "checkpoints", "plots", LOCK_NAME}
 
 
-def never_checkpointed(path: Path) -> bool:
+def never_checkpointed(path: Path, data_files: tuple[str, ...] = ()) -> bool:
     """Whether ``path`` holds a run that was stopped before it wrote any checkpoint (and
-    nothing else a user might want to keep)."""
+    nothing else a user might want to keep). ``data_files``: what the task writes from
+    its data before training (a vocabulary, an item list), which starting again rewrites."""
     if not (path / "config.json").is_file() or any(path.glob("checkpoints/*.ckpt")):
         return False
-    return all(item.name in _BEFORE_FIRST_CHECKPOINT or item.name.startswith(".")
-               for item in path.iterdir())
+    return all(item.name in _BEFORE_FIRST_CHECKPOINT or item.name in data_files
+               or item.name.startswith(".") for item in path.iterdir())
 
 
-def new_run_dir(task: str, out: str | None, shared: bool = False) -> Path:
+def new_run_dir(task: str, out: str | None, shared: bool = False,
+                data_files: tuple[str, ...] = ()) -> Path:
     """``out`` if given (created; must be empty or new), else ``runs/<task>/<timestamp>``.
     With ``shared`` (a run whose processes start together, under torchrun), ``out`` may
     already hold what the other processes wrote, as long as it is not a run yet (no
     ``config.json``). A folder holding a run stopped before its first checkpoint is
-    started again in place."""
+    started again in place (``data_files`` as :func:`never_checkpointed`'s)."""
     if out is not None:
         path = Path(out)
         if path.exists() and not path.is_dir():
             raise ValueError(f"--out: {path} is a file; name a folder for the run")
         busy = path.exists() and ((path / "config.json").exists() if shared
                                   else any(path.iterdir()))
-        if busy and not shared and never_checkpointed(path):
+        if busy and not shared and never_checkpointed(path, data_files):
             with RunLock(path):  # refuses if that run is still going
-                for name in ("config.json", "logs", "tensorboard", "checkpoints", "plots"):
+                for name in ("config.json", "logs", "tensorboard", "checkpoints", "plots",
+                             *data_files):
                     target = path / name
                     if target.is_dir():
                         shutil.rmtree(target)

@@ -126,7 +126,7 @@ def train(task: Task, config: dict[str, Any], resume: str | Path | None = None) 
                      f"{', '.join(sorted(RESUMABLE))} can change on resume)")
             if not secondary:
                 remove_stale_temporaries(run_dir)
-            if never_checkpointed(run_dir):
+            if never_checkpointed(run_dir, getattr(task, "data_files", ())):
                 _say(f"{run_dir} was stopped before its first checkpoint; starting it again "
                      "with its saved options")
                 last = None
@@ -141,7 +141,8 @@ def train(task: Task, config: dict[str, Any], resume: str | Path | None = None) 
                 run_dir = _shared_run_dir(config)
             else:
                 started_together = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun
-                run_dir = new_run_dir(task.name, config.get("out"), shared=started_together)
+                run_dir = new_run_dir(task.name, config.get("out"), shared=started_together,
+                                      data_files=getattr(task, "data_files", ()))
                 stack.enter_context(RunLock(run_dir))
             config = {**config, "task": task.name}
             last = None

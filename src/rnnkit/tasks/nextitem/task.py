@@ -74,7 +74,15 @@ class EventData(L.LightningDataModule):
         self.popularity = torch.from_numpy(splits.popularity())
 
     def _epoch(self) -> int:
-        return self.trainer.current_epoch if self.trainer is not None else 0
+        """The epoch whose batches are being drawn. Not ``trainer.current_epoch``: resuming,
+        Lightning draws the first batch of the resumed epoch before it brings that count
+        up to date (the completed count of the checkpoint, one behind), so a resumed run
+        read the previous epoch's order; the processed count is already restored then,
+        and is the epoch index whenever an epoch's iterator starts (Lightning hands the
+        same number to samplers' ``set_epoch``)."""
+        if self.trainer is None:
+            return 0
+        return int(self.trainer.fit_loop.epoch_progress.current.processed)
 
     def train_dataloader(self) -> DataLoader:
         dataset = SessionParallel(self.splits.train, self.config["batch_size"],
@@ -236,6 +244,10 @@ def model_config(config: dict[str, Any], num_items: int) -> RecommenderConfig:
 
 class NextItemTask(catalog.NextItemOptions):
     """``rnnkit train nextitem``."""
+
+    # written from the data before training; a run stopped before its first checkpoint
+    # is started again without them (rnnkit.training.run_folder.never_checkpointed)
+    data_files = (ITEMS_FILE,)
 
     monitor = "val_mrr20"
     mode = "max"

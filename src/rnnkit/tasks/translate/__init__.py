@@ -45,6 +45,7 @@ from rnnkit.tasks.translate.data import (
     SOURCE_VOCAB,
     SPEC_FILE,
     SPECIALS,
+    SUBWORD_FILES,
     TARGET_VOCAB,
     Spec,
     TranslationData,
@@ -265,6 +266,10 @@ PRESETS = {"en-zh": {"epochs": 30, "batch_size": 32}, "zh-en": {"epochs": 30, "b
 
 class TranslationTask(catalog.TranslateOptions):
     """``rnnkit train translate``."""
+
+    # written from the data before training; a run stopped before its first checkpoint
+    # is started again without them (rnnkit.training.run_folder.never_checkpointed)
+    data_files = (SOURCE_VOCAB, TARGET_VOCAB, SPEC_FILE, *SUBWORD_FILES.values())
 
     def add_routes(self, app, ctx) -> None:
         """The server's endpoint for these runs (:func:`rnnkit.tasks.routes.translate`)."""

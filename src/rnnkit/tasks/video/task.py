@@ -142,7 +142,7 @@ def completed(config: dict[str, Any]) -> dict[str, Any]:
         config["patch"] = config["patch"] or 4
     if config["layers"] is None:
         config["layers"] = 2 if predict else 1
-    if config["hidden"] is None and (not conv or predict):
+    if config["hidden"] is None and (not conv or (predict and config["baselines"])):
         config["hidden"] = 512 if predict else 128
     return config
 
@@ -371,7 +371,7 @@ def predictor_config(config: dict[str, Any], info: dict[str, Any],
                            width=width, horizon=config["predict_frames"],
                            layers=config["layers"], conv_channels=config["channels"] or 32,
                            kernel=config["kernel"] or 3, patch=config["patch"] or 4,
-                           hidden=config["hidden"], backend=config["backend"],
+                           hidden=config["hidden"] or 512, backend=config["backend"],
                            pixel_mean=info.get("pixel_mean", 0.5))
 
 
@@ -404,6 +404,10 @@ def read_video_info(run_dir: str | Path) -> dict[str, Any]:
 
 class VideoTask(catalog.VideoOptions):
     """``rnnkit train video``."""
+
+    # written from the data before training; a run stopped before its first checkpoint
+    # is started again without them (rnnkit.training.run_folder.never_checkpointed)
+    data_files = (VIDEO_FILE,)
 
     monitor = "val_loss"  # classify: cross-entropy; predict: cross-entropy per sequence
     mode = "min"
