@@ -54,8 +54,8 @@ class Joined(Sequence):
 
 ENCODER_CELL_CHOICES = Joined(CELL_CHOICES, MIN_CELL_CHOICES)  # what --cell offers
 INIT_CHOICES = ("torch", "orthogonal", "identity")
-BACKEND_CHOICES = ("native", "fused", "reference", "scan")  # available_backends() (CPU build), and scan
-# (the minimal cells' parallel scan)
+BACKEND_CHOICES = ("triton", "native", "fused", "reference", "scan")  # available_backends(), and
+# scan (the minimal cells' parallel scan)
 LEVELS = ("char", "word")  # language-model tokens
 POOLINGS = ("last", "max", "mean", "attention")  # text classifier
 ATTENTIONS = ("none", "dot", "general", "additive")  # translator

@@ -13,7 +13,7 @@ CPU, F32 = torch.device("cpu"), torch.float32
 
 
 def test_builtin_backends_and_automatic_choice():
-    assert rnnkit.available_backends()[:3] == ["native", "fused", "reference"]
+    assert rnnkit.available_backends()[:4] == ["triton", "native", "fused", "reference"]
     expected = "native" if native.available() else "fused"
     assert select_backend(None, "lstm", CPU, F32).name == expected
     assert select_backend(None, "gru", CPU, torch.float64).name == expected
@@ -92,7 +92,7 @@ def test_one_rule_with_explicit_priorities_and_the_masks_case(monkeypatch):
     monkeypatch.setattr(registry, "_PREFERENCE", list(registry._PREFERENCE))
     monkeypatch.setattr(registry, "_PRIORITY", dict(registry._PRIORITY))
     monkeypatch.setattr(registry, "_WARNED", set())
-    assert registry.available_backends() == ["native", "fused", "reference"]
+    assert registry.available_backends() == ["triton", "native", "fused", "reference"]
 
     class Middle:
         name = "middle"
@@ -101,9 +101,9 @@ def test_one_rule_with_explicit_priorities_and_the_masks_case(monkeypatch):
             return None
 
     registry.register_backend(Middle(), priority=25)
-    assert registry.available_backends() == ["native", "middle", "fused", "reference"]
+    assert registry.available_backends() == ["triton", "native", "middle", "fused", "reference"]
     registry.register_backend(Middle(), priority=5)  # re-registering moves it
-    assert registry.available_backends() == ["native", "fused", "reference", "middle"]
+    assert registry.available_backends() == ["triton", "native", "fused", "reference", "middle"]
     native_ok = registry.get_backend("native").unsupported_reason("lstm", CPU, F32) is None
     following = "native" if native_ok else "fused"
     assert select_backend(None, "lstm", CPU, F32).name == following
@@ -116,7 +116,7 @@ def test_one_rule_with_explicit_priorities_and_the_masks_case(monkeypatch):
         def unsupported_reason(self, cell, device, dtype):
             return None
 
-    registry.register_backend(Maskless(), priority=40)
+    registry.register_backend(Maskless(), priority=50)
     assert select_backend(None, "lstm", CPU, F32).name == "maskless"
     assert select_backend(None, "lstm", CPU, F32, masked=True).name == following
     with pytest.warns(RuntimeWarning, match=f"recurrent dropout and zoneout.*using '{following}'"):

@@ -1,8 +1,9 @@
 """Engines that run a cell over a sequence, chosen by a registry.
 
 ``reference`` (autograd loop, the oracle), ``fused`` (hand-written BPTT as tensor
-operations, any device) and ``native`` (the LSTM and GRU loops in C++, CPU) are built in;
-the automatic choice tries ``native``, then ``fused``, then ``reference``
+operations, any device), ``native`` (every built-in cell's loops in C++, CPU) and ``triton``
+(the loops as Triton kernels, CUDA) are built in; the automatic choice tries ``triton``,
+``native``, ``fused``, then ``reference``
 (:mod:`rnnkit.backends.base` holds the one selection rule).
 """
 
@@ -24,11 +25,13 @@ from rnnkit.backends.base import (
 from rnnkit.backends.fused import FusedBackend, record_state_gradients
 from rnnkit.backends.native import NativeBackend
 from rnnkit.backends.reference import ReferenceBackend
+from rnnkit.backends.triton_engine import TritonBackend
 from rnnkit.functional import Masks
 
 register_backend(ReferenceBackend(), priority=10)
 register_backend(FusedBackend(), priority=20)
 register_backend(NativeBackend(), priority=30)
+register_backend(TritonBackend(), priority=40)
 
 
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
@@ -86,6 +89,7 @@ __all__ = [
     "FusedBackend",
     "NativeBackend",
     "ReferenceBackend",
+    "TritonBackend",
     "available_backends",
     "get_backend",
     "record_state_gradients",

@@ -18,8 +18,8 @@ Selection (:func:`select_backend`) is the one rule every caller uses (the layers
 supports the case: the cell, device and dtype, and whether the run carries
 recurrent-dropout or zoneout masks (a backend whose ``runs_masks`` is False leaves those
 to another). A named backend that cannot run a case is not forced: the registry warns
-once and falls back to the best one that can. Built in: native 30, fused 20,
-reference 10.
+once and falls back to the best one that can. Built in: triton 40 (CUDA), native 30,
+fused 20, reference 10.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ _WARNED: set[tuple[str, str]] = set()
 
 def register_backend(backend: Backend, *, priority: int = 0) -> None:
     """Add (or replace) a backend; the automatic choice tries higher ``priority`` first
-    (built in: native 30, fused 20, reference 10; equal priorities keep registration
-    order)."""
+    (built in: triton 40, native 30, fused 20, reference 10; equal priorities keep
+    registration order)."""
     _REGISTRY[backend.name] = backend
     _PRIORITY[backend.name] = priority
     order = [n for n in _PREFERENCE if n != backend.name] + [backend.name]

@@ -152,7 +152,7 @@ COMMON_OPTIONS: list[Option] = [
            "keeps the init's; another value for a cell without a forget gate is refused)",
            metavar="B"),
     Option("backend", str, None, "rnnkit engine; one that cannot run the case falls back "
-           "with a warning (default: automatic, native where it runs)", BACKEND_CHOICES),
+           "with a warning (default: automatic: triton on CUDA, native on the CPU)", BACKEND_CHOICES),
     Option("epochs", positive_int, 10, "maximum passes over the training set"),
     Option("batch-size", positive_int, 64, "sequences per batch"),
     Option("lr", non_negative, 1e-3, "learning rate"),

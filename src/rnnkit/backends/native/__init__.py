@@ -58,7 +58,18 @@ class NativeKernel:
     """The native engine's side of :mod:`rnnkit.backends.ops` (inputs already checked
     there). Saved for the backward: the gate activations [T, B, G], the states [T+1, B, H],
     the cell's cache (``CACHE``), the input layer norm's (raw product, mean, 1/std) for the
-    layer-norm cells, and ``h_{t-1} * m`` [T, B, H] with a recurrent-dropout mask."""
+    layer-norm cells, and ``h_{t-1} * m`` [T, B, H] with a recurrent-dropout mask.
+
+    The time loops themselves are ``forward_loop`` and ``backward_loop``: the C++ ops here;
+    the ``triton`` engine keeps everything else and brings its own loops."""
+
+    @staticmethod
+    def forward_loop(*args) -> None:
+        torch.ops.rnnkit.cell_forward(*args)
+
+    @staticmethod
+    def backward_loop(*args) -> None:
+        torch.ops.rnnkit.cell_backward(*args)
 
     def forward(self, cell, x, w_ih, w_hh, b_ih, b_hh, extra, states0, batch_sizes, masks):
         spec = SPECS[cell]
@@ -79,7 +90,7 @@ class NativeKernel:
         h_in = alloc(T, B, H, **opts) if masks.recurrent is not None else None
         b_step = None if spec.fold_hidden_bias else _contiguous(b_hh)
         step_extra = [e.contiguous() for e in extra[1:]] if spec.input_norm else []
-        torch.ops.rnnkit.cell_forward(
+        self.forward_loop(
             KINDS[cell], xp, w_hh.contiguous(), b_step, step_extra, states, cache,
             _contiguous(masks.recurrent), h_in, [_contiguous(m) for m in masks.zoneout], sizes)
         if batch_sizes is None:
@@ -130,7 +141,7 @@ class NativeKernel:
         dcache = alloc(T, B, H, **opts) if spec.norm_stats == 2 else None  # the cell norm
         norms_out = x.new_zeros(T, B) if fused._RECORDERS else None
         step_extra = [e.contiguous() for e in extra[1:]] if spec.input_norm else []
-        torch.ops.rnnkit.cell_backward(
+        self.backward_loop(
             KINDS[cell], acts, w_hh.contiguous(), step_extra, list(states), list(cache),
             _contiguous(masks.recurrent), h_in, [_contiguous(m) for m in masks.zoneout],
             _contiguous(dy), drec, dgx, dgh, dr, dcache, sizes, norms_out)
