@@ -20,7 +20,9 @@ size as the speed reference; ``lstm-zoneout`` also runs the same LSTM without ma
 
 Before timing, every engine's outputs and gradients are compared in float64 with torch.nn's
 (the plain cells) or the loop's (the variants), at the case's size; a mismatch stops the
-run. haste and FlashRNN are timed when importable (``haste_pytorch``, ``flashrnn``);
+run. The minimal cells (``--min-cells``): the scan kernel against the ``scan`` engine and
+against the time a kernel moving each byte once would take at the measured copy bandwidth.
+haste and FlashRNN are timed when importable (``haste_pytorch``, ``flashrnn``);
 otherwise the JSON says they were not installed. bf16 is not timed: the triton engine runs
 float32 and float64 only.
 
@@ -79,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="semicolon list of T,B,H (default: the issue's grid, 13 shapes)")
     p.add_argument("--repeats", type=int, default=7, help="timed repeats (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default: %(default)s)")
+    p.add_argument("--min-cells", default="mingru,minlstm",
+                   help="minimal cells whose scan is timed against the memory-bandwidth bound "
+                        "('' for none; default: %(default)s)")
     p.add_argument("--compiled", action="store_true",
                    help="also time the variants' loop under torch.compile")
     p.add_argument("--quick", action="store_true", help="two shapes: " + "; ".join(map(str, QUICK)))
@@ -197,7 +202,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 print(format_table(headers, [row]).splitlines()[-1], flush=True)
     print()
     print(format_table(headers, rows))
-    goals = [] if args.interpret else goal_rows(results)  # interpreted times mean nothing
+    minimal = run_minimal(args, device)
+    goals = [] if args.interpret else goal_rows(results, minimal)  # interpreted times mean nothing
     print()
     for g in goals:
         print(f"{g['cell']} T={g['steps']} B={g['batch']} H={g['hidden']}: {g['goal']}: "
@@ -209,7 +215,80 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                                             "triton": triton.__version__,
                                             "cudnn": torch.backends.cudnn.version()},
             "dtype": "float32", "device": device.type, "interpreted": args.interpret,
-            "others": _others(), "results": results, "goals": goals}
+            "others": _others(), "results": results, "minimal": minimal, "goals": goals}
+
+
+def copy_bandwidth(device: torch.device, repeats: int, warmup: int) -> float:
+    """Bytes per second of a device-to-device copy of 1 GiB (256 MiB in the interpreter):
+    the bandwidth a kernel that moves each byte once can reach."""
+    n = (2 ** 26 if device.type == "cpu" else 2 ** 28)
+    src = torch.empty(n, device=device)
+    dst = torch.empty_like(src)
+    ms = time_interleaved({"copy": _timed(lambda: dst.copy_(src), device)}, repeats, warmup)["copy"]
+    return 2 * n * src.element_size() / (ms / 1e3)
+
+
+def _min_forward(engine: str, cell: str, proj: torch.Tensor, h0: torch.Tensor) -> None:
+    from rnnkit.backends.minimal import run_min
+
+    with torch.no_grad():
+        run_min(engine, cell, "g", proj, h0, None)
+
+
+def _min_fwd_bwd(engine: str, cell: str, proj: torch.Tensor, h0: torch.Tensor,
+                 dh: torch.Tensor) -> None:
+    from rnnkit.backends.minimal import run_min
+
+    torch.autograd.grad(run_min(engine, cell, "g", proj, h0, None), proj, dh)
+
+
+def run_minimal(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """The minimal cells' scan (``torch.ops.rnnkit.min_scan``, the projections given) on
+    the triton and scan engines, and the time a kernel moving each byte once at the copy
+    bandwidth would take: forward reads proj and writes h; the backward reads proj, h and
+    dh and writes dproj."""
+    from rnnkit.backends.minimal import run_min
+
+    cells = [c for c in args.min_cells.split(",") if c]
+    if not cells:
+        return []
+    bandwidth = copy_bandwidth(device, args.repeats, args.warmup)
+    print(f"\ncopy bandwidth: {bandwidth / 1e9:.0f} GB/s")
+    headers = ["cell", "T", "B", "H", "mode", "triton ms", "scan ms", "bound ms", "triton/bound"]
+    rows, results = [], []
+    for cell in cells:
+        for steps, batch, hidden in args.shapes:
+            G = hidden * (2 if cell == "mingru" else 3)
+            torch.manual_seed(0)
+            proj = torch.randn(steps, batch, G, device=device, requires_grad=True)
+            h0 = torch.zeros(batch, hidden, device=device)
+            dh = torch.randn(steps, batch, hidden, device=device)
+            ref = run_min("scan", cell, "g", proj, h0, None)
+            got = run_min("triton", cell, "g", proj, h0, None)
+            if not torch.allclose(got, ref, rtol=1e-4, atol=1e-5):
+                raise SystemExit(f"refusing to time: the triton {cell} scan differs from scan")
+            item = proj.element_size()
+            moved = {"forward": (G + hidden) * steps * batch * item,
+                     "fwd+bwd": (G + hidden + 2 * G + 2 * hidden) * steps * batch * item}
+            for mode in ("forward", "fwd+bwd"):
+                fns = {engine: _timed(partial(_min_forward, engine, cell, proj, h0)
+                                      if mode == "forward"
+                                      else partial(_min_fwd_bwd, engine, cell, proj, h0, dh),
+                                      device)
+                       for engine in ("triton", "scan")}
+                times = time_interleaved(fns, args.repeats, args.warmup)
+                bound = moved[mode] / bandwidth * 1e3
+                record = {"cell": cell, "steps": steps, "batch": batch, "hidden": hidden,
+                          "mode": mode, "ms": times, "bound_ms": bound,
+                          "bytes": moved[mode], "ratio_vs_bound": times["triton"] / bound}
+                results.append(record)
+                row = [cell, steps, batch, hidden, mode, f"{times['triton']:.3f}",
+                       f"{times['scan']:.3f}", f"{bound:.3f}", f"{times['triton'] / bound:.2f}"]
+                rows.append(row)
+                print(format_table(headers, [row]).splitlines()[-1], flush=True)
+    print()
+    print(format_table(headers, rows))
+    return results
 
 
 def _in_case(scope: str, steps: int, batch: int, hidden: int) -> bool:
@@ -218,9 +297,13 @@ def _in_case(scope: str, steps: int, batch: int, hidden: int) -> bool:
     return (steps, batch, hidden) == FASTRNNS or batch <= 16
 
 
-def goal_rows(results: list[dict]) -> list[dict]:
-    """One row per goal and measured fwd+bwd case: the value and met / missed."""
-    rows = []
+def goal_rows(results: list[dict], minimal: list[dict] = ()) -> list[dict]:
+    """One row per goal and measured fwd+bwd case: the value and met / missed (the minimal
+    cells: triton's time at most twice the bandwidth bound)."""
+    rows = [{"cell": r["cell"], "steps": r["steps"], "batch": r["batch"], "hidden": r["hidden"],
+             "goal": "triton/bandwidth bound <= 2", "measured": round(r["ratio_vs_bound"], 3),
+             "verdict": "met" if r["ratio_vs_bound"] <= 2 else "missed"}
+            for r in minimal if r["mode"] == "fwd+bwd"]
     for cell, scope, versus, limit in GOALS:
         for r in results:
             if r["cell"] != cell or r["mode"] != "fwd+bwd" or \

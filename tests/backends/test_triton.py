@@ -211,6 +211,64 @@ def test_layers_match_torch_nn(kind):
         torch.testing.assert_close(a, b, **F64)
 
 
+@pytest.mark.skipif(not CUDA, reason="full size on a GPU only (the interpreter is slow)")
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_full_size_parity_with_cudnn(kind, monkeypatch):
+    """PyTorch's fastrnns shape (T = 100, B = 64, H = 512), float32 with TF32 off in
+    cuDNN: outputs and gradients as cuDNN's, to float32 rounding over 100 steps."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    torch.manual_seed(0)
+    reference = getattr(torch.nn, kind)(512, 512).cuda()
+    ours = getattr(rnnkit.nn, kind)(512, 512, backend="triton").cuda()
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(100, 64, 512, device="cuda", requires_grad=True)
+    (out_r, _), (out_o, _) = reference(x), ours(x)
+    torch.testing.assert_close(out_o, out_r, rtol=1e-4, atol=1e-4)
+    g_r = torch.autograd.grad(out_r.sum(), [x, *reference.parameters()])
+    g_o = torch.autograd.grad(out_o.sum(), [x, *ours.parameters()])
+    for a, b in zip(g_o, g_r):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+@pytest.mark.parametrize("activation", ["g", "identity"])
+def test_minimal_cells(cell, activation):
+    """The minimal cells' scan kernels against the step loop with autograd, float64, with
+    lengths; B H = 300 channels (two programs of 256, the second ragged)."""
+    from rnnkit.backends.minimal import run_min
+
+    T, B, H = 6, 5, 60
+    G = H * (2 if cell == "mingru" else 3)
+    proj = (3 * torch.randn(T, B, G, dtype=torch.float64, device=DEV)).requires_grad_()
+    h0 = torch.randn(B, H, dtype=torch.float64, device=DEV, requires_grad=True)
+    dh = torch.randn(T, B, H, dtype=torch.float64, device=DEV)
+    for lengths in (None, torch.tensor([6, 2, 5, 1, 3])):
+        out = {}
+        for engine in ("reference", "triton"):
+            h = run_min(engine, cell, activation, proj, h0, lengths)
+            out[engine] = [h, *torch.autograd.grad(h, [proj, h0], dh)]
+        for got, want in zip(out["triton"], out["reference"]):
+            torch.testing.assert_close(got, want, **F64)
+
+
+def test_minimal_layer_on_triton_equals_scan():
+    torch.manual_seed(0)
+    layer = rnnkit.nn.MinLSTM(4, 8, num_layers=2, bidirectional=True).to(DEV, torch.float64)
+    x = torch.randn(7, 3, 4, dtype=torch.float64, device=DEV, requires_grad=True)
+    outs = {}
+    for engine in ("scan", "triton"):
+        layer.backend = engine
+        y, h = layer(x)
+        outs[engine] = [y, h, *torch.autograd.grad(y.sum() + h.sum(), [x, *layer.parameters()])]
+    for got, want in zip(outs["triton"], outs["scan"]):
+        torch.testing.assert_close(got, want, **F64)
+    layer.backend = None  # the automatic choice: triton only on CUDA
+    from rnnkit.backends.minimal import select_min_engine
+
+    automatic = select_min_engine(None, DEV, torch.float64)
+    assert automatic == "triton" if CUDA else automatic in ("native", "scan")
+
+
 def test_selection():
     """On the CPU the triton engine is chosen only in the interpreter; on CUDA it is the
     automatic choice for every built-in cell, float32 and float64."""
@@ -247,6 +305,15 @@ def test_not_chosen_on_the_cpu_outside_the_interpreter(monkeypatch):
     assert select_backend(None, "lstm", cpu, torch.float32).name in ("native", "fused")
     reason = rnnkit.backends.get_backend("triton").unsupported_reason("lstm", cpu, torch.float32)
     assert "TRITON_INTERPRET=1" in reason
+    from rnnkit.backends.minimal import run_min, select_min_engine
+
+    assert select_min_engine(None, cpu, torch.float32) in ("native", "scan")
+    with pytest.raises(ValueError, match=r"backend: 'triton' cannot run torch.float32 on cpu "
+                                         r"\(device cpu is not CUDA"):
+        select_min_engine("triton", cpu, torch.float32)
+    with pytest.raises(RuntimeError, match=r"rnnkit.ops.min_scan: engine 'triton': device cpu "
+                                           r"is not CUDA.*use engine 'scan'"):
+        run_min("triton", "mingru", "g", torch.zeros(2, 1, 4), torch.zeros(1, 2), None)
 
 
 @pytest.mark.skipif(CUDA, reason="on a GPU the benchmark itself is the check")
@@ -262,7 +329,7 @@ def test_gpu_benchmark_script_runs_in_the_interpreter(tmp_path):
     out = tmp_path / "gpu.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu.py"), "--interpret",
-                             "--cells", "gru", "--json", str(out)],
+                             "--cells", "gru", "--min-cells", "mingru", "--json", str(out)],
                             check=False, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     payload = json.loads(out.read_text())
@@ -270,3 +337,6 @@ def test_gpu_benchmark_script_runs_in_the_interpreter(tmp_path):
     (fwd, both) = payload["results"]
     assert {"torch.nn", "triton", "triton-step", "triton-persistent", "fused"} <= set(both["ms"])
     assert fwd["tolerance_score"] <= 1
+    assert [(r["cell"], r["mode"]) for r in payload["minimal"]] == [("mingru", "forward"),
+                                                                    ("mingru", "fwd+bwd")]
+    assert payload["minimal"][1]["bound_ms"] > payload["minimal"][0]["bound_ms"] > 0

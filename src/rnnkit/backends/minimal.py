@@ -10,6 +10,9 @@ Engines:
 
 * ``native``: the C++ loop (``backends/native/minimal.cpp``), CPU, float32 and float64;
   gate maps fused into one pass over memory each way.
+* ``triton``: one Triton kernel each way (``backends/triton_engine``), CUDA (on the CPU
+  only in Triton's interpreter), float32 and float64; a program per block of channels
+  walks the steps, so every byte moves once.
 * ``scan``: the chunked parallel scan in torch operations
   (:func:`rnnkit.functional.minimal.scan_forward`, ``scan_backward``), any device and dtype.
 * ``reference``: the step-by-step loop with autograd
@@ -38,8 +41,8 @@ from rnnkit.functional.minimal import (
     sequential_forward,
 )
 
-MIN_ENGINES = ("native", "scan", "reference")
-_OPS = ("native", "scan")  # the engines that run through the operators
+MIN_ENGINES = ("triton", "native", "scan", "reference")
+_OPS = ("triton", "native", "scan")  # the engines that run through the operators
 
 
 def _fail(msg: str) -> None:
@@ -71,6 +74,10 @@ def check_min_inputs(engine: str, cell: str, activation: str, proj: Tensor, h0: 
                   f"{proj.device}")
         if build.load() is not None:
             _fail(f"engine 'native' is unavailable ({build.load()}); use engine 'scan'")
+    if engine == "triton":
+        reason = _triton_unsupported(proj.device, proj.dtype)
+        if reason is not None:
+            _fail(f"engine 'triton': {reason}; use engine 'scan'")
     if lengths is not None and (lengths.dim() != 1 or lengths.shape[0] != B
                                 or lengths.dtype != torch.int64 or lengths.device.type != "cpu"):
         _fail(f"lengths: expected an int64 CPU tensor of shape ({B},), got {lengths.dtype} "
@@ -95,6 +102,10 @@ def _forward_impl(engine: str, cell: str, activation: str, proj: Tensor, h0: Ten
     if T == 0 or B == 0:
         return proj.new_zeros(T, B, h0.shape[1])
     _check_length_values(lengths, T)
+    if engine == "triton":
+        from rnnkit.backends.triton_engine import loops
+
+        return loops.min_forward(cell, activation, proj, h0, lengths)
     if engine == "native":
         return torch.ops.rnnkit.min_forward(*_codes(cell, activation), proj.contiguous(),
                                             h0.contiguous(), lengths)
@@ -117,6 +128,10 @@ def _backward_impl(engine: str, cell: str, activation: str, proj: Tensor, h0: Te
     if T == 0 or B == 0:
         return [torch.zeros_like(proj), torch.zeros_like(h0)]
     _check_length_values(lengths, T)
+    if engine == "triton":
+        from rnnkit.backends.triton_engine import loops
+
+        return loops.min_backward(cell, activation, proj, h0, lengths, h, dh)
     if engine == "native":
         dproj, dh0 = torch.ops.rnnkit.min_backward(
             *_codes(cell, activation), proj.contiguous(), h0.contiguous(), lengths,
@@ -204,13 +219,23 @@ def native_available() -> bool:
     return build.load() is None
 
 
+def _triton_unsupported(device: torch.device, dtype: torch.dtype) -> str | None:
+    from rnnkit.backends.triton_engine import TritonBackend
+
+    return TritonBackend().unsupported_reason("lstm", device, dtype)
+
+
 def select_min_engine(backend: str | None, device: torch.device, dtype: torch.dtype) -> str:
-    """The engine a minimal layer runs: ``backend`` if given (checked), else ``native`` on
-    the CPU in float32/float64 when built, else ``scan``."""
+    """The engine a minimal layer runs: ``backend`` if given (checked), else ``triton`` on
+    CUDA in float32/float64 where Triton is installed, ``native`` on the CPU in
+    float32/float64 when built, else ``scan``."""
     if backend is not None:
         if backend not in MIN_ENGINES:
             raise ValueError(f"backend: the minimal cells run on {', '.join(MIN_ENGINES)}, "
                              f"got {backend!r}")
+        if backend == "triton" and _triton_unsupported(device, dtype) is not None:
+            raise ValueError(f"backend: 'triton' cannot run {dtype} on {device} "
+                             f"({_triton_unsupported(device, dtype)})")
         if backend == "native" and (device.type != "cpu"
                                     or dtype not in (torch.float32, torch.float64)
                                     or not native_available()):
@@ -218,6 +243,8 @@ def select_min_engine(backend: str | None, device: torch.device, dtype: torch.dt
                              f"native engine built; got {dtype} on {device}"
                              + ("" if native_available() else f" ({build.load()})"))
         return backend
+    if device.type == "cuda" and _triton_unsupported(device, dtype) is None:
+        return "triton"
     if device.type == "cpu" and dtype in (torch.float32, torch.float64) and native_available():
         return "native"
     return "scan"

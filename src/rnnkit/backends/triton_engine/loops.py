@@ -221,5 +221,43 @@ def c0_of(cache: Sequence[Tensor], dummy: Tensor) -> Tensor:
     return cache[0] if cache else dummy
 
 
-__all__ = ["cell_backward", "cell_forward"]
 
+
+
+# The minimal cells: one launch each way over the whole sequence (``min_fwd``, ``min_bwd``).
+MIN_BLOCK = 256  # channels (of B H) per program
+MIN_CELL_CODES = {"mingru": 0, "minlstm": 1}
+ACTIVATION_CODES = {"g": 0, "identity": 1}
+
+
+def min_forward(cell: str, activation: str, proj: Tensor, h0: Tensor,
+                lengths: Tensor | None) -> Tensor:
+    """h [T, B, H] of ``torch.ops.rnnkit.min_scan`` (inputs checked there, T and B > 0)."""
+    T, B, _ = proj.shape
+    H = h0.shape[1]
+    proj, h0 = proj.contiguous(), h0.contiguous()
+    h = proj.new_empty(T, B, H)
+    lens = h0 if lengths is None else lengths.to(device=proj.device, dtype=torch.int32)
+    K.min_fwd[(_cdiv(B * H, MIN_BLOCK),)](
+        proj, h0, lens, h, T, B, H, CELL=MIN_CELL_CODES[cell], ACT=ACTIVATION_CODES[activation],
+        HAS_LEN=lengths is not None, BLOCK=MIN_BLOCK)
+    return h
+
+
+def min_backward(cell: str, activation: str, proj: Tensor, h0: Tensor, lengths: Tensor | None,
+                 h: Tensor, dh: Tensor) -> list[Tensor]:
+    """[dproj, dh0] of ``torch.ops.rnnkit.min_scan_backward``."""
+    T, B, G = proj.shape
+    H = h0.shape[1]
+    proj, h0, h, dh = proj.contiguous(), h0.contiguous(), h.contiguous(), dh.contiguous()
+    dproj = torch.empty_like(proj)
+    dh0 = torch.empty_like(h0)
+    lens = h0 if lengths is None else lengths.to(device=proj.device, dtype=torch.int32)
+    K.min_bwd[(_cdiv(B * H, MIN_BLOCK),)](
+        proj, h0, lens, h, dh, dproj, dh0, T, B, H, (T - 1) * B * G, (T - 1) * B * H,
+        CELL=MIN_CELL_CODES[cell], ACT=ACTIVATION_CODES[activation],
+        HAS_LEN=lengths is not None, BLOCK=MIN_BLOCK)
+    return [dproj, dh0]
+
+
+__all__ = ["cell_backward", "cell_forward", "min_backward", "min_forward", "persistent"]
