@@ -16,6 +16,7 @@ choice there unless that variable is set. Triton is an extra: ``pip install rnnk
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -35,8 +36,14 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+@functools.cache
 def installed() -> bool:
     return importlib.util.find_spec("triton") is not None
+
+
+@functools.cache
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
 
 
 class TritonKernel(NativeKernel):
@@ -70,6 +77,11 @@ class TritonBackend:
             return f"dtype {dtype} is not float32 or float64"
         if not installed():
             return "Triton is not installed (pip install 'rnnkit[gpu]')"
+        if device.type == "cuda":
+            major, minor = _capability(device.index if device.index is not None
+                                       else torch.cuda.current_device())
+            if major < 7:  # as torch.utils._triton.has_triton
+                return f"GPU compute capability {major}.{minor} is below Triton's 7.0"
         return None
 
     def run(self, cell: str, x: Tensor, states0: tuple[Tensor, ...], w_ih: Tensor,

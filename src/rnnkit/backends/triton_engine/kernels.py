@@ -599,17 +599,22 @@ def _softplus(x):
 
 @triton.jit
 def _activate(u, ACT: tl.constexpr):
+    # One return per function: every helper here has a single exit.
     if ACT == 1:
-        return u
-    return tl.where(u >= 0, u + 0.5, _sigmoid(u))
+        out = u
+    else:
+        out = tl.where(u >= 0, u + 0.5, _sigmoid(u))
+    return out
 
 
 @triton.jit
 def _activate_derivative(u, ACT: tl.constexpr):
     if ACT == 1:
-        return u * 0.0 + 1.0
-    s = _sigmoid(u)
-    return tl.where(u >= 0, 1.0, s * (1.0 - s))
+        out = u * 0.0 + 1.0
+    else:
+        s = _sigmoid(u)
+        out = tl.where(u >= 0, 1.0, s * (1.0 - s))
+    return out
 
 
 @triton.jit
@@ -617,17 +622,25 @@ def _min_gates(p, H, m, CELL: tl.constexpr):
     # (k or kf, ki (minlstm; else 0), u) at pointers p of gate block 0
     k = tl.load(p, mask=m, other=0.0)
     if CELL == 0:
-        return k, k * 0.0, tl.load(p + H, mask=m, other=0.0)
-    return k, tl.load(p + H, mask=m, other=0.0), tl.load(p + 2 * H, mask=m, other=0.0)
+        ki = k * 0.0
+        u = tl.load(p + H, mask=m, other=0.0)
+    else:
+        ki = tl.load(p + H, mask=m, other=0.0)
+        u = tl.load(p + 2 * H, mask=m, other=0.0)
+    return k, ki, u
 
 
 @triton.jit
 def _min_coefficients(k, ki, u, CELL: tl.constexpr, ACT: tl.constexpr):
     # (a, b, and the factor of b before the activation: z or i')
     if CELL == 0:
-        return _sigmoid(-k), _sigmoid(k) * _activate(u, ACT), _sigmoid(k)
-    d = _softplus(-ki) - _softplus(-k)  # log f - log i
-    return _sigmoid(d), _sigmoid(-d) * _activate(u, ACT), _sigmoid(-d)
+        a = _sigmoid(-k)
+        f = _sigmoid(k)
+    else:
+        d = _softplus(-ki) - _softplus(-k)  # log f - log i
+        a = _sigmoid(d)
+        f = _sigmoid(-d)
+    return a, f * _activate(u, ACT), f
 
 
 @triton.jit

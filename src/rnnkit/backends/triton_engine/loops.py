@@ -63,6 +63,12 @@ def _row_block(H: int) -> tuple[int, int]:
     return max(1, min(16, 2048 // hp)), hp
 
 
+def _row_warps(hp: int) -> int:
+    """Warps of a whole-row program: more for wide rows (a row of four gates at H = 1024
+    is 4,096 values per row)."""
+    return 8 if hp >= 512 else 4
+
+
 def triton_next_power_of_2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
@@ -125,7 +131,8 @@ def cell_forward(kind: int, xp: Tensor, w_hh: Tensor, b_step: Tensor | None,
             zh if zh is not None else dummy, zc if zc is not None else dummy,
             off_g, off_h, off_hn, t * B * NORMS[kind], n, H,
             CELL=kind, NG=NG[kind], NORMS=NORMS[kind], HAS_BHH=b_step is not None,
-            HAS_ZH=zh is not None, HAS_ZC=zc is not None, BB=rbb, HP=hp)
+            HAS_ZH=zh is not None, HAS_ZC=zc is not None, BB=rbb, HP=hp,
+            num_warps=_row_warps(hp))
 
 
 def cell_backward(kind: int, acts: Tensor, w_hh: Tensor, step_extra: Sequence[Tensor],
@@ -184,7 +191,8 @@ def cell_backward(kind: int, acts: Tensor, w_hh: Tensor, step_extra: Sequence[Te
                 dcache if dcache is not None else dummy,
                 t * B * G, t * B * H, t * B * NORMS[kind], n, H,
                 CELL=kind, NG=NG[kind], NORMS=NORMS[kind],
-                HAS_DY=dy is not None and norms is None, BB=rbb, HP=hp, **zflags)
+                HAS_DY=dy is not None and norms is None, BB=rbb, HP=hp,
+                num_warps=_row_warps(hp), **zflags)
             carry_back(t, n)
         return
     if T > 0 and B > 0 and norms is None and persistent(kind, T, B, H, acts.element_size()):
