@@ -281,6 +281,14 @@ def test_selection():
     engine = rnnkit.backends.get_backend("triton")
     assert "float32 or float64" in engine.unsupported_reason("lstm", DEV, torch.bfloat16)
 
+    # A GPU older than Triton supports is refused, by name, before any kernel is built.
+    from rnnkit.backends import triton_engine
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(triton_engine, "_capability", lambda index: (6, 1))
+        reason = engine.unsupported_reason("lstm", torch.device("cuda:0"), torch.float32)
+    assert reason == "GPU compute capability 6.1 is below Triton's 7.0"
+
 
 def test_loop_choice():
     """Persistent over time where W_hh fits on chip, a launch per step otherwise; the
