@@ -67,6 +67,41 @@ def _hidden_dot(acc, a, w_hh, q, cols, ks, kmask, cmask, H, PREC: tl.constexpr):
 
 
 @triton.jit
+def _lstm_gates(gx, r0, r1, r2, r3, m2, H):
+    # i, f, g, o from the input side (in gx) plus the recurrent side r0..r3; the
+    # activations replace the pre-activations in gx (what the backward reads).
+    i = _sigmoid(tl.load(gx, mask=m2, other=0.0) + r0)
+    f = _sigmoid(tl.load(gx + H, mask=m2, other=0.0) + r1)
+    g = _tanh(tl.load(gx + 2 * H, mask=m2, other=0.0) + r2)
+    o = _sigmoid(tl.load(gx + 3 * H, mask=m2, other=0.0) + r3)
+    tl.store(gx, i, mask=m2)
+    tl.store(gx + H, f, mask=m2)
+    tl.store(gx + 2 * H, g, mask=m2)
+    tl.store(gx + 3 * H, o, mask=m2)
+    return i, f, g, o
+
+
+@triton.jit
+def _gru_step(gx, ghp, gh0, gh1, gh2, b_hh, cols, cmask, m2, hp, H, HAS_BHH: tl.constexpr):
+    # gh = the recurrent side (+ b_hh), kept at ghp (cache0); r, z, n replace the input
+    # side's pre-activations in gx; returns h_t = (1 - z) n + z h_{t-1}.
+    if HAS_BHH:
+        gh0 += tl.load(b_hh + cols, mask=cmask, other=0.0)[None, :]
+        gh1 += tl.load(b_hh + H + cols, mask=cmask, other=0.0)[None, :]
+        gh2 += tl.load(b_hh + 2 * H + cols, mask=cmask, other=0.0)[None, :]
+    tl.store(ghp, gh0, mask=m2)
+    tl.store(ghp + H, gh1, mask=m2)
+    tl.store(ghp + 2 * H, gh2, mask=m2)
+    r = _sigmoid(tl.load(gx, mask=m2, other=0.0) + gh0)
+    z = _sigmoid(tl.load(gx + H, mask=m2, other=0.0) + gh1)
+    nn = _tanh(tl.load(gx + 2 * H, mask=m2, other=0.0) + r * gh2)
+    tl.store(gx, r, mask=m2)
+    tl.store(gx + H, z, mask=m2)
+    tl.store(gx + 2 * H, nn, mask=m2)
+    return nn + z * (hp - nn)
+
+
+@triton.jit
 def _fwd_tile(pid_b, pid_h, xp, states_h, states_c, cache0, w_hh, b_hh, mask, h_in, zh, zc,
               off_g, off_h, off_hn, n, H,
               CELL: tl.constexpr, NG: tl.constexpr, HAS_BHH: tl.constexpr,
@@ -120,30 +155,10 @@ def _fwd_tile(pid_b, pid_h, xp, states_h, states_c, cache0, w_hh, b_hh, mask, h_
             h = tl.maximum(pre, 0.0)
         tl.store(gx, h, mask=m2)  # the activation is what the backward reads
     elif CELL == 4:  # GRU: gh = W_hh h_{t-1} + b_hh kept in cache0 [B, 3H]
-        if HAS_BHH:
-            acc0 += tl.load(b_hh + cols, mask=cmask, other=0.0)[None, :]
-            acc1 += tl.load(b_hh + H + cols, mask=cmask, other=0.0)[None, :]
-            acc2 += tl.load(b_hh + 2 * H + cols, mask=cmask, other=0.0)[None, :]
         gh = cache0 + off_g + rows[:, None] * G + cols[None, :]
-        tl.store(gh, acc0, mask=m2)
-        tl.store(gh + H, acc1, mask=m2)
-        tl.store(gh + 2 * H, acc2, mask=m2)
-        r = _sigmoid(tl.load(gx, mask=m2, other=0.0) + acc0)
-        z = _sigmoid(tl.load(gx + H, mask=m2, other=0.0) + acc1)
-        nn = _tanh(tl.load(gx + 2 * H, mask=m2, other=0.0) + r * acc2)
-        tl.store(gx, r, mask=m2)
-        tl.store(gx + H, z, mask=m2)
-        tl.store(gx + 2 * H, nn, mask=m2)
-        h = nn + z * (hp - nn)  # (1 - z) n + z h_{t-1}
+        h = _gru_step(gx, gh, acc0, acc1, acc2, b_hh, cols, cmask, m2, hp, H, HAS_BHH)
     else:  # LSTM (i, f, g, o) and carry-LSTM (and beta)
-        i = _sigmoid(tl.load(gx, mask=m2, other=0.0) + acc0)
-        f = _sigmoid(tl.load(gx + H, mask=m2, other=0.0) + acc1)
-        g = _tanh(tl.load(gx + 2 * H, mask=m2, other=0.0) + acc2)
-        o = _sigmoid(tl.load(gx + 3 * H, mask=m2, other=0.0) + acc3)
-        tl.store(gx, i, mask=m2)
-        tl.store(gx + H, f, mask=m2)
-        tl.store(gx + 2 * H, g, mask=m2)
-        tl.store(gx + 3 * H, o, mask=m2)
+        i, f, g, o = _lstm_gates(gx, acc0, acc1, acc2, acc3, m2, H)
         cp = tl.load(states_c + off_h + hidx, mask=m2, other=0.0)
         c = f * cp + i * g
         tc = _tanh(c)
@@ -159,6 +174,24 @@ def _fwd_tile(pid_b, pid_h, xp, states_h, states_c, cache0, w_hh, b_hh, mask, h_
     if HAS_ZH:
         h = _lerp(h, hp, tl.load(zh + off_h + hidx, mask=m2, other=0.0))
     tl.store(states_h + off_hn + hidx, h, mask=m2)
+
+
+@triton.jit
+def _lstm_saved(gx, cache0, states_c, dc, zc, off_h, hidx, m2, H, HAS_ZC: tl.constexpr):
+    # What an LSTM's backward step reads: the activations i, f, g, o, tanh(c_t) (of the
+    # cell norm's output for ln-lstm), c_{t-1}, and dL/dc_t less the share zoneout kept.
+    i = tl.load(gx, mask=m2, other=0.0)
+    f = tl.load(gx + H, mask=m2, other=0.0)
+    g = tl.load(gx + 2 * H, mask=m2, other=0.0)
+    o = tl.load(gx + 3 * H, mask=m2, other=0.0)
+    tc = tl.load(cache0 + off_h + hidx, mask=m2, other=0.0)
+    cp = tl.load(states_c + off_h + hidx, mask=m2, other=0.0)
+    dcv = tl.load(dc + hidx, mask=m2, other=0.0)
+    kept_c = dcv * 0.0
+    if HAS_ZC:
+        kept_c = dcv * tl.load(zc + off_h + hidx, mask=m2, other=0.0)
+        dcv -= kept_c
+    return i, f, g, o, tc, cp, dcv, kept_c
 
 
 @triton.jit
@@ -233,17 +266,8 @@ def _bwd_tile(pid_b, pid_h, acts, states_h, states_c, cache0, w_hh, mask, zh, zc
         tl.store(dhg + 2 * H, dn * r, mask=m2)
         direct = d * z
     else:
-        i = tl.load(gx, mask=m2, other=0.0)
-        f = tl.load(gx + H, mask=m2, other=0.0)
-        g = tl.load(gx + 2 * H, mask=m2, other=0.0)
-        o = tl.load(gx + 3 * H, mask=m2, other=0.0)
-        tc = tl.load(cache0 + off_h + hidx, mask=m2, other=0.0)
-        cp = tl.load(states_c + off_h + hidx, mask=m2, other=0.0)
-        dcv = tl.load(dc + hidx, mask=m2, other=0.0)
-        kept_c = dcv * 0.0
-        if HAS_ZC:
-            kept_c = dcv * tl.load(zc + off_h + hidx, mask=m2, other=0.0)
-            dcv -= kept_c
+        i, f, g, o, tc, cp, dcv, kept_c = _lstm_saved(gx, cache0, states_c, dc, zc, off_h,
+                                                       hidx, m2, H, HAS_ZC)
         dct = dcv + d * o * (1.0 - tc * tc)
         tl.store(dx, dct * g * i * (1.0 - i), mask=m2)
         tl.store(dx + H, dct * cp * f * (1.0 - f), mask=m2)
@@ -437,14 +461,7 @@ def ln_fwd_row(xp, states_h, states_c, cache0, cache1, cache2, rstd, w_h, w_c, b
     hp = tl.load(states_h + off_h + hidx, mask=m2, other=0.0)
     if CELL == 5:  # ln-lstm
         w3 = tl.load(w_h + 3 * H + cols, mask=cmask, other=0.0)[None, :]
-        i = _sigmoid(tl.load(gx, mask=m2, other=0.0) + x0 * w0)
-        f = _sigmoid(tl.load(gx + H, mask=m2, other=0.0) + x1 * w1)
-        g = _tanh(tl.load(gx + 2 * H, mask=m2, other=0.0) + x2 * w2)
-        o = _sigmoid(tl.load(gx + 3 * H, mask=m2, other=0.0) + x3 * w3)
-        tl.store(gx, i, mask=m2)
-        tl.store(gx + H, f, mask=m2)
-        tl.store(gx + 2 * H, g, mask=m2)
-        tl.store(gx + 3 * H, o, mask=m2)
+        i, f, g, o = _lstm_gates(gx, x0 * w0, x1 * w1, x2 * w2, x3 * w3, m2, H)
         cp = tl.load(states_c + off_h + hidx, mask=m2, other=0.0)
         c = f * cp + i * g
         zero = c * 0.0
@@ -460,24 +477,8 @@ def ln_fwd_row(xp, states_h, states_c, cache0, cache1, cache2, rstd, w_h, w_c, b
             c = _lerp(c, cp, tl.load(zc + off_h + hidx, mask=m2, other=0.0))
         tl.store(states_c + off_hn + hidx, c, mask=m2)
     else:  # ln-gru: gh = LN(W_hh h) w_h + b_hh, kept in cache0 [B, 3H]
-        gh0 = x0 * w0
-        gh1 = x1 * w1
-        gh2 = x2 * w2
-        if HAS_BHH:
-            gh0 += tl.load(b_hh + cols, mask=cmask, other=0.0)[None, :]
-            gh1 += tl.load(b_hh + H + cols, mask=cmask, other=0.0)[None, :]
-            gh2 += tl.load(b_hh + 2 * H + cols, mask=cmask, other=0.0)[None, :]
-        ghp = cache0 + off_g + gidx
-        tl.store(ghp, gh0, mask=m2)
-        tl.store(ghp + H, gh1, mask=m2)
-        tl.store(ghp + 2 * H, gh2, mask=m2)
-        r = _sigmoid(tl.load(gx, mask=m2, other=0.0) + gh0)
-        z = _sigmoid(tl.load(gx + H, mask=m2, other=0.0) + gh1)
-        nn = _tanh(tl.load(gx + 2 * H, mask=m2, other=0.0) + r * gh2)
-        tl.store(gx, r, mask=m2)
-        tl.store(gx + H, z, mask=m2)
-        tl.store(gx + 2 * H, nn, mask=m2)
-        h = nn + z * (hp - nn)
+        h = _gru_step(gx, cache0 + off_g + gidx, x0 * w0, x1 * w1, x2 * w2, b_hh, cols, cmask,
+                      m2, hp, H, HAS_BHH)
     if HAS_ZH:
         h = _lerp(h, hp, tl.load(zh + off_h + hidx, mask=m2, other=0.0))
     tl.store(states_h + off_hn + hidx, h, mask=m2)
@@ -518,17 +519,8 @@ def ln_bwd_row(acts, states_h, states_c, cache0, cache1, cache2, rstd, w_h, w_c,
     w1 = tl.load(w_h + H + cols, mask=cmask, other=0.0)[None, :]
     w2 = tl.load(w_h + 2 * H + cols, mask=cmask, other=0.0)[None, :]
     if CELL == 5:  # ln-lstm
-        i = tl.load(gx, mask=m2, other=0.0)
-        f = tl.load(gx + H, mask=m2, other=0.0)
-        g = tl.load(gx + 2 * H, mask=m2, other=0.0)
-        o = tl.load(gx + 3 * H, mask=m2, other=0.0)
-        tc = tl.load(cache0 + off_h + hidx, mask=m2, other=0.0)
-        cp = tl.load(states_c + off_h + hidx, mask=m2, other=0.0)
-        dcv = tl.load(dc + hidx, mask=m2, other=0.0)
-        kept_c = dcv * 0.0
-        if HAS_ZC:
-            kept_c = dcv * tl.load(zc + off_h + hidx, mask=m2, other=0.0)
-            dcv -= kept_c
+        i, f, g, o, tc, cp, dcv, kept_c = _lstm_saved(gx, cache0, states_c, dc, zc, off_h,
+                                                       hidx, m2, H, HAS_ZC)
         dch = d * o * (1.0 - tc * tc)  # through h = o tanh(LN(c) w_c + b_c)
         tl.store(dcache + off_h + hidx, dch, mask=m2)
         xc = tl.load(cache2 + off_h + hidx, mask=m2, other=0.0)

@@ -73,6 +73,15 @@ def triton_next_power_of_2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+def _layer_norm_buffers(kind: int, cache: Sequence[Tensor], step_extra: Sequence[Tensor],
+                        dummy: Tensor) -> tuple[Tensor, ...]:
+    """(cache0, cache1, cache2, rstd, w_h, w_c, b_c) of a layer-norm cell (``dummy`` for
+    what ln-gru lacks): engine.cpp's cache layout and extra parameters."""
+    lstm = kind == K.LN_LSTM
+    return (cache[0], cache[1], cache[2] if lstm else dummy, cache[-1], step_extra[0],
+            step_extra[1] if lstm else dummy, step_extra[2] if lstm else dummy)
+
+
 def _precision(t: Tensor) -> str:
     del t
     return "ieee"  # float32 products in float32 (never TF32), float64 in float64
@@ -95,12 +104,8 @@ def cell_forward(kind: int, xp: Tensor, w_hh: Tensor, b_step: Tensor | None,
     hin = h_in if h_in is not None else dummy
     prec = _precision(xp)
     if kind >= K.LN_LSTM:
+        c0, c1, c2, rstd, w_h, w_c, b_c = _layer_norm_buffers(kind, cache, step_extra, dummy)
         rbb, hp = _row_block(H)
-        c0, c1 = cache[0], cache[1]
-        c2 = cache[2] if kind == K.LN_LSTM else dummy
-        rstd = cache[-1]
-        w_h = step_extra[0]
-        w_c, b_c = (step_extra[1], step_extra[2]) if kind == K.LN_LSTM else (dummy, dummy)
     else:
         c0 = cache[0] if cache else dummy
     b = b_step if b_step is not None else dummy
@@ -172,12 +177,8 @@ def cell_backward(kind: int, acts: Tensor, w_hh: Tensor, step_extra: Sequence[Te
         norms[t, :n] = dh[:n].norm(dim=1)
 
     if kind >= K.LN_LSTM:
+        c0, c1, c2, rstd, w_h, w_c, _ = _layer_norm_buffers(kind, cache, step_extra, dummy)
         rbb, hp = _row_block(H)
-        c0, c1 = cache[0], cache[1]
-        c2 = cache[2] if kind == K.LN_LSTM else dummy
-        rstd = cache[-1]
-        w_h = step_extra[0]
-        w_c = step_extra[1] if kind == K.LN_LSTM else dummy
         for t in reversed(range(T)):
             n = rows(t)
             if n == 0:
