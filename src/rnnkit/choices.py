@@ -58,6 +58,10 @@ BACKEND_CHOICES = ("triton", "native", "fused", "reference", "scan")  # availabl
 # scan (the minimal cells' parallel scan)
 LEVELS = ("char", "word")  # language-model tokens
 POOLINGS = ("last", "max", "mean", "attention")  # text classifier
+# text classifier: the embedding fine-tuned, frozen, or both side by side (Kim 2014's
+# non-static, static and multichannel)
+EMBEDDING_MODES = ("non-static", "static", "both")
+PRETRAINED_VECTORS = ("glove-6b-50d",)  # named word-vector sources (rnnkit.data.vectors)
 ATTENTIONS = ("none", "dot", "general", "additive")  # translator
 TOKENIZERS = ("auto", "word", "subword", "char", "jieba")  # translation
 BASELINE_NAMES = ("naive", "seasonal_naive", "ets", "arima", "seasonal_arima")  # forecasting

@@ -207,7 +207,7 @@ def test_vectors_file_sets_the_embedding_rows_and_size(reviews, tmp_path, capsys
     capsys.readouterr()
     assert main(["train", "textclass", *_data(reviews), *SMALL, "--epochs", "1", "--lr", "0",
                  "--vectors", str(vectors), "--out", str(out)]) == 0
-    assert "--embedding becomes 5" in capsys.readouterr().out
+    assert "the vectors have 5 dimensions; --embedding becomes 5" in capsys.readouterr().out
     vocab = Vocabulary.load(out / "vocab.json")
     rows = _weights(out / "checkpoints" / "last.ckpt")["embedding.weight"]
     assert rows.shape[1] == 5

@@ -41,6 +41,8 @@ ELSEWHERE = {
                   "split_seed": "the held-out split, drawn before the first batch",
                   "freeze_epochs": "freezes the pretrained layers for whole epochs",
                   "vectors": "a word-vector file the user points to (test_cli_textclass.py)",
+                  "embedding_mode": "which embedding rows train; needs --vectors "
+                                    "(test_word_vectors.py)",
                   "init_from": "a language-model run to start from (test_cli_textclass.py)",
                   "pretrained_lr_factor": "the rate of pretrained layers (with init_from)",
                   "classes": "a subset of labels of the user's data",

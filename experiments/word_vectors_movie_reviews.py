@@ -1,0 +1,137 @@
+"""Do pretrained word vectors help? Movie-review polarity with GloVe 6B 50-d vectors,
+frozen, fine-tuned and both, against the random embedding of the default recipe.
+
+The task: ``rnnkit train textclass`` on the 10,568 movie-review sentences, the default
+recipe (bidirectional GRU, 128 units, max pooling, dropout 0.5, Adam 2e-3 with a cosine
+schedule over 12 epochs, patience 4). The arms differ only in the embedding:
+
+* ``random``: 128 dimensions, random, trained (the default; its numbers are those of
+  ``experiments/pretraining_movie_reviews.py``'s "scratch" arm, same command and seeds);
+* ``glove-static``: ``--vectors glove-6b-50d --embedding-mode static`` (Kim 2014's
+  CNN-static: the vectors frozen);
+* ``glove-non-static``: ``--embedding-mode non-static`` (fine-tuned);
+* ``glove-both``: ``--embedding-mode both`` (a fine-tuned and a frozen copy side by side,
+  Kim's multichannel).
+
+Fixed split (split seed 0), model seeds 0, 1, 2; then 10-fold cross-validation (Kim's
+protocol, split seed 0, model seed 0) of the arm with the best mean validation accuracy.
+The script trains what is missing (a run folder that holds its results is reused) and
+writes a table and a JSON record::
+
+    python experiments/word_vectors_movie_reviews.py                 # about an hour on 2 cores
+    python experiments/word_vectors_movie_reviews.py --arms glove-static --seeds 0 --no-cv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _runs import train_once
+
+from rnnkit.cli import main as rnnkit_main
+
+HERE = Path(__file__).parent
+CLASSIFIER = ["textclass", "--data", "movie-reviews", "--no-progress"]
+GLOVE = ["--vectors", "glove-6b-50d"]
+ARMS = {"glove-static": [*GLOVE, "--embedding-mode", "static"],
+        "glove-non-static": [*GLOVE, "--embedding-mode", "non-static"],
+        "glove-both": [*GLOVE, "--embedding-mode", "both"]}
+RANDOM = HERE / "results" / "pretraining-movie-reviews.json"  # the default recipe's runs
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arms", default=",".join(ARMS), help="default: %(default)s")
+    p.add_argument("--seeds", default="0,1,2", help="default: %(default)s")
+    p.add_argument("--no-cv", action="store_true", help="skip the 10-fold cross-validation")
+    p.add_argument("--cv-arm", default=None, help="the arm cross-validated (default: the best "
+                   "on mean validation accuracy)")
+    p.add_argument("--cv-folds", default="1-10", help="the folds to run here, e.g. 1-5 "
+                   "(default: %(default)s)")
+    p.add_argument("--runs", type=Path, default=Path("runs/experiments/word-vectors-movie-reviews"),
+                   help="folder for the run folders (default: %(default)s)")
+    p.add_argument("--json", type=Path, default=HERE / "results" / "word-vectors-movie-reviews.json")
+    return p.parse_args(argv)
+
+
+def _summary(runs: list[dict]) -> dict:
+    accs = [r["test_accuracy"] for r in runs]
+    return {"test_accuracy_mean": statistics.mean(accs),
+            "test_accuracy_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "macro_f1_mean": statistics.mean(r["test_macro_f1"] for r in runs),
+            "val_accuracy_mean": statistics.mean(r["val_accuracy"] for r in runs),
+            "runs": runs}
+
+
+def run(args: argparse.Namespace) -> dict:
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    results: dict[str, dict] = {}
+    for arm in [a for a in args.arms.split(",") if a]:
+        runs = []
+        for s in seeds:
+            out = args.runs / f"{arm}-seed{s}"
+            m = train_once([*CLASSIFIER, *ARMS[arm], "--seed", str(s)], out)
+            frozen = m["pretrained"]["tokens"] * 50 if "static" in ARMS[arm] or "both" in ARMS[arm] else 0
+            runs.append({"seed": s, "test_accuracy": m["test"]["accuracy"],
+                         "test_macro_f1": m["test"]["macro_f1"],
+                         "val_accuracy": m["validation"]["accuracy"],
+                         "seconds": m["wall_time_s"], "epochs": m["epochs"],
+                         "parameters": m["parameters"], "trainable": m["parameters"] - frozen,
+                         "found": m["pretrained"]["found"], "tokens": m["pretrained"]["tokens"],
+                         "run": str(out)})
+        results[arm] = _summary(runs)
+    record: dict = {"experiment": "word-vectors-movie-reviews", "command": CLASSIFIER,
+                    "arms": {a: ARMS[a] for a in results}, "results": results}
+    if RANDOM.is_file():
+        record["random"] = json.loads(RANDOM.read_text()).get("results", {}).get("scratch")
+    if not args.no_cv and (results or args.cv_arm):
+        arm = args.cv_arm or max(results, key=lambda a: results[a]["val_accuracy_mean"])
+        out = args.runs / f"{arm}-cv10"
+        folds = _folds(args.cv_folds)
+        per_fold = {}
+        for fold in folds:  # one fold per command, so two processes can share the folds
+            metrics = out / f"fold-{fold:02d}" / "metrics.json"
+            if not metrics.is_file():
+                code = rnnkit_main(["train", *CLASSIFIER, *ARMS[arm], "--folds", "10",
+                                    "--fold", str(fold), "--seed", "0", "--out", str(out)])
+                if code != 0:
+                    raise SystemExit(f"fold {fold} into {out} failed (exit {code})")
+            m = json.loads(metrics.read_text())
+            per_fold[fold] = {**m["test"], "seconds": m["wall_time_s"]}
+        accs = [f["accuracy"] for f in per_fold.values()]
+        record["cv10"] = {"arm": arm, "folds": per_fold,
+                          "accuracy_mean": statistics.mean(accs),
+                          "accuracy_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                          "accuracy_min": min(accs), "accuracy_max": max(accs),
+                          "macro_f1_mean": statistics.mean(f["macro_f1"] for f in per_fold.values())}
+    return record
+
+
+def _folds(text: str) -> list[int]:
+    """``1-10``, ``1-5`` or ``3,7``: the folds this process runs."""
+    if "-" in text:
+        first, last = (int(v) for v in text.split("-"))
+        return list(range(first, last + 1))
+    return [int(v) for v in text.split(",") if v]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    record = run(args)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(record, indent=2) + "\n")
+    for arm, r in record["results"].items():
+        print(f"{arm:18s} test {r['test_accuracy_mean']:.2%} ± {r['test_accuracy_sd']:.2%}  "
+              f"macro-F1 {r['macro_f1_mean']:.3f}  val {r['val_accuracy_mean']}")
+    if "cv10" in record:
+        print("cv10:", {k: v for k, v in record["cv10"].items() if k != "folds"})
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
