@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> dict:
     record: dict = {"experiment": "word-vectors-movie-reviews", "command": CLASSIFIER,
                     "arms": {a: ARMS[a] for a in results}, "results": results}
     if RANDOM.is_file():
-        record["random"] = json.loads(RANDOM.read_text()).get("results", {}).get("scratch")
+        record["random"] = json.loads(RANDOM.read_text())["arms"]["scratch"]
     if not args.no_cv and (results or args.cv_arm):
         arm = args.cv_arm or max(results, key=lambda a: results[a]["val_accuracy_mean"])
         out = args.runs / f"{arm}-cv10"

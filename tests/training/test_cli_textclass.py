@@ -186,6 +186,61 @@ def test_frozen_for_the_whole_run_the_encoder_is_the_language_models(
     assert not torch.equal(after["head.weight"], torch.zeros_like(after["head.weight"]))
 
 
+def test_an_adapter_trains_alone_on_the_frozen_language_model(reviews, language_model, tmp_path,
+                                                             capsys):
+    """--adapter: the embedding and encoder stay the language model's, bit for bit; the
+    adapter and the head train; the run reports the trainable share."""
+    out = tmp_path / "adapter"
+    capsys.readouterr()
+    assert main(["train", "textclass", *_data(reviews), *SMALL, "--epochs", "2",
+                 "--init-from", str(language_model), "--adapter", "4", "--no-bidirectional",
+                 "--out", str(out)]) == 0
+    lm = _weights(language_model / "checkpoints" / "best.ckpt")
+    after = _weights(out / "checkpoints" / "last.ckpt")
+    for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+        assert torch.equal(after[f"encoder.{name}"], lm[f"encoder.{name}"])
+    lm_vocab = Vocabulary.load(language_model / "vocab.json")
+    vocab = Vocabulary.load(out / "vocab.json")
+    for token in [t for t in vocab.tokens if t in lm_vocab.index]:
+        assert torch.equal(after["embedding.weight"][vocab.index[token]],
+                           lm["embedding.weight"][lm_vocab.index[token]])
+    assert after["adapter.up.weight"].abs().sum() > 0  # it started at zero and learned
+    pretrained = json.loads((out / "pretrained.json").read_text())
+    trainable = 4 * 10 + 4 + 10 * 4 + 10 + 10 * 2 + 2  # down, up, head
+    assert (pretrained["adapter"], pretrained["trainable"]) == (4, trainable)
+    assert f"--adapter 4: {trainable:,} of {pretrained['parameters']:,} parameters train" in \
+        capsys.readouterr().out
+
+
+def test_a_fresh_adapter_leaves_the_pretrained_features_unchanged():
+    from rnnkit.models.text_classifier import TextClassifier, TextClassifierConfig
+
+    torch.manual_seed(0)
+    plain = TextClassifier(TextClassifierConfig(vocab_size=30, num_classes=2, embedding=5,
+                                                hidden=7, cell="lstm", pooling="mean"))
+    adapted = TextClassifier(TextClassifierConfig(vocab_size=30, num_classes=2, embedding=5,
+                                                  hidden=7, cell="lstm", pooling="mean",
+                                                  adapter=3))
+    missing = adapted.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["adapter.down.bias", "adapter.down.weight", "adapter.up.bias",
+                               "adapter.up.weight"]
+    plain.eval(), adapted.eval()
+    tokens, lengths = torch.randint(1, 30, (4, 9)), torch.tensor([9, 3, 5, 1])
+    assert torch.equal(adapted(tokens, lengths), plain(tokens, lengths))
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ([], "--adapter: adapts a pretrained encoder; give --init-from"),
+    (["--init-from", "LM"], "backward one could not train; add --no-bidirectional"),
+    (["--init-from", "LM", "--no-bidirectional", "--freeze-epochs", "1"],
+     "the pretrained layers stay frozen for the whole run; leave out --freeze-epochs")])
+def test_adapter_refusals(reviews, language_model, tmp_path, capsys, extra, message):
+    extra = [str(language_model) if a == "LM" else a for a in extra]
+    assert main(["train", "textclass", *_data(reviews), *SMALL, "--adapter", "4", *extra,
+                 "--out", str(tmp_path / "x")]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_init_from_refuses_a_character_model(tmp_path, reviews, capsys):
     text = tmp_path / "t.txt"
     text.write_text("some text to read\n" * 200)

@@ -45,6 +45,8 @@ ELSEWHERE = {
                                     "(test_word_vectors.py)",
                   "init_from": "a language-model run to start from (test_cli_textclass.py)",
                   "pretrained_lr_factor": "the rate of pretrained layers (with init_from)",
+                  "adapter": "adapters on a pretrained encoder (with init_from; "
+                             "test_cli_textclass.py)",
                   "classes": "a subset of labels of the user's data",
                   "text_col": "a column name of the user's file",
                   "label_col": "a column name of the user's file"},

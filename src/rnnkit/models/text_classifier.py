@@ -19,6 +19,11 @@ The embedding (``embedding_mode``, Kim 2014's names): ``non-static``, trained wi
 two side by side, a trained copy and a frozen one (Kim's multichannel), so the encoder reads
 2 x ``embedding`` numbers per word.
 
+Adapters (``adapter`` = N > 0, Houlsby et al. 2019): a bottleneck on the encoder's
+outputs, ``o + W_up relu(W_down o)`` with ``W_up`` and its bias zero at the start, so the
+pretrained encoder's features pass unchanged until it learns; the task then trains only
+the adapter and the head.
+
 The embedding and encoder are named as in :class:`~rnnkit.models.language_model.LanguageModel`,
 so a language model's weights load into them (:func:`transfer_language_model`).
 """
@@ -43,9 +48,12 @@ class TextClassifierConfig(EncoderConfig):
     embedding: int = 128
     pooling: str = "max"
     embedding_mode: str = "non-static"
+    adapter: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.adapter < 0:
+            raise ValueError(f"--adapter: expected a bottleneck size >= 0, got {self.adapter}")
         if self.embedding_mode not in EMBEDDING_MODES:
             raise ValueError(f"--embedding-mode: expected one of {', '.join(EMBEDDING_MODES)}, "
                              f"got {self.embedding_mode!r}")
@@ -75,6 +83,8 @@ class TextClassifier(nn.Module):
         if config.pooling == "attention":
             self.attention = nn.Sequential(nn.Linear(width, width), nn.Tanh(),
                                            nn.Linear(width, 1, bias=False))
+        if config.adapter:
+            self.adapter = Adapter(width, config.adapter)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(width, config.num_classes)
 
@@ -97,11 +107,13 @@ class TextClassifier(nn.Module):
             embedded = torch.cat([embedded, self.static_embedding(tokens)], dim=-1)
         embedded = self.dropout(embedded)
         output, state = self.encoder(embedded, lengths=lengths.cpu())  # [B, T, width]
+        adapt = self.adapter if self.config.adapter else (lambda t: t)
         pooling = self.config.pooling
         if pooling == "last":
             h_n = state[0] if isinstance(state, tuple) else state  # [layers * dirs, B, H]
             directions = 2 if self.config.bidirectional else 1
-            return torch.cat(list(h_n[-directions:]), dim=-1)
+            return adapt(torch.cat(list(h_n[-directions:]), dim=-1))
+        output = adapt(output)
         valid = (torch.arange(tokens.shape[1], device=tokens.device)[None, :]
                  < lengths.to(tokens.device)[:, None])  # [B, T]
         if pooling == "max":
@@ -122,6 +134,20 @@ class TextClassifier(nn.Module):
             groups.append([f"encoder.{name}" for name, _ in self.encoder.named_parameters()
                            if name.endswith(f"_l{layer}")])
         return [*groups, ["embedding.weight"]]
+
+
+class Adapter(nn.Module):
+    """``x + up(relu(down(x)))``, ``up`` zero at the start (the identity until it learns)."""
+
+    def __init__(self, width: int, bottleneck: int) -> None:
+        super().__init__()
+        self.down = nn.Linear(width, bottleneck)
+        self.up = nn.Linear(bottleneck, width)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.up(torch.relu(self.down(x)))
 
 
 @torch.no_grad()

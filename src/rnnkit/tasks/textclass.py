@@ -150,6 +150,9 @@ class TextClassificationModule(TrainingModule):
                                  ("macro_f1", MulticlassF1Score(n, average="macro")))})
         self.test_confusion = MulticlassConfusionMatrix(n)
         self.pretrained = bool(config.get("init_from"))
+        if model_config.adapter:  # only the adapter and what sits above it train
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(name.split(".")[0] in ("adapter", "head", "attention"))
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.model(tokens, lengths)
@@ -158,7 +161,7 @@ class TextClassificationModule(TrainingModule):
         return {f"model.{n}" for group in self.model.pretrained_groups() for n in group}
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        if not self.pretrained:
+        if not self.pretrained or self.model.config.adapter:
             return super().parameter_groups()
         names = self._pretrained_names()
         pretrained = [p for n, p in self.named_parameters() if n in names]
@@ -175,7 +178,7 @@ class TextClassificationModule(TrainingModule):
         return max(0, min(groups, epoch - frozen_for + 1))
 
     def on_train_epoch_start(self) -> None:
-        if not self.pretrained:
+        if not self.pretrained or self.model.config.adapter:
             return
         thawed = self.thawed_groups(self.current_epoch)
         params = dict(self.model.named_parameters())
@@ -220,6 +223,7 @@ def model_config(config: dict[str, Any], vocab_size: int, num_classes: int) -> T
     return TextClassifierConfig(
         vocab_size=vocab_size, num_classes=num_classes, embedding=config["embedding"],
         pooling=config["pooling"], embedding_mode=config.get("embedding_mode", "non-static"),
+        adapter=config.get("adapter", 0),
         **TextClassifierConfig.from_options(config))
 
 
@@ -277,6 +281,16 @@ class TextClassificationTask(catalog.TextclassOptions):
             raise ValueError("--fold: only with --folds K (cross-validation)")
         if config["vectors"] and config["init_from"]:
             raise ValueError("--vectors and --init-from both initialise the embedding; give one")
+        if config["adapter"]:
+            if not config["init_from"]:
+                raise ValueError("--adapter: adapts a pretrained encoder; give --init-from")
+            if config["freeze_epochs"]:
+                raise ValueError("--adapter: the pretrained layers stay frozen for the whole "
+                                 "run; leave out --freeze-epochs")
+            if config["bidirectional"]:
+                raise ValueError("--adapter: a language model provides the forward direction "
+                                 "only, and the backward one could not train; add "
+                                 "--no-bidirectional")
         if config["embedding_mode"] != "non-static" and not config["vectors"]:
             raise ValueError(f"--embedding-mode {config['embedding_mode']}: freezes word "
                              f"vectors; give them with --vectors")
@@ -336,6 +350,13 @@ class TextClassificationTask(catalog.TextclassOptions):
             counts = transfer_language_model(module.model, weights, lm_vocab.tokens,
                                              data.vocab.tokens)
             info = {"init_from": str(lm_dir), **counts}
+            if config["adapter"]:
+                total = sum(p.numel() for p in module.model.parameters())
+                trainable = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
+                info |= {"adapter": config["adapter"], "parameters": total,
+                         "trainable": trainable}
+                _say(f"--adapter {config['adapter']}: {trainable:,} of {total:,} parameters "
+                     f"train ({trainable / total:.1%})")
         if info:
             found = info["found"]
             _say(f"pretrained embedding: {found:,} of {info['tokens']:,} words found "
