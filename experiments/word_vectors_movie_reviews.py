@@ -11,7 +11,11 @@ schedule over 12 epochs, patience 4). The arms differ only in the embedding:
   CNN-static: the vectors frozen);
 * ``glove-non-static``: ``--embedding-mode non-static`` (fine-tuned);
 * ``glove-both``: ``--embedding-mode both`` (a fine-tuned and a frozen copy side by side,
-  Kim's multichannel).
+  Kim's multichannel);
+* ``lm-adapter`` (asked for by name): the word-level language model of
+  ``experiments/pretraining_movie_reviews.py`` (trained here if its folder lacks it), frozen,
+  with a 64-unit adapter on its encoder's outputs: ``--init-from LM --adapter 64
+  --no-bidirectional``; only the adapter and the head train.
 
 Fixed split (split seed 0), model seeds 0, 1, 2; then 10-fold cross-validation (Kim's
 protocol, split seed 0, model seed 0) of the arm with the best mean validation accuracy.
@@ -32,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _runs import train_once
+from pretraining_movie_reviews import LANGUAGE_MODEL
 
 from rnnkit.cli import main as rnnkit_main
 
@@ -42,6 +47,9 @@ ARMS = {"glove-static": [*GLOVE, "--embedding-mode", "static"],
         "glove-non-static": [*GLOVE, "--embedding-mode", "non-static"],
         "glove-both": [*GLOVE, "--embedding-mode", "both"]}
 RANDOM = HERE / "results" / "pretraining-movie-reviews.json"  # the default recipe's runs
+RANDOM_CV = HERE / "results" / "textclass-movie-reviews-cv10.json"
+LM_DIR = Path("runs/experiments/pretraining-movie-reviews/language-model")  # shared with it
+ADAPTER = ["--adapter", "64", "--no-bidirectional"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,8 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arms", default=",".join(ARMS), help="default: %(default)s")
     p.add_argument("--seeds", default="0,1,2", help="default: %(default)s")
     p.add_argument("--no-cv", action="store_true", help="skip the 10-fold cross-validation")
-    p.add_argument("--cv-arm", default=None, help="the arm cross-validated (default: the best "
-                   "on mean validation accuracy)")
+    p.add_argument("--cv-arm", default=None, help="the arms cross-validated, comma-separated "
+                   "(default: the best on mean validation accuracy)")
     p.add_argument("--cv-folds", default="1-10", help="the folds to run here, e.g. 1-5 "
                    "(default: %(default)s)")
     p.add_argument("--runs", type=Path, default=Path("runs/experiments/word-vectors-movie-reviews"),
@@ -72,11 +80,16 @@ def run(args: argparse.Namespace) -> dict:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     results: dict[str, dict] = {}
     for arm in [a for a in args.arms.split(",") if a]:
+        if arm == "lm-adapter":
+            train_once(LANGUAGE_MODEL, LM_DIR)
+            ARMS[arm] = ["--init-from", str(LM_DIR), *ADAPTER]
         runs = []
         for s in seeds:
             out = args.runs / f"{arm}-seed{s}"
             m = train_once([*CLASSIFIER, *ARMS[arm], "--seed", str(s)], out)
             frozen = m["pretrained"]["tokens"] * 50 if "static" in ARMS[arm] or "both" in ARMS[arm] else 0
+            if "--adapter" in ARMS[arm]:
+                frozen = m["pretrained"]["parameters"] - m["pretrained"]["trainable"]
             runs.append({"seed": s, "test_accuracy": m["test"]["accuracy"],
                          "test_macro_f1": m["test"]["macro_f1"],
                          "val_accuracy": m["validation"]["accuracy"],
@@ -89,27 +102,34 @@ def run(args: argparse.Namespace) -> dict:
                     "arms": {a: ARMS[a] for a in results}, "results": results}
     if RANDOM.is_file():
         record["random"] = json.loads(RANDOM.read_text())["arms"]["scratch"]
+    if RANDOM_CV.is_file():  # the same folds (split seed 0), model seed 0
+        record["random_cv10"] = json.loads(RANDOM_CV.read_text())
     if not args.no_cv and (results or args.cv_arm):
-        arm = args.cv_arm or max(results, key=lambda a: results[a]["val_accuracy_mean"])
-        out = args.runs / f"{arm}-cv10"
-        folds = _folds(args.cv_folds)
-        per_fold = {}
-        for fold in folds:  # one fold per command, so two processes can share the folds
-            metrics = out / f"fold-{fold:02d}" / "metrics.json"
-            if not metrics.is_file():
-                code = rnnkit_main(["train", *CLASSIFIER, *ARMS[arm], "--folds", "10",
-                                    "--fold", str(fold), "--seed", "0", "--out", str(out)])
-                if code != 0:
-                    raise SystemExit(f"fold {fold} into {out} failed (exit {code})")
-            m = json.loads(metrics.read_text())
-            per_fold[fold] = {**m["test"], "seconds": m["wall_time_s"]}
-        accs = [f["accuracy"] for f in per_fold.values()]
-        record["cv10"] = {"arm": arm, "folds": per_fold,
-                          "accuracy_mean": statistics.mean(accs),
-                          "accuracy_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                          "accuracy_min": min(accs), "accuracy_max": max(accs),
-                          "macro_f1_mean": statistics.mean(f["macro_f1"] for f in per_fold.values())}
+        chosen = (args.cv_arm.split(",") if args.cv_arm
+                  else [max(results, key=lambda a: results[a]["val_accuracy_mean"])])
+        record["cv10"] = {arm: _cross_validate(arm, args) for arm in chosen}
     return record
+
+
+def _cross_validate(arm: str, args: argparse.Namespace) -> dict:
+    """10-fold cross-validation of ``arm`` (split seed 0, model seed 0), one command per
+    fold so that two processes can share the folds; the folds' test metrics and summary."""
+    out = args.runs / f"{arm}-cv10"
+    per_fold = {}
+    for fold in _folds(args.cv_folds):
+        metrics = out / f"fold-{fold:02d}" / "metrics.json"
+        if not metrics.is_file():
+            code = rnnkit_main(["train", *CLASSIFIER, *ARMS[arm], "--folds", "10",
+                                "--fold", str(fold), "--seed", "0", "--out", str(out)])
+            if code != 0:
+                raise SystemExit(f"fold {fold} into {out} failed (exit {code})")
+        m = json.loads(metrics.read_text())
+        per_fold[fold] = {**m["test"], "seconds": m["wall_time_s"]}
+    accs = [f["accuracy"] for f in per_fold.values()]
+    return {"folds": per_fold, "accuracy_mean": statistics.mean(accs),
+            "accuracy_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "accuracy_min": min(accs), "accuracy_max": max(accs),
+            "macro_f1_mean": statistics.mean(f["macro_f1"] for f in per_fold.values())}
 
 
 def _folds(text: str) -> list[int]:
@@ -128,8 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     for arm, r in record["results"].items():
         print(f"{arm:18s} test {r['test_accuracy_mean']:.2%} ± {r['test_accuracy_sd']:.2%}  "
               f"macro-F1 {r['macro_f1_mean']:.3f}  val {r['val_accuracy_mean']}")
-    if "cv10" in record:
-        print("cv10:", {k: v for k, v in record["cv10"].items() if k != "folds"})
+    for arm, cv in record.get("cv10", {}).items():
+        print(f"{arm:18s} 10-fold CV {cv['accuracy_mean']:.2%} ± {cv['accuracy_sd']:.2%} "
+              f"(min {cv['accuracy_min']:.2%}, max {cv['accuracy_max']:.2%})")
     print(f"wrote {args.json}")
 
 
