@@ -11,7 +11,7 @@ SRC = Path(__file__).parents[1] / "src" / "rnnkit"
 # Lower ranks are imported by higher ones, never the other way round.
 RANK = {"choices": 0, "atomic": 0, "body_limit": 0,
         "functional": 1, "backends": 2, "nn": 3, "models": 4, "data": 4,
-        "forecasting": 5, "training": 6, "tasks": 7,
+        "forecasting": 5, "embeddings": 5, "training": 6, "tasks": 7,
         "export": 8, "serving": 8, "forecaster": 8, "parser": 9, "commands": 9, "cli": 10, "rnnkit": 11}
 
 
