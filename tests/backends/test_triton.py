@@ -148,7 +148,8 @@ def test_gradcheck():
                                  backend="triton", extra=extra)
         return (y, *final)
 
-    assert torch.autograd.gradcheck(f, (x, w[1]))
+    # fast mode: a random directional derivative against v^T J u (the interpreter is slow)
+    assert torch.autograd.gradcheck(f, (x, w[1]), fast_mode=True)
 
 
 def test_state_gradient_recording_matches_the_fused_engine():
