@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 
 from rnnkit.backends.triton_engine import kernels as K
+from rnnkit.backends.triton_engine import layer_norm_kernels as LN
+from rnnkit.backends.triton_engine import min_kernels as M
 
 # Tile sizes: rows x hidden units (x the slice of the product's inner dimension). tl.dot
 # needs at least 16 in each.
@@ -131,7 +133,7 @@ def cell_forward(kind: int, xp: Tensor, w_hh: Tensor, b_step: Tensor | None,
         K.product[(_cdiv(n, BB), _cdiv(G, BN))](
             sh, off_h, w_hh, c1, off_g, m, hin, n, H, G, TRANS_W=True, ACCUMULATE=False,
             MASK_A=mask is not None, MASK_OUT=False, PREC=prec, BB=BB, BN=BN, BK=BK)
-        K.ln_fwd_row[(_cdiv(n, rbb),)](
+        LN.ln_fwd_row[(_cdiv(n, rbb),)](
             xp, sh, sc, c0, c1, c2, rstd, w_h, w_c, b_c, b,
             zh if zh is not None else dummy, zc if zc is not None else dummy,
             off_g, off_h, off_hn, t * B * NORMS[kind], n, H,
@@ -185,7 +187,7 @@ def cell_backward(kind: int, acts: Tensor, w_hh: Tensor, step_extra: Sequence[Te
                 continue
             if norms is not None:
                 record(t, n)
-            K.ln_bwd_row[(_cdiv(n, rbb),)](
+            LN.ln_bwd_row[(_cdiv(n, rbb),)](
                 acts, sh, sc, c0, c1, c2, rstd, w_h, w_c, zh_, zc_,
                 dy if dy is not None else dummy, dh, dc, dgx,
                 dgh if dgh is not None else dummy, dr,
@@ -247,7 +249,7 @@ def min_forward(cell: str, activation: str, proj: Tensor, h0: Tensor,
     proj, h0 = proj.contiguous(), h0.contiguous()
     h = proj.new_empty(T, B, H)
     lens = h0 if lengths is None else lengths.to(device=proj.device, dtype=torch.int32)
-    K.min_fwd[(_cdiv(B * H, MIN_BLOCK),)](
+    M.min_fwd[(_cdiv(B * H, MIN_BLOCK),)](
         proj, h0, lens, h, T, B, H, CELL=MIN_CELL_CODES[cell], ACT=ACTIVATION_CODES[activation],
         HAS_LEN=lengths is not None, BLOCK=MIN_BLOCK)
     return h
@@ -262,7 +264,7 @@ def min_backward(cell: str, activation: str, proj: Tensor, h0: Tensor, lengths: 
     dproj = torch.empty_like(proj)
     dh0 = torch.empty_like(h0)
     lens = h0 if lengths is None else lengths.to(device=proj.device, dtype=torch.int32)
-    K.min_bwd[(_cdiv(B * H, MIN_BLOCK),)](
+    M.min_bwd[(_cdiv(B * H, MIN_BLOCK),)](
         proj, h0, lens, h, dh, dproj, dh0, T, B, H, (T - 1) * B * G, (T - 1) * B * H,
         CELL=MIN_CELL_CODES[cell], ACT=ACTIVATION_CODES[activation],
         HAS_LEN=lengths is not None, BLOCK=MIN_BLOCK)
