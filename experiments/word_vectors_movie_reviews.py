@@ -46,6 +46,15 @@ GLOVE = ["--vectors", "glove-6b-50d"]
 ARMS = {"glove-static": [*GLOVE, "--embedding-mode", "static"],
         "glove-non-static": [*GLOVE, "--embedding-mode", "non-static"],
         "glove-both": [*GLOVE, "--embedding-mode", "both"]}
+# Vectors trained here (rnnkit train embeddings, gensim's defaults: 100 dimensions, window
+# 5, 5 epochs) on sentiment-text: the training split's movie-review sentences (split seed
+# 0, as the fixed split) and 13,098 other review and tweet sentences; no validation or test
+# sentence of the fixed split is read. Not cross-validated: the folds' test sentences are
+# in the split-seed-0 training sentences.
+TRAINED = {"skipgram": ["embeddings", "--data", "sentiment-text", "--method", "skipgram"],
+           "cbow": ["embeddings", "--data", "sentiment-text", "--method", "cbow"]}
+for _method in TRAINED:
+    ARMS[f"{_method}-non-static"] = ["--vectors", f"<{_method}>"]
 RANDOM = HERE / "results" / "pretraining-movie-reviews.json"  # the default recipe's runs
 RANDOM_CV = HERE / "results" / "textclass-movie-reviews-cv10.json"
 LM_DIR = Path("runs/experiments/pretraining-movie-reviews/language-model")  # shared with it
@@ -83,11 +92,16 @@ def run(args: argparse.Namespace) -> dict:
         if arm == "lm-adapter":
             train_once(LANGUAGE_MODEL, LM_DIR)
             ARMS[arm] = ["--init-from", str(LM_DIR), *ADAPTER]
+        method = arm.split("-")[0]
+        if method in TRAINED:
+            vectors = _trained_vectors(method, args.runs)
+            ARMS[arm] = ["--vectors", str(vectors)]
         runs = []
         for s in seeds:
             out = args.runs / f"{arm}-seed{s}"
             m = train_once([*CLASSIFIER, *ARMS[arm], "--seed", str(s)], out)
-            frozen = m["pretrained"]["tokens"] * 50 if "static" in ARMS[arm] or "both" in ARMS[arm] else 0
+            frozen = (m["pretrained"]["tokens"] * json.loads((out / "config.json").read_text())["embedding"]
+                      if "static" in ARMS[arm] or "both" in ARMS[arm] else 0)
             if "--adapter" in ARMS[arm]:
                 frozen = m["pretrained"]["parameters"] - m["pretrained"]["trainable"]
             runs.append({"seed": s, "test_accuracy": m["test"]["accuracy"],
@@ -109,6 +123,16 @@ def run(args: argparse.Namespace) -> dict:
                   else [max(results, key=lambda a: results[a]["val_accuracy_mean"])])
         record["cv10"] = {arm: _cross_validate(arm, args) for arm in chosen}
     return record
+
+
+def _trained_vectors(method: str, runs: Path) -> Path:
+    """The run folder of ``rnnkit train embeddings`` for ``method``, trained if missing."""
+    out = runs / f"vectors-{method}"
+    if not (out / "report.json").is_file():
+        code = rnnkit_main(["train", *TRAINED[method], "--out", str(out)])
+        if code != 0:
+            raise SystemExit(f"training the {method} vectors into {out} failed (exit {code})")
+    return out
 
 
 def _cross_validate(arm: str, args: argparse.Namespace) -> dict:

@@ -72,7 +72,8 @@ def test_every_readme_command_is_accepted_by_the_parser(line, argv):
 
 # --- every command, run with a tiny budget (slow suite) ----------------------------------
 
-PLACEHOLDER = re.compile(r"runs/(seqclass|lm|textclass|forecast|translate|nextitem|video)/"
+PLACEHOLDER = re.compile(r"runs/(seqclass|lm|textclass|forecast|translate|nextitem|video|"
+                         r"embeddings)/"
                          r"\d{8}-\d{6}")
 # A tiny budget per task, appended after the README's own options (the last one wins).
 BUDGET = {
@@ -87,6 +88,7 @@ BUDGET = {
     "video": ["--epochs", "1"],
     "adding": ["--epochs", "1", "--hidden", "8", "--length", "12", "--train-size", "128"],
     "copy": ["--epochs", "1", "--hidden", "8", "--delay", "3", "--train-size", "128"],
+    "embeddings": ["--epochs", "1", "--min-count", "1", "--dimension", "8"],
 }
 WORDS = ["the", "film", "is", "a", "wonderful", "dull", "plot", "story", "station", "where"]
 
@@ -100,7 +102,7 @@ def _offline_data(task: str, argv: list[str], here: Path) -> list[str]:
     given = argv[argv.index("--data") + 1] if "--data" in argv else ""
     if task == "seqclass":
         return ["--data", "digits"]
-    if task == "lm":
+    if task in ("lm", "embeddings"):
         corpus = here / "corpus.txt"
         corpus.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(8))
                                     for _ in range(400)) + "\n")
@@ -213,7 +215,8 @@ def test_every_readme_command_runs_with_a_tiny_budget(tmp_path, monkeypatch, cap
                     args = [*args, "--data", "digits"]
                 else:
                     args = [*args, *_offline_data(task, argv, tmp_path), *BUDGET.get(task, [])]
-                if "--vectors" in args:
+                if "--vectors" in args and not args[args.index("--vectors") + 1].startswith(
+                        "runs/"):  # a named source: a file made here instead (no fetch)
                     vectors = tmp_path / "vectors.txt"
                     vectors.write_text("".join(f"{w} " + " ".join(["0.1"] * 5) + "\n"
                                                for w in WORDS))
@@ -225,7 +228,8 @@ def test_every_readme_command_runs_with_a_tiny_budget(tmp_path, monkeypatch, cap
                     args += ["--embedding", "8"]
                 if "--out" not in args:
                     args += ["--out", f"runs/{task}/{line}"]
-            args += ["--no-progress", "--quiet"] if "--resume" not in args else ["--quiet"]
+            if task != "embeddings":  # gensim's command has neither option
+                args += ["--no-progress", "--quiet"] if "--resume" not in args else ["--quiet"]
         elif args[:2] == ["lab", "compare"]:
             at = args.index("--length")
             args[at + 1] = "6,8"

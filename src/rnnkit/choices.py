@@ -62,6 +62,7 @@ POOLINGS = ("last", "max", "mean", "attention")  # text classifier
 # non-static, static and multichannel)
 EMBEDDING_MODES = ("non-static", "static", "both")
 PRETRAINED_VECTORS = ("glove-6b-50d",)  # named word-vector sources (rnnkit.data.vectors)
+EMBEDDING_METHODS = ("skipgram", "cbow")  # rnnkit train embeddings (word2vec)
 ATTENTIONS = ("none", "dot", "general", "additive")  # translator
 TOKENIZERS = ("auto", "word", "subword", "char", "jieba")  # translation
 BASELINE_NAMES = ("naive", "seasonal_naive", "ets", "arima", "seasonal_arima")  # forecasting

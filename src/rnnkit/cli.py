@@ -21,6 +21,7 @@ def _task_registry() -> Mapping[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> None:
+    from rnnkit.tasks.catalog import STANDALONE
     from rnnkit.training import runner
     from rnnkit.training.options import COMMON_OPTIONS, load_config_file, resolve
     from rnnkit.training.run_folder import read_run_config
@@ -28,6 +29,9 @@ def _run(args: argparse.Namespace) -> None:
     tasks = _task_registry()
     if args.command == "lab":
         handlers.lab_compare(args, tasks)
+        return
+    if args.command == "train" and args.task in STANDALONE:
+        handlers.train_standalone(args, STANDALONE[args.task])
         return
     if args.command == "train":
         task = tasks[args.task]
@@ -44,6 +48,13 @@ def _run(args: argparse.Namespace) -> None:
             return
         runner.train(task, config, resume=args.resume)
         return
+    if getattr(args, "run_dir", None) is not None:
+        from rnnkit.tasks.embeddings import is_embeddings_run
+
+        if is_embeddings_run(args.run_dir):
+            raise ValueError(f"{args.run_dir} is an embeddings run: it holds word vectors "
+                             f"(vectors.txt), not a model for rnnkit {args.command}; use them "
+                             f"with rnnkit train textclass --vectors {args.run_dir}")
     if args.command == "export":
         handlers.export(args)
         return

@@ -124,6 +124,19 @@ def recommend(args: argparse.Namespace) -> None:
         print(f"{rank:>3}  {r['score']:.4f}  {r['item']:<{width}}  {r['name']}".rstrip())
 
 
+def train_standalone(args: argparse.Namespace, spec: Any) -> None:
+    """``rnnkit train embeddings``: options resolved as for the tasks, then its own run."""
+    from rnnkit.tasks.embeddings import run
+    from rnnkit.training.options import load_config_file, resolve
+
+    given = {k: v for k, v in vars(args).items()
+             if k not in ("command", "task", "config", "threads")}
+    from_file = load_config_file(args.config) if args.config else {}
+    config = resolve(spec.options, spec.defaults, given, from_file)
+    config["workers"] = args.threads or 1
+    run(config)
+
+
 def lab_compare(args: argparse.Namespace, tasks: dict[str, Any]) -> None:
     import time
     from pathlib import Path

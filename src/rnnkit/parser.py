@@ -16,6 +16,7 @@ EPILOG = """examples:
   rnnkit predict runs/seqclass/20261123-101500 digit.png
   rnnkit train textclass                         BiGRU on movie-review sentence polarity
   rnnkit predict runs/textclass/20261123-130000 "a gorgeous, witty film"
+  rnnkit train embeddings --method cbow          word vectors (gensim) for textclass --vectors
   rnnkit train lm                                character-level GRU on Shakespeare
   rnnkit generate runs/lm/20261123-120000 --prompt "ROMEO." --length 400 --seed 1
   rnnkit train forecast                          GRU on AirPassengers, beside ETS and ARIMA
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_train(commands) -> None:
     """``rnnkit train TASK``: one sub-command per task of the catalog, its options first."""
-    from rnnkit.tasks.catalog import CATALOG
+    from rnnkit.tasks.catalog import CATALOG, STANDALONE
     from rnnkit.training.options import COMMON_OPTIONS, add_options
 
     train = commands.add_parser("train", help="train a model for a task",
@@ -88,7 +89,14 @@ def _add_train(commands) -> None:
                          "last checkpoint (only --epochs, --max-time, --patience, --nan-patience, "
                          "--quiet and device options may change)")
         _threads_option(run)
-
+    for spec in STANDALONE.values():  # not Lightning tasks: their own options only
+        sub = tasks.add_parser(spec.name, help=spec.description, description=spec.description)
+        own = sub.add_argument_group(f"{spec.name} options")
+        add_options(own, spec.options, spec.defaults)
+        sub.add_argument("--config", metavar="FILE", help="YAML or JSON file with any of the "
+                         "options above (keys with - or _); command-line options override it")
+        sub.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                         help="worker threads (default: 1, which makes a run repeatable)")
 
 
 def _add_lab(commands) -> None:

@@ -16,6 +16,7 @@ from rnnkit.training.checkpoint_io import load_checkpoint_file
 
 SMALL = ["--hidden", "12", "--embedding", "8", "--batch-size", "16", "--no-progress",
          "--lr", "0.02", "--min-freq", "1"]
+SMALL_WITH_VECTORS = SMALL[:2] + SMALL[4:]  # --embedding follows the vectors
 POSITIVE = ["wonderful", "moving", "brilliant", "funny", "gorgeous"]
 NEGATIVE = ["dull", "tedious", "awful", "clumsy", "boring"]
 FILLER = ["the", "film", "is", "a", "plot", "with", "its", "cast", "and", "story", "quite"]
@@ -260,15 +261,21 @@ def test_vectors_file_sets_the_embedding_rows_and_size(reviews, tmp_path, capsys
     vectors.write_text("3 5\n" + "".join(f"{w} {' '.join(map(str, v))}\n" for w, v in table.items()))
     out = tmp_path / "vec"
     capsys.readouterr()
-    assert main(["train", "textclass", *_data(reviews), *SMALL, "--epochs", "1", "--lr", "0",
+    assert main(["train", "textclass", *_data(reviews), *SMALL_WITH_VECTORS, "--epochs", "1", "--lr", "0",
                  "--vectors", str(vectors), "--out", str(out)]) == 0
-    assert "the vectors have 5 dimensions; --embedding becomes 5" in capsys.readouterr().out
+    assert "the vectors have 5 dimensions, so has the embedding" in capsys.readouterr().out
     vocab = Vocabulary.load(out / "vocab.json")
     rows = _weights(out / "checkpoints" / "last.ckpt")["embedding.weight"]
     assert rows.shape[1] == 5
     for word, vector in table.items():  # learning rate 0: the rows are as loaded
         assert rows[vocab.index[word]].tolist() == vector
     assert json.loads((out / "pretrained.json").read_text())["found"] == 3
+    # An --embedding that disagrees with the vectors is refused, not overridden.
+    assert main(["train", "textclass", *_data(reviews), *SMALL, "--vectors", str(vectors),
+                 "--out", str(tmp_path / "clash")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"rnnkit: error: --embedding 8: the vectors of --vectors {vectors} have 5 dimensions; "
+        "leave out --embedding (it follows the vectors) or give 5")
 
 
 def test_pretrained_layers_get_their_own_learning_rate_and_thaw_top_first():

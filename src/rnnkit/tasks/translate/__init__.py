@@ -26,6 +26,7 @@ Each translation stops at the end token or at ``--max-length-ratio`` x source to
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +52,10 @@ from rnnkit.tasks.translate.data import (
     TranslationData,
 )
 from rnnkit.training.module import TrainingModule
+from rnnkit.training.run_folder import write_json
 
 TRANSLATIONS_FILE = "translations.tsv"
+PRETRAINED_FILE = "pretrained.json"  # --source-vectors: what was found
 
 
 def _sacrebleu():
@@ -166,7 +169,7 @@ class TranslationModule(TrainingModule):
 def model_config(config: dict[str, Any], source_vocab: int, target_vocab: int) -> TranslatorConfig:
     return TranslatorConfig(
         source_vocab=source_vocab, target_vocab=target_vocab, embedding=config["embedding"],
-        attention=config["attention"], input_feeding=config["input_feeding"],
+        source_embedding=config.get("source_embedding"), attention=config["attention"], input_feeding=config["input_feeding"],
         tie_embeddings=config["tie_embeddings"], **TranslatorConfig.from_options(config),
         pad=SPECIALS.index(PAD), bos=SPECIALS.index(BOS), eos=SPECIALS.index(EOS))
 
@@ -269,7 +272,8 @@ class TranslationTask(catalog.TranslateOptions):
 
     # written from the data before training; a run stopped before its first checkpoint
     # is started again without them (rnnkit.training.run_folder.never_checkpointed)
-    data_files = (SOURCE_VOCAB, TARGET_VOCAB, SPEC_FILE, *SUBWORD_FILES.values())
+    data_files = (SOURCE_VOCAB, TARGET_VOCAB, SPEC_FILE, PRETRAINED_FILE,
+                  *SUBWORD_FILES.values())
 
     def add_routes(self, app, ctx) -> None:
         """The server's endpoint for these runs (:func:`rnnkit.tasks.routes.translate`)."""
@@ -289,8 +293,43 @@ class TranslationTask(catalog.TranslateOptions):
         for key in ("epochs", "batch_size", "source_tokenizer", "target_tokenizer"):
             if config.get(key) is None:
                 config[key] = preset.get(key, "auto")
+        if config.get("source_vectors"):
+            from rnnkit.data.vectors import vector_size
+
+            if config["source_tokenizer"] in ("subword", "char"):
+                raise ValueError(f"--source-vectors: word vectors need word tokens; the source "
+                                 f"is split into {config['source_tokenizer']} tokens (give "
+                                 "--source-tokenizer word)")
+            size = vector_size(config["source_vectors"])
+            if config["source_embedding"] not in (None, size):
+                raise ValueError(f"--source-embedding {config['source_embedding']}: the vectors "
+                                 f"of --source-vectors {config['source_vectors']} have {size} "
+                                 f"dimensions; leave out --source-embedding or give {size}")
+            config["source_embedding"] = size
         model_config(config, 1, 1)  # checks the sizes and the cell's options early
         return config
+
+    def initialise(self, module: TranslationModule, data: TranslationData,
+                   config: dict[str, Any], run_dir: Path) -> None:
+        """``--source-vectors``: the source embedding from word vectors (a fresh run)."""
+        if not config.get("source_vectors"):
+            return
+        from rnnkit.data.vectors import read_vectors
+        from rnnkit.embeddings import vector_rows
+
+        if data.spec.source_tokenizer not in ("word", "jieba"):
+            raise ValueError(f"--source-vectors: word vectors need word tokens; this source "
+                             f"is split into {data.spec.source_tokenizer} tokens (give "
+                             "--source-tokenizer word)")
+        rows, found = read_vectors(config["source_vectors"], data.source_vocab.index)
+        embedding = module.model.source_embedding
+        with torch.no_grad():
+            embedding.weight.copy_(vector_rows(rows, found, embedding.padding_idx))
+        info = {"source_vectors": config["source_vectors"], "tokens": len(data.source_vocab),
+                "found": int(found.sum())}
+        _say(f"--source-vectors: {info['found']:,} of {info['tokens']:,} source tokens found "
+             f"({info['found'] / info['tokens']:.1%})")
+        write_json(run_dir / PRETRAINED_FILE, info)
 
     def build(self, config: dict[str, Any],
               run_dir: Path | None = None) -> tuple[TranslationModule, TranslationData]:
@@ -348,7 +387,9 @@ class TranslationTask(catalog.TranslateOptions):
                          "bleu_tokenize": data.spec.bleu_tokenize},
                 "beam": {"beam": config["beam"], "length_penalty": config["length_penalty"],
                          **scores},
-                "examples": examples}
+                "examples": examples,
+                **({"pretrained": json.loads((run_dir / PRETRAINED_FILE).read_text())}
+                   if (run_dir / PRETRAINED_FILE).is_file() else {})}
 
     def predict(self, module: TranslationModule, data: TranslationData, text: str,
                 top: int = 3) -> list[dict[str, Any]]:
