@@ -213,6 +213,63 @@ def test_an_adapter_trains_alone_on_the_frozen_language_model(reviews, language_
         capsys.readouterr().out
 
 
+def test_an_adapter_on_an_earlier_classifier_run_keeps_both_directions(run, reviews, tmp_path,
+                                                                         capsys):
+    """--init-from a textclass run: its embedding, both encoder directions and attention
+    pooling are loaded, its head is not; with --adapter the embedding and the encoder stay
+    bit-identical through training."""
+    from rnnkit.tasks.textclass import TextClassificationModule, model_config
+
+    out = tmp_path / "adapted"
+    capsys.readouterr()
+    assert main(["train", "textclass", *_data(reviews), *SMALL, "--epochs", "1",
+                 "--pooling", "max", "--init-from", str(run), "--adapter", "4",
+                 "--out", str(out)]) == 0
+    assert "adopting the classifier run's --pooling attention" in capsys.readouterr().out
+    source = _weights(run / "checkpoints" / "best.ckpt")
+    fresh = TextClassificationModule(  # what the run started from, before training
+        json.loads((out / "config.json").read_text()), model_config(
+            json.loads((out / "config.json").read_text()),
+            len(Vocabulary.load(out / "vocab.json")), 2))
+    after = _weights(out / "checkpoints" / "last.ckpt")
+    encoder = [k for k in source if k.startswith("encoder.")]
+    assert any(k.endswith("_reverse") for k in encoder)
+    for name in encoder:
+        assert torch.equal(after[name], source[name]), name
+    source_vocab = Vocabulary.load(run / "vocab.json")
+    vocab = Vocabulary.load(out / "vocab.json")
+    for token in vocab.tokens:
+        assert torch.equal(after["embedding.weight"][vocab.index[token]],
+                           source["embedding.weight"][source_vocab.index[token]])
+    assert not torch.equal(after["head.weight"], source["head.weight"])
+    assert after["head.weight"].shape == fresh.model.head.weight.shape
+    pretrained = json.loads((out / "pretrained.json").read_text())
+    assert pretrained["init_from_task"] == "textclass"
+    assert pretrained["encoder"] == len(encoder)
+    trained = {n for n, p in fresh.model.named_parameters() if p.requires_grad}
+    assert trained == {"adapter.down.weight", "adapter.down.bias", "adapter.up.weight",
+                       "adapter.up.bias", "head.weight", "head.bias",
+                       *(n for n in source if n.startswith("attention."))}
+
+
+def test_a_classifier_runs_reverse_weights_are_pretrained_too():
+    from rnnkit.models.text_classifier import TextClassifier, TextClassifierConfig
+
+    model = TextClassifier(TextClassifierConfig(vocab_size=9, num_classes=2, embedding=3,
+                                                hidden=4, layers=2, bidirectional=True,
+                                                pooling="attention"))
+    top, bottom, embedding = model.pretrained_groups(reverse=True)
+    assert sorted(top) == sorted([f"encoder.{w}_l1{r}" for w in ("weight_ih", "weight_hh",
+                                                                 "bias_ih", "bias_hh")
+                                  for r in ("", "_reverse")]
+                                 + ["attention.0.weight", "attention.0.bias",
+                                    "attention.2.weight"])
+    assert len(bottom) == 8 and embedding == ["embedding.weight"]
+    lm_top, _, _ = model.pretrained_groups()  # a language model: the forward weights only
+    assert sorted(lm_top) == sorted(f"encoder.{w}_l1" for w in ("weight_ih", "weight_hh",
+                                                                 "bias_ih", "bias_hh"))
+
+
 def test_a_fresh_adapter_leaves_the_pretrained_features_unchanged():
     from rnnkit.models.text_classifier import TextClassifier, TextClassifierConfig
 

@@ -125,15 +125,22 @@ class TextClassifier(nn.Module):
         weights = torch.softmax(scores, dim=1)  # [B, T], zero on padding
         return torch.einsum("bt,btd->bd", weights, output.masked_fill(~valid[..., None], 0.0))
 
-    def pretrained_groups(self) -> list[list[str]]:
-        """Names of the parameters a language model provides, top layer first, then the
-        embedding: the order gradual unfreezing thaws them in. Reverse-direction weights
-        are not among them (a left-to-right language model has none)."""
+    def pretrained_groups(self, reverse: bool = False) -> list[list[str]]:
+        """Names of the parameters a pretrained run provides, top first, then the
+        embedding: the order gradual unfreezing thaws them in. A language model provides
+        the forward direction only; a classifier (``reverse``) also the reverse direction
+        and the attention pooling, which join the top group."""
         groups = []
+        names = [name for name, _ in self.encoder.named_parameters()]
         for layer in reversed(range(self.config.layers)):
-            groups.append([f"encoder.{name}" for name, _ in self.encoder.named_parameters()
-                           if name.endswith(f"_l{layer}")])
-        return [*groups, ["embedding.weight"]]
+            ends = (f"_l{layer}", f"_l{layer}_reverse") if reverse else (f"_l{layer}",)
+            groups.append([f"encoder.{n}" for n in names if n.endswith(ends)])
+        if reverse and self.config.pooling == "attention":
+            groups[0] += [f"attention.{n}" for n, _ in self.attention.named_parameters()]
+        embeddings = ["embedding.weight"]
+        if reverse and self.config.embedding_mode == "both":
+            embeddings.append("static_embedding.weight")
+        return [*groups, embeddings]
 
 
 class Adapter(nn.Module):
@@ -148,6 +155,46 @@ class Adapter(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.up(torch.relu(self.down(x)))
+
+
+def _map_rows(source: Tensor, target: Tensor, source_tokens: list[str],
+              tokens: list[str]) -> int:
+    """Each of ``tokens`` takes the row of the same token in ``source``; a token missing
+    there, the mean of its rows (as ULMFiT does). Returns how many were found."""
+    index = {t: i for i, t in enumerate(source_tokens)}
+    rows = torch.tensor([index.get(t, -1) for t in tokens])
+    found = rows >= 0
+    target.copy_(source.mean(dim=0).expand_as(target))
+    target[found] = source[rows[found]].to(target)
+    return int(found.sum())
+
+
+@torch.no_grad()
+def transfer_classifier(classifier: TextClassifier, state: dict[str, Tensor],
+                        source_tokens: list[str], tokens: list[str]) -> dict[str, int]:
+    """Load an earlier text classifier's embedding(s), encoder and attention pooling into
+    ``classifier`` (built with the same architecture); its head stays fresh, since the
+    classes may differ. Words map by token as in :func:`transfer_language_model`.
+
+    Returns:
+        counts: ``tokens``, ``found`` (embedding rows copied), ``encoder`` (tensors copied).
+    """
+    params = dict(classifier.named_parameters())
+    found = 0
+    for name in ("embedding.weight", "static_embedding.weight"):
+        if name in params:
+            if name not in state or state[name].shape[1] != params[name].shape[1]:
+                raise ValueError(f"--init-from: the classifier run's {name} does not fit")
+            found = _map_rows(state[name], params[name], source_tokens, tokens)
+    copied = 0
+    for name, value in state.items():
+        if name.startswith(("encoder.", "attention.")):
+            if name not in params or params[name].shape != value.shape:
+                raise ValueError(f"--init-from: the classifier run's {name} "
+                                 f"{tuple(value.shape)} does not fit this classifier")
+            params[name].copy_(value)
+            copied += name.startswith("encoder.")
+    return {"tokens": len(tokens), "found": found, "encoder": copied}
 
 
 @torch.no_grad()
@@ -176,11 +223,7 @@ def transfer_language_model(classifier: TextClassifier, lm_state: dict[str, Tens
     if source.shape[1] != target.shape[1]:
         raise ValueError(f"--init-from: the language model's embedding has {source.shape[1]} "
                          f"dimensions, the classifier's {target.shape[1]}")
-    lm_index = {t: i for i, t in enumerate(lm_tokens)}
-    rows = torch.tensor([lm_index.get(t, -1) for t in tokens])
-    found = rows >= 0
-    target.copy_(source.mean(dim=0).expand_as(target))
-    target[found] = source[rows[found]].to(target)
+    found = _map_rows(source, target, lm_tokens, tokens)
     copied = 0
     params = dict(classifier.encoder.named_parameters())
     for name, value in lm_state.items():
@@ -192,4 +235,4 @@ def transfer_language_model(classifier: TextClassifier, lm_state: dict[str, Tens
                              f"not fit the classifier's encoder")
         params[key].copy_(value)
         copied += 1
-    return {"tokens": len(tokens), "found": int(found.sum()), "encoder": copied}
+    return {"tokens": len(tokens), "found": found, "encoder": copied}

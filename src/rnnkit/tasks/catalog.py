@@ -134,8 +134,9 @@ class TextclassOptions:
                "are fine-tuned), static (kept frozen), or both (a fine-tuned and a frozen copy "
                "side by side)", EMBEDDING_MODES),
         Option("init-from", str, None, "load the embedding and encoder of a word-level "
-               "language-model run (rnnkit train lm), mapping words by token; its cell and "
-               "sizes are adopted", metavar="LM_RUN_DIR"),
+               "language-model run (rnnkit train lm) or of an earlier textclass run (its "
+               "head stays fresh), mapping words by token; its cell and sizes are adopted",
+               metavar="RUN_DIR"),
         Option("freeze-epochs", non_negative_int, 0, "with --init-from: keep the pretrained layers frozen "
                "for N epochs, then thaw one layer per epoch from the top, the embedding last "
                "(0: train all from the start)", metavar="N"),

@@ -43,6 +43,7 @@ from rnnkit.data.vocab import Vocabulary, tokenize
 from rnnkit.models.text_classifier import (
     TextClassifier,
     TextClassifierConfig,
+    transfer_classifier,
     transfer_language_model,
 )
 from rnnkit.tasks import catalog
@@ -57,6 +58,8 @@ CLASSES_FILE = "classes.json"
 PRETRAINED_FILE = "pretrained.json"
 DEFAULT_EMBEDDING = 128  # --embedding without --vectors (with them: the vectors' size)
 ARCHITECTURE = ("cell", "hidden", "layers", "embedding")  # adopted from --init-from's run
+# ... and from a classifier run, what else shapes its weights
+CLASSIFIER_ARCHITECTURE = (*ARCHITECTURE, "bidirectional", "pooling", "embedding_mode")
 
 
 def words(text: str, lowercase: bool) -> list[str]:
@@ -151,6 +154,8 @@ class TextClassificationModule(TrainingModule):
                                  ("macro_f1", MulticlassF1Score(n, average="macro")))})
         self.test_confusion = MulticlassConfusionMatrix(n)
         self.pretrained = bool(config.get("init_from"))
+        # a classifier run provides both directions; a language model, the forward one
+        self.pretrained_both_ways = config.get("init_from_task") == "textclass"
         if model_config.adapter:  # only the adapter and what sits above it train
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.split(".")[0] in ("adapter", "head", "attention"))
@@ -159,7 +164,7 @@ class TextClassificationModule(TrainingModule):
         return self.model(tokens, lengths)
 
     def _pretrained_names(self) -> set[str]:
-        return {f"model.{n}" for group in self.model.pretrained_groups() for n in group}
+        return {f"model.{n}" for group in self.model.pretrained_groups(self.pretrained_both_ways) for n in group}
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         if not self.pretrained or self.model.config.adapter:
@@ -172,7 +177,7 @@ class TextClassificationModule(TrainingModule):
 
     def thawed_groups(self, epoch: int) -> int:
         """How many pretrained groups (top first) train in ``epoch`` (0-based)."""
-        groups = len(self.model.pretrained_groups())
+        groups = len(self.model.pretrained_groups(self.pretrained_both_ways))
         frozen_for = self.config.get("freeze_epochs", 0) if self.pretrained else 0
         if not frozen_for:
             return groups
@@ -183,7 +188,7 @@ class TextClassificationModule(TrainingModule):
             return
         thawed = self.thawed_groups(self.current_epoch)
         params = dict(self.model.named_parameters())
-        for i, group in enumerate(self.model.pretrained_groups()):
+        for i, group in enumerate(self.model.pretrained_groups(self.pretrained_both_ways)):
             for name in group:
                 params[name].requires_grad_(i < thawed)
 
@@ -286,7 +291,7 @@ class TextClassificationTask(catalog.TextclassOptions):
             if config["freeze_epochs"]:
                 raise ValueError("--adapter: the pretrained layers stay frozen for the whole "
                                  "run; leave out --freeze-epochs")
-            if config["bidirectional"]:
+            if config["bidirectional"] and _pretrained_config(config["init_from"])[0] == "lm":
                 raise ValueError("--adapter: a language model provides the forward direction "
                                  "only, and the backward one could not train; add "
                                  "--no-bidirectional")
@@ -305,13 +310,16 @@ class TextClassificationTask(catalog.TextclassOptions):
                 _say(f"--vectors: the vectors have {size} dimensions, so has the embedding")
             config["embedding"] = size
         if config["init_from"]:
-            lm = _language_model_config(config["init_from"])
-            changed = [f"--{k} {lm[k]}" for k in ARCHITECTURE
-                       if config[k] not in (None, lm[k])]
+            kind, saved = _pretrained_config(config["init_from"])
+            keys = ARCHITECTURE if kind == "lm" else CLASSIFIER_ARCHITECTURE
+            changed = [f"--{k.replace('_', '-')} {saved[k]}" for k in keys
+                       if config[k] not in (None, saved[k])]
             if changed:
-                _say(f"--init-from: adopting the language model's {', '.join(changed)}")
-            config.update({k: lm[k] for k in ARCHITECTURE})
-            if config["bidirectional"] and config["layers"] > 1:
+                noun = "language model" if kind == "lm" else "classifier run"
+                _say(f"--init-from: adopting the {noun}'s {', '.join(changed)}")
+            config.update({k: saved[k] for k in keys})
+            config["init_from_task"] = kind  # what the pretrained weights cover
+            if kind == "lm" and config["bidirectional"] and config["layers"] > 1:
                 raise ValueError("--init-from with --bidirectional needs a one-layer language "
                                  "model: above the first layer a bidirectional encoder reads "
                                  "both directions, which a language model's layers do not")
@@ -347,14 +355,15 @@ class TextClassificationTask(catalog.TextclassOptions):
             info = {"vectors": config["vectors"], "tokens": len(data.vocab),
                     "found": int(found.sum())}
         elif config["init_from"]:
-            lm_dir = Path(config["init_from"])
-            lm_vocab = Vocabulary.load(lm_dir / "vocab.json")
-            state = load_checkpoint_file(checkpoint_path(lm_dir, "best"))["state_dict"]
+            source = Path(config["init_from"])
+            kind, _ = _pretrained_config(source)
+            source_vocab = Vocabulary.load(source / VOCAB_FILE)
+            state = load_checkpoint_file(checkpoint_path(source, "best"))["state_dict"]
             weights = {k.removeprefix("model."): v for k, v in state.items()
                        if k.startswith("model.")}
-            counts = transfer_language_model(module.model, weights, lm_vocab.tokens,
-                                             data.vocab.tokens)
-            info = {"init_from": str(lm_dir), **counts}
+            transfer = transfer_language_model if kind == "lm" else transfer_classifier
+            counts = transfer(module.model, weights, source_vocab.tokens, data.vocab.tokens)
+            info = {"init_from": str(source), "init_from_task": kind, **counts}
             if config["adapter"]:
                 total = sum(p.numel() for p in module.model.parameters())
                 trainable = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
@@ -399,26 +408,32 @@ class TextClassificationTask(catalog.TextclassOptions):
         return results
 
 
-def _language_model_config(lm_dir: str) -> dict[str, Any]:
-    """The saved config of a word-level language-model run, checked for ``--init-from``."""
-    path = Path(lm_dir)
+def _pretrained_config(run_dir: str | Path) -> tuple[str, dict[str, Any]]:
+    """``("lm" or "textclass", saved config)`` of the run ``--init-from`` names: a
+    word-level language model, or an earlier text classifier (without an adapter)."""
+    path = Path(run_dir)
     try:
         saved = read_run_config(path)
     except ValueError as exc:
         raise ValueError(f"--init-from: {exc}") from exc
-    if saved.get("task") != "lm":
-        raise ValueError(f"--init-from: {path} is a {saved.get('task')!r} run; expected a "
-                         "language-model run (rnnkit train lm)")
-    if saved.get("level") != "word":
+    kind = saved.get("task")
+    if kind not in ("lm", "textclass"):
+        raise ValueError(f"--init-from: {path} is a {kind!r} run; expected a language-model "
+                         "run (rnnkit train lm) or a text-classifier run (rnnkit train "
+                         "textclass)")
+    if kind == "lm" and saved.get("level") != "word":
         raise ValueError(f"--init-from: {path} is a {saved.get('level')}-level language model; "
                          "a text classifier reads words (train it with --level word)")
-    for needed in ("vocab.json", "checkpoints/best.ckpt"):
+    if kind == "textclass" and saved.get("adapter"):
+        raise ValueError(f"--init-from: {path} trained an adapter on another run; start from "
+                         f"that run ({saved.get('init_from')}) instead")
+    for needed in (VOCAB_FILE, "checkpoints/best.ckpt"):
         if not (path / needed).is_file():
             raise ValueError(f"--init-from: {path} has no {needed}; the run is incomplete")
-    from rnnkit.tasks.lm import TASK as LM
+    from rnnkit.tasks import TASKS
     from rnnkit.training.runner import run_config
 
-    return run_config(LM, path)
+    return kind, run_config(TASKS[kind], path)
 
 
 TASK = TextClassificationTask()
