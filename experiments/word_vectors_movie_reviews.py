@@ -59,6 +59,14 @@ ARMS = {"glove-static": [*GLOVE, "--embedding-mode", "static"],
 # Trained with two threads, so a rerun differs slightly (gensim's threads race).
 TRAINED = {m: ["embeddings", "--data", "sentiment-text", "--method", m, "--threads", "2"]
            for m in ("skipgram", "cbow")}
+# Variations of the best arm, chosen between on the fixed split's validation accuracy
+# (then the best goes to 10-fold cross-validation): a wider encoder, other poolings, a
+# longer schedule.
+BOTH = ARMS["glove-both"]
+ARMS |= {"glove-both-h256": [*BOTH, "--hidden", "256"],
+         "glove-both-mean": [*BOTH, "--pooling", "mean"],
+         "glove-both-attention": [*BOTH, "--pooling", "attention"],
+         "glove-both-e20": [*BOTH, "--epochs", "20"]}
 for _method in TRAINED:
     ARMS[f"{_method}-non-static"] = ["--vectors", f"<{_method}>"]
 RANDOM = HERE / "results" / "pretraining-movie-reviews.json"  # the default recipe's runs

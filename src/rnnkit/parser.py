@@ -93,9 +93,10 @@ def _add_train(commands) -> None:
         sub = tasks.add_parser(spec.name, help=spec.description, description=spec.description)
         own = sub.add_argument_group(f"{spec.name} options")
         add_options(own, spec.options, spec.defaults)
-        sub.add_argument("--config", metavar="FILE", help="YAML or JSON file with any of the "
+        run = sub.add_argument_group("run options")
+        run.add_argument("--config", metavar="FILE", help="YAML or JSON file with any of the "
                          "options above (keys with - or _); command-line options override it")
-        sub.add_argument("--threads", type=positive_int, default=None, metavar="N",
+        run.add_argument("--threads", type=positive_int, default=None, metavar="N",
                          help="worker threads (default: 1, which makes a run repeatable)")
 
 

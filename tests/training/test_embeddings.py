@@ -151,6 +151,24 @@ def test_command_line_mistakes_get_one_line(tmp_path, capsys):
     assert "invalid choice: 'glove'" in capsys.readouterr().err
 
 
+def test_a_config_file_sets_the_options_and_a_used_folder_is_refused(tmp_path, capsys):
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(_corpus(100)) + "\n")
+    config = tmp_path / "recipe.yaml"
+    config.write_text(f"data: text:{text}\nmethod: cbow\nmin-count: 1\nepochs: 1\n"
+                      "plot_words: 0\n")
+    out = tmp_path / "run"
+    assert main(["train", "embeddings", "--config", str(config), "--dimension", "6",
+                 "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["method"], saved["dimension"], saved["epochs"]) == ("cbow", 6, 1)
+    assert json.loads((out / "report.json").read_text())["plot"] is None
+    capsys.readouterr()
+    assert main(["train", "embeddings", "--config", str(config), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"rnnkit: error: --out: {out} exists and is not empty; choose a new folder")
+
+
 def test_a_folder_without_vectors_is_named(tmp_path):
     with pytest.raises(ValueError) as err:
         load_vectors(tmp_path, ["a"])
