@@ -147,3 +147,16 @@ def test_modes_other_than_non_static_need_vectors(reviews, tmp_path, capsys):  #
                  "--out", str(tmp_path / "x")]) == 2
     assert ("--embedding-mode static: freezes word vectors; give them with --vectors"
             in capsys.readouterr().err)
+
+
+def test_bad_vector_files_get_one_line_from_the_command(reviews, tmp_path, capsys):  # noqa: F811
+    ragged = tmp_path / "ragged.txt"
+    ragged.write_text("wonderful 1 2 3\ndull 4 5\n")
+    missing = tmp_path / "nowhere.vec"
+    for vectors, message in (
+            (ragged, f"--vectors: {ragged} line 2 has 2 numbers for 'dull'; the file's "
+                     "vectors have 3"),
+            (missing, f"--vectors: no such file {missing} (the named sources: glove-6b-50d)")):
+        assert main(["train", "textclass", *_data(reviews), *SMALL_WITH_VECTORS,
+                     "--vectors", str(vectors), "--out", str(tmp_path / vectors.stem)]) == 2
+        assert capsys.readouterr().err.strip() == f"rnnkit: error: {message}"
