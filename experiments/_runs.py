@@ -21,6 +21,12 @@ def train_once(args: list[str], out: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+def write_record(path: Path, record: dict) -> None:
+    """An experiment's JSON record (its folder made if needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
 def validation_curve(out: Path, key: str = "val_accuracy") -> list[float]:
     curve = logged_epochs(out)[key]
     return [curve[e] for e in sorted(curve)]

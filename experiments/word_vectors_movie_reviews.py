@@ -40,7 +40,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _runs import train_once
+from _runs import train_once, write_record
 from pretraining_movie_reviews import LANGUAGE_MODEL
 
 from rnnkit.cli import main as rnnkit_main
@@ -80,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arms", default=",".join(ARMS), help="default: %(default)s")
     p.add_argument("--seeds", default="0,1,2", help="default: %(default)s")
     p.add_argument("--no-cv", action="store_true", help="skip the 10-fold cross-validation")
+    p.add_argument("--no-quality", action="store_true", help="skip the vectors' analogy and "
+                   "similarity scores (GloVe's take a few minutes)")
     p.add_argument("--cv-arm", default=None, help="the arms cross-validated, comma-separated "
                    "(default: the best on mean validation accuracy)")
     p.add_argument("--cv-folds", default="1-10", help="the folds to run here, e.g. 1-5 "
@@ -132,7 +134,8 @@ def run(args: argparse.Namespace) -> dict:
         record["random"] = json.loads(RANDOM.read_text())["arms"]["scratch"]
     if RANDOM_CV.is_file():  # the same folds (split seed 0), model seed 0
         record["random_cv10"] = json.loads(RANDOM_CV.read_text())
-    record["vector_quality"] = _vector_quality(args.runs)
+    if not args.no_quality:
+        record["vector_quality"] = _vector_quality(args.runs)
     if not args.no_cv and (results or args.cv_arm):
         chosen = (args.cv_arm.split(",") if args.cv_arm
                   else [max(results, key=lambda a: results[a]["val_accuracy_mean"])])
@@ -208,8 +211,7 @@ def _folds(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     record = run(args)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=2) + "\n")
+    write_record(args.json, record)
     for arm, r in record["results"].items():
         print(f"{arm:18s} test {r['test_accuracy_mean']:.2%} ± {r['test_accuracy_sd']:.2%}  "
               f"macro-F1 {r['macro_f1_mean']:.3f}  val {r['val_accuracy_mean']}")

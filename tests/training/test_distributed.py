@@ -56,6 +56,7 @@ def test_two_ddp_processes_match_one_process_with_the_same_global_batch(series_c
     assert checkpoints == ["best.ckpt", "last.ckpt"]  # written once, no stray temporaries
 
 
+@pytest.mark.slow  # 40 s; test_exact_resume.py kills and resumes six tasks in the default suite
 def test_a_killed_run_resumes_to_the_uninterrupted_result(series_csv, tmp_path):
     _finish(_train(series_csv, tmp_path / "whole", "--batch-size", "32", epochs=40))
     run = tmp_path / "killed"

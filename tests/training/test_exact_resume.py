@@ -29,7 +29,7 @@ from tests.nextitem.logs import rule_log
 from .test_cli_lm import _play
 from .test_cli_textclass import _sentences
 
-KILLS = 2
+KILLS = 1  # kills in the middle of training, after the one during start-up
 
 
 def _cases(tmp: Path) -> dict[str, list[str]]:

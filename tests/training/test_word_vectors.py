@@ -154,8 +154,8 @@ def test_bad_vector_files_get_one_line_from_the_command(reviews, tmp_path, capsy
     ragged.write_text("wonderful 1 2 3\ndull 4 5\n")
     missing = tmp_path / "nowhere.vec"
     for vectors, message in (
-            (ragged, f"--vectors: {ragged} line 2 has 2 numbers for 'dull'; the file's "
-                     "vectors have 3"),
+            (ragged, (f"--vectors: {ragged} line 2 has 2 numbers for 'dull'; the file's "
+                      "vectors have 3")),
             (missing, f"--vectors: no such file {missing} (the named sources: glove-6b-50d)")):
         assert main(["train", "textclass", *_data(reviews), *SMALL_WITH_VECTORS,
                      "--vectors", str(vectors), "--out", str(tmp_path / vectors.stem)]) == 2
