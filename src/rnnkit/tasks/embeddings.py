@@ -49,10 +49,7 @@ def run(config: dict[str, Any]) -> Path:
                                           config["split_seed"], config["text_col"],
                                           config["label_col"])
     embeddings.check_corpus(sentences, config["min_count"])  # before the run folder
-    given = Path(config["out"]) if config.get("out") else None
-    if given is not None and given.is_dir() and any(given.iterdir()):
-        raise ValueError(f"--out: {given} exists and is not empty; choose a new folder")
-    out = new_run_dir("embeddings", config.get("out"))
+    out = new_run_dir("embeddings", config.get("out"), resumable=False)
     write_json(out / "config.json", {"task": "embeddings", **config})
     words = sum(len(s) for s in sentences)
     log.info(f"{config['data']}: {len(sentences):,} sentences, {words:,} words; "

@@ -283,6 +283,7 @@ class TextClassificationTask(catalog.TextclassOptions):
                              f"{config['fold']}")
         if config["fold"] is not None and not config["folds"]:
             raise ValueError("--fold: only with --folds K (cross-validation)")
+        pretrained = _pretrained_config(config["init_from"]) if config["init_from"] else None
         if config["vectors"] and config["init_from"]:
             raise ValueError("--vectors and --init-from both initialise the embedding; give one")
         if config["adapter"]:
@@ -291,7 +292,7 @@ class TextClassificationTask(catalog.TextclassOptions):
             if config["freeze_epochs"]:
                 raise ValueError("--adapter: the pretrained layers stay frozen for the whole "
                                  "run; leave out --freeze-epochs")
-            if config["bidirectional"] and _pretrained_config(config["init_from"])[0] == "lm":
+            if config["bidirectional"] and pretrained[0] == "lm":
                 raise ValueError("--adapter: a language model provides the forward direction "
                                  "only, and the backward one could not train; add "
                                  "--no-bidirectional")
@@ -310,7 +311,7 @@ class TextClassificationTask(catalog.TextclassOptions):
                 _say(f"--vectors: the vectors have {size} dimensions, so has the embedding")
             config["embedding"] = size
         if config["init_from"]:
-            kind, saved = _pretrained_config(config["init_from"])
+            kind, saved = pretrained
             keys = ARCHITECTURE if kind == "lm" else CLASSIFIER_ARCHITECTURE
             changed = [f"--{k.replace('_', '-')} {saved[k]}" for k in keys
                        if config[k] not in (None, saved[k])]

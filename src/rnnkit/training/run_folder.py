@@ -78,12 +78,14 @@ def never_checkpointed(path: Path, data_files: tuple[str, ...] = ()) -> bool:
 
 
 def new_run_dir(task: str, out: str | None, shared: bool = False,
-                data_files: tuple[str, ...] = ()) -> Path:
+                data_files: tuple[str, ...] = (), resumable: bool = True) -> Path:
     """``out`` if given (created; must be empty or new), else ``runs/<task>/<timestamp>``.
     With ``shared`` (a run whose processes start together, under torchrun), ``out`` may
     already hold what the other processes wrote, as long as it is not a run yet (no
     ``config.json``). A folder holding a run stopped before its first checkpoint is
-    started again in place (``data_files`` as :func:`never_checkpointed`'s)."""
+    started again in place (``data_files`` as :func:`never_checkpointed`'s).
+    ``resumable``: whether a used folder's error may point to ``--resume`` (a command
+    without it only says to choose another folder)."""
     if out is not None:
         path = Path(out)
         if path.exists() and not path.is_dir():
@@ -101,8 +103,8 @@ def new_run_dir(task: str, out: str | None, shared: bool = False,
                         target.unlink()
             busy = False
         if busy:
-            raise ValueError(f"--out: {path} exists and is not empty; choose a new folder, or "
-                             f"continue that run with --resume {path}")
+            hint = f", or continue that run with --resume {path}" if resumable else ""
+            raise ValueError(f"--out: {path} exists and is not empty; choose a new folder{hint}")
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = Path("runs") / task / stamp
