@@ -270,21 +270,48 @@ def test_a_classifier_runs_reverse_weights_are_pretrained_too():
                                                                  "bias_ih", "bias_hh"))
 
 
-def test_a_fresh_adapter_leaves_the_pretrained_features_unchanged():
+ADAPTER_TENSORS = ["down.bias", "down.weight", "up.bias", "up.weight"]
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_a_fresh_adapter_leaves_the_pretrained_features_unchanged(layers):
+    """One adapter after each recurrent layer; zero-initialised, they pass the pretrained
+    features through unchanged."""
     from rnnkit.models.text_classifier import TextClassifier, TextClassifierConfig
 
     torch.manual_seed(0)
-    plain = TextClassifier(TextClassifierConfig(vocab_size=30, num_classes=2, embedding=5,
-                                                hidden=7, cell="lstm", pooling="mean"))
-    adapted = TextClassifier(TextClassifierConfig(vocab_size=30, num_classes=2, embedding=5,
-                                                  hidden=7, cell="lstm", pooling="mean",
-                                                  adapter=3))
+    sizes = {"vocab_size": 30, "num_classes": 2, "embedding": 5, "hidden": 7, "cell": "lstm",
+             "pooling": "mean", "layers": layers, "bidirectional": True}
+    plain = TextClassifier(TextClassifierConfig(**sizes))
+    adapted = TextClassifier(TextClassifierConfig(**sizes, adapter=3))
     missing = adapted.load_state_dict(plain.state_dict(), strict=False).missing_keys
-    assert sorted(missing) == ["adapter.down.bias", "adapter.down.weight", "adapter.up.bias",
-                               "adapter.up.weight"]
+    assert sorted(missing) == sorted(
+        [f"adapter.{t}" for t in ADAPTER_TENSORS]
+        + [f"layer_adapters.{k}.{t}" for k in range(layers - 1) for t in ADAPTER_TENSORS])
     plain.eval(), adapted.eval()
     tokens, lengths = torch.randint(1, 30, (4, 9)), torch.tensor([9, 3, 5, 1])
     assert torch.equal(adapted(tokens, lengths), plain(tokens, lengths))
+    with torch.no_grad():  # a trained adapter between layers does change them
+        adapted.layer_adapters[0].up.weight.fill_(0.5) if layers > 1 else \
+            adapted.adapter.up.weight.fill_(0.5)
+    assert not torch.allclose(adapted(tokens, lengths), plain(tokens, lengths))
+
+
+def test_with_stacked_layers_the_adapters_between_them_train_too():
+    """The trainable set of an adapter run on a two-layer encoder: both adapters and the
+    head; every recurrent and embedding weight stays frozen."""
+    from rnnkit.tasks.textclass import TextClassificationModule, model_config
+
+    config = {"cell": "gru", "hidden": 6, "layers": 2, "bidirectional": True, "embedding": 4,
+              "pooling": "max", "adapter": 2, "embedding_mode": "non-static", "dropout": 0.0,
+              "init_from": "somewhere", "init_from_task": "textclass", "lr": 1e-3,
+              "pretrained_lr_factor": 1.0, "freeze_epochs": 0}
+    module = TextClassificationModule(config, model_config(config, 20, 3))
+    trained = {n for n, p in module.model.named_parameters() if p.requires_grad}
+    assert trained == {*(f"adapter.{t}" for t in ADAPTER_TENSORS),
+                       *(f"layer_adapters.0.{t}" for t in ADAPTER_TENSORS),
+                       "head.weight", "head.bias"}
+    assert all(not p.requires_grad for p in module.model.encoder.parameters())
 
 
 @pytest.mark.parametrize(("extra", "message"), [

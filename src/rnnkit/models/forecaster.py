@@ -44,7 +44,7 @@ class SequenceForecaster(nn.Module):
         directions = 2 if config.bidirectional else 1
         self.dropout = nn.Dropout(config.dropout)
         outputs = config.output_length * (2 if config.probabilistic else 1)
-        self.head = nn.Linear(config.hidden * directions, outputs)
+        self.head = nn.Linear((config.proj_size or config.hidden) * directions, outputs)
 
     def export_signature(self) -> tuple[list[str], list[str], dict[str, int]]:
         """For ONNX and TorchScript: the mean, and the standard deviation when

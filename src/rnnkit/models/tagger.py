@@ -27,7 +27,8 @@ class SequenceTagger(nn.Module):
         self.encoder = build_initialised_encoder(config, config.vocab)
         directions = 2 if config.bidirectional else 1
         self.dropout = nn.Dropout(config.dropout)  # before the head, as the classifier's
-        self.head = nn.Linear(config.hidden * directions, config.num_classes)
+        self.head = nn.Linear((config.proj_size or config.hidden) * directions,
+                              config.num_classes)
 
     def export_signature(self) -> tuple[list[str], list[str], dict[str, int]]:
         """For ONNX and TorchScript, as :meth:`SequenceClassifier.export_signature`."""

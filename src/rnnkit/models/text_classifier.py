@@ -19,10 +19,11 @@ The embedding (``embedding_mode``, Kim 2014's names): ``non-static``, trained wi
 two side by side, a trained copy and a frozen one (Kim's multichannel), so the encoder reads
 2 x ``embedding`` numbers per word.
 
-Adapters (``adapter`` = N > 0, Houlsby et al. 2019): a bottleneck on the encoder's
-outputs, ``o + W_up relu(W_down o)`` with ``W_up`` and its bias zero at the start, so the
+Adapters (``adapter`` = N > 0, Houlsby et al. 2019): a bottleneck after each recurrent
+layer, ``o + W_up relu(W_down o)`` with ``W_up`` and its bias zero at the start, so the
 pretrained encoder's features pass unchanged until it learns; the task then trains only
-the adapter and the head.
+the adapters and the head. ``adapter`` sits on the top layer's outputs, ``layer_adapters[l]``
+between layer l and layer l + 1 (through the encoder's ``between_layers``).
 
 The embedding and encoder are named as in :class:`~rnnkit.models.language_model.LanguageModel`,
 so a language model's weights load into them (:func:`transfer_language_model`).
@@ -79,12 +80,16 @@ class TextClassifier(nn.Module):
             self.static_embedding.weight.requires_grad_(False)
         width_in = config.embedding * (2 if config.embedding_mode == "both" else 1)
         self.encoder = build_initialised_encoder(config, width_in)
-        width = config.hidden * (2 if config.bidirectional else 1)
+        # each layer's output: h_t, or its projection (LSTMP), per direction
+        width = (config.proj_size or config.hidden) * (2 if config.bidirectional else 1)
         if config.pooling == "attention":
             self.attention = nn.Sequential(nn.Linear(width, width), nn.Tanh(),
                                            nn.Linear(width, 1, bias=False))
         if config.adapter:
             self.adapter = Adapter(width, config.adapter)
+            if config.layers > 1:
+                self.layer_adapters = nn.ModuleList(
+                    Adapter(width, config.adapter) for _ in range(config.layers - 1))
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(width, config.num_classes)
 
@@ -106,7 +111,12 @@ class TextClassifier(nn.Module):
         if self.config.embedding_mode == "both":
             embedded = torch.cat([embedded, self.static_embedding(tokens)], dim=-1)
         embedded = self.dropout(embedded)
-        output, state = self.encoder(embedded, lengths=lengths.cpu())  # [B, T, width]
+        between = None
+        if self.config.adapter and self.config.layers > 1:
+            def between(layer: int, y: Tensor) -> Tensor:
+                return self.layer_adapters[layer](y)
+        output, state = self.encoder(embedded, lengths=lengths.cpu(),  # [B, T, width]
+                                     between_layers=between)
         adapt = self.adapter if self.config.adapter else (lambda t: t)
         pooling = self.config.pooling
         if pooling == "last":

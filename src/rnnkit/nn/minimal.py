@@ -132,7 +132,8 @@ class MinRNNBase(RNNBase):
         return x + F.linear(y, getattr(self, f"weight_out_l{layer}"),
                             getattr(self, f"bias_out_l{layer}") if self.bias else None)
 
-    def _run_layers(self, x: Tensor, states: list[Tensor], lengths: Tensor | None):
+    def _run_layers(self, x: Tensor, states: list[Tensor], lengths: Tensor | None,
+                    between_layers=None):
         engine = select_min_engine(self.backend, x.device, x.dtype)
         directions = 2 if self.bidirectional else 1
         T = x.shape[0]
@@ -154,8 +155,8 @@ class MinRNNBase(RNNBase):
                 outputs.append(reverse_padded(h, lengths) if direction else h)
             y = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
             layer_input = self._block_out(layer_input, y, layer)
-            if self.dropout and self.training and layer < self.num_layers - 1:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
+            if layer < self.num_layers - 1:
+                layer_input = self._between(layer_input, layer, between_layers)
         if valid is not None and self.residual:
             layer_input = layer_input * valid
         return layer_input, [torch.stack(finals)]

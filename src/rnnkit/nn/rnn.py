@@ -9,6 +9,8 @@ loads unchanged and outputs match. What is added:
   alternative to packing (outputs past a sequence's end are zero, the final state is
   taken at each sequence's own last step);
 * ``zoneout=`` and ``recurrent_dropout=``: regularisers inside the recurrence;
+* ``forward(..., between_layers=...)``: a function applied to each layer's output before
+  the next layer reads it (an adapter between stacked layers, say);
 * the variants torch.nn lacks: :class:`LayerNormLSTM`, :class:`LayerNormGRU`,
   :class:`CarryLSTM`.
 
@@ -223,7 +225,8 @@ class RNNBase(StepMixin, nn.Module):
             return None
         return Masks(recurrent, zoneout)
 
-    def forward(self, input: Tensor | PackedSequence, hx=None, *, lengths=None):
+    def forward(self, input: Tensor | PackedSequence, hx=None, *, lengths=None,
+                between_layers=None):
         """Run the layer.
 
         Args:
@@ -233,6 +236,11 @@ class RNNBase(StepMixin, nn.Module):
                 (without the B dimension for unbatched input); zeros when None.
                 For LSTM a tuple ``(h_0, c_0)``.
             lengths: optional [B] valid lengths for a padded (batched) tensor input.
+            between_layers: optional ``f(layer, output) -> output``, called on the output
+                of each layer but the last (``layer`` = 0 .. num_layers - 2, ``output``
+                time-major [T, B, directions * width], padded past each sequence's end)
+                before the inter-layer dropout and the next layer; it must keep the shape.
+                Steps past a sequence's end never reach the next layer's state.
 
         Returns:
             ``(output, h_n)``, or ``(output, (h_n, c_n))`` for LSTM, shaped as torch.nn's.
@@ -261,7 +269,10 @@ class RNNBase(StepMixin, nn.Module):
         check_sequence_length(x, input.data if packed else input)
         self._check_weights()
         states = self._initial_states(hx, x, unbatched)
-        output, finals = self._run_layers(x, states, lengths)
+        if between_layers is not None and not callable(between_layers):
+            raise RNNTypeError(f"between_layers: expected a function (layer, output) -> "
+                               f"output, got {type(between_layers).__name__}")
+        output, finals = self._run_layers(x, states, lengths, between_layers)
         if packed:
             output = repack(output, input)
         elif unbatched:
@@ -293,7 +304,8 @@ class RNNBase(StepMixin, nn.Module):
         states = [check_state(s, e, ref, n) for s, e, n in zip(given, expected, names)]
         return [s.unsqueeze(1) for s in states] if unbatched else states
 
-    def _run_layers(self, x: Tensor, states: list[Tensor], lengths: Tensor | None):
+    def _run_layers(self, x: Tensor, states: list[Tensor], lengths: Tensor | None,
+                    between_layers=None):
         directions = 2 if self.bidirectional else 1
         finals: list[list[Tensor]] = [[] for _ in range(self._num_states)]
         layer_input = x
@@ -317,9 +329,23 @@ class RNNBase(StepMixin, nn.Module):
                 for store, f in zip(finals, final):
                     store.append(f)
             layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
-            if self.dropout and self.training and layer < self.num_layers - 1:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
+            if layer < self.num_layers - 1:
+                layer_input = self._between(layer_input, layer, between_layers)
         return layer_input, [torch.stack(f) for f in finals]
+
+    def _between(self, y: Tensor, layer: int, between_layers) -> Tensor:
+        """What the next layer reads of layer ``layer``'s output ``y``: ``between_layers``
+        (checked to keep the shape), then the inter-layer dropout."""
+        if between_layers is not None:
+            shape = y.shape
+            y = between_layers(layer, y)
+            if not isinstance(y, Tensor) or y.shape != shape:
+                got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+                raise RNNShapeError(f"between_layers: expected it to return the layer's "
+                                    f"output shape {tuple(shape)}, got {got}")
+        if self.dropout and self.training:
+            y = F.dropout(y, self.dropout, training=True)
+        return y
 
     def extra_repr(self) -> str:
         extras = []

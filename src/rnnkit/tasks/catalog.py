@@ -143,7 +143,7 @@ class TextclassOptions:
         Option("pretrained-lr-factor", non_negative, 1.0, "with --init-from: the pretrained "
                "layers' learning rate is --lr times this", metavar="X"),
         Option("adapter", non_negative_int, 0, "with --init-from: a bottleneck adapter of N "
-               "units on the encoder's outputs, and only it and the head train (0: off)",
+               "units after each recurrent layer, and only they and the head train (0: off)",
                metavar="N"),
     ]
     # The default recipe (README): a bidirectional GRU at Adam 2e-3 reached 78.4% test

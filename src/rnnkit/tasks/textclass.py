@@ -158,7 +158,8 @@ class TextClassificationModule(TrainingModule):
         self.pretrained_both_ways = config.get("init_from_task") == "textclass"
         if model_config.adapter:  # only the adapter and what sits above it train
             for name, p in self.model.named_parameters():
-                p.requires_grad_(name.split(".")[0] in ("adapter", "head", "attention"))
+                p.requires_grad_(name.split(".")[0] in ("adapter", "layer_adapters", "head",
+                                                        "attention"))
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.model(tokens, lengths)
