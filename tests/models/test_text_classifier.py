@@ -113,3 +113,23 @@ def test_pretrained_groups_thaw_from_the_top():
     assert groups[0] == [f"encoder.{n}_l1" for n in ("weight_ih", "weight_hh", "bias_ih",
                                                      "bias_hh")]
     assert groups[1][0] == "encoder.weight_ih_l0" and groups[-1] == ["embedding.weight"]
+
+
+def test_heads_read_the_projected_width_when_the_lstm_projects():
+    """proj_size: each layer outputs proj_size numbers per direction, which is what the
+    classifier's (and its adapters'), forecaster's and tagger's heads read (they read
+    hidden numbers, and failed on a shape mismatch)."""
+    from rnnkit.models.forecaster import ForecasterConfig, SequenceForecaster
+    from rnnkit.models.tagger import SequenceTagger, SequenceTaggerConfig
+
+    sizes = {"cell": "lstm", "hidden": 6, "proj_size": 2, "layers": 2, "bidirectional": True}
+    classifier = TextClassifier(TextClassifierConfig(vocab_size=9, num_classes=3, embedding=4,
+                                                     pooling="last", adapter=2, **sizes))
+    assert classifier.head.in_features == 4
+    assert classifier(torch.randint(1, 9, (2, 5)), torch.tensor([5, 2])).shape == (2, 3)
+    tagger = SequenceTagger(SequenceTaggerConfig(vocab=5, num_classes=3, **sizes))
+    symbols = torch.randint(0, 5, (2, 7))
+    assert tagger(symbols).shape == (2, 7, 3)
+    forecaster = SequenceForecaster(ForecasterConfig(input_size=2, output_length=3, **sizes))
+    mean, _ = forecaster(torch.randn(2, 8, 2))
+    assert mean.shape == (2, 3)
