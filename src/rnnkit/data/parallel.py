@@ -45,7 +45,7 @@ from pathlib import Path
 
 from rnnkit.atomic import write_text
 from rnnkit.choices import TOKENIZERS, install_hint
-from rnnkit.data.cache import cache_dir, pip_fetch
+from rnnkit.data.cache import cache_dir, check_online, pip_fetch
 from rnnkit.data.vocab import _NO_SPACE_AFTER, _NO_SPACE_BEFORE
 
 HSK_PACKAGE = "hsk-sentences-audio==1.0.0"
@@ -139,6 +139,7 @@ def _dictd_files() -> tuple[bytes, bytes]:
            f"`apt-get download {DICT_PACKAGE}={DICT_VERSION}` and move {DICT_DEB} to {where}/, "
            "or give a file of pairs with --data tsv:PATH")
     if not deb.is_file():
+        check_online(f"--data de-en: the Debian package {DICT_PACKAGE}", how)
         where.mkdir(parents=True, exist_ok=True)
         try:
             result = subprocess.run(["apt-get", "download", f"{DICT_PACKAGE}={DICT_VERSION}"],
