@@ -50,7 +50,8 @@ def train_run(folder: Path) -> Path:
     run = folder / "run"
     subprocess.run([sys.executable, "-m", "rnnkit.cli", "train", "textclass", "--data",
                     f"csv:{csv}", "--text-col", "text", "--label-col", "label", "--hidden", "64",
-                    "--epochs", "3", "--min-freq", "1", "--no-progress", "--out", str(run)],
+                    "--epochs", "3", "--min-freq", "1", "--vectors", "none", "--pooling", "max",
+                    "--no-progress", "--out", str(run)],
                    check=True, stdout=subprocess.DEVNULL)
     return run
 

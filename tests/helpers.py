@@ -102,7 +102,7 @@ def tiny_options(task: str, folder) -> dict:
         path = folder / "reviews.csv"
         if not path.exists():
             write_reviews(path)
-        return small | {"data": f"csv:{path}", "embedding": 8, "min_freq": 1}
+        return small | {"data": f"csv:{path}", "embedding": 8, "min_freq": 1, "vectors": "none"}
     if task == "lm":
         corpus = folder / "corpus"
         if not corpus.exists():

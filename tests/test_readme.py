@@ -215,8 +215,10 @@ def test_every_readme_command_runs_with_a_tiny_budget(tmp_path, monkeypatch, cap
                     args = [*args, "--data", "digits"]
                 else:
                     args = [*args, *_offline_data(task, argv, tmp_path), *BUDGET.get(task, [])]
+                if task == "textclass" and "--vectors" not in args and "--init-from" not in args:
+                    args += ["--vectors", "glove-6b-50d"]  # the default, made explicit
                 if "--vectors" in args and not args[args.index("--vectors") + 1].startswith(
-                        "runs/"):  # a named source: a file made here instead (no fetch)
+                        ("runs/", "none")):  # a named source: a file made here (no fetch)
                     vectors = tmp_path / "vectors.txt"
                     vectors.write_text("".join(f"{w} " + " ".join(["0.1"] * 5) + "\n"
                                                for w in WORDS))

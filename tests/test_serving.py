@@ -37,7 +37,8 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "tc"
     assert main(["train", "textclass", "--data", f"csv:{data}", "--text-col", "text",
                  "--label-col", "label", "--hidden", "8", "--embedding", "8", "--epochs", "4",
-                 "--lr", "0.02", "--min-freq", "1", "--no-progress", "--out", str(out)]) == 0
+                 "--lr", "0.02", "--min-freq", "1", "--vectors", "none", "--no-progress",
+                 "--out", str(out)]) == 0
     return out
 
 

@@ -14,7 +14,7 @@ EPILOG = """examples:
   rnnkit train seqclass --resume runs/seqclass/20261123-101500
   rnnkit evaluate runs/seqclass/20261123-101500
   rnnkit predict runs/seqclass/20261123-101500 digit.png
-  rnnkit train textclass                         BiGRU on movie-review sentence polarity
+  rnnkit train textclass                         BiGRU on movie-review polarity, GloVe vectors
   rnnkit predict runs/textclass/20261123-130000 "a gorgeous, witty film"
   rnnkit train embeddings --method cbow          word vectors (gensim) for textclass --vectors
   rnnkit train lm                                character-level GRU on Shakespeare

@@ -47,7 +47,7 @@ def _cases(tmp: Path) -> dict[str, list[str]]:
                "--epochs", "4"],
         "textclass": ["textclass", "--data", f"csv:{reviews}", "--text-col", "sentence",
                       "--label-col", "sentiment", "--hidden", "12", "--embedding", "8",
-                      "--min-freq", "1", "--epochs", "4"],
+                      "--min-freq", "1", "--epochs", "4", "--vectors", "none"],
         # a minimal cell (the parallel-scan engine), stacked, with dropout between layers
         "mingru": ["adding", "--length", "16", "--train-size", "512", "--hidden", "8",
                    "--cell", "mingru", "--layers", "2", "--dropout", "0.2", "--epochs", "4"],

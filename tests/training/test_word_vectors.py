@@ -18,7 +18,13 @@ from rnnkit.data.vocab import Vocabulary
 from rnnkit.embeddings import load_vectors
 from rnnkit.models.text_classifier import TextClassifier, TextClassifierConfig
 from rnnkit.training.checkpoint_io import load_checkpoint_file
-from tests.training.test_cli_textclass import SMALL_WITH_VECTORS, _data, reviews  # noqa: F401 (fixture)
+from tests.training.test_cli_textclass import (  # noqa: F401 (fixtures)
+    SMALL,
+    SMALL_WITH_VECTORS,
+    _data,
+    language_model,
+    reviews,
+)
 
 pq = pytest.importorskip("pyarrow.parquet")
 pa = pytest.importorskip("pyarrow")
@@ -151,9 +157,9 @@ def test_unknown_words_start_on_the_vectors_scale():
 
 
 def test_modes_other_than_non_static_need_vectors(reviews, tmp_path, capsys):  # noqa: F811
-    assert main(["train", "textclass", *_data(reviews), *SMALL_WITH_VECTORS, "--embedding-mode", "static",
+    assert main(["train", "textclass", *_data(reviews), *SMALL, "--embedding-mode", "static",
                  "--out", str(tmp_path / "x")]) == 2
-    assert ("--embedding-mode static: freezes word vectors; give them with --vectors"
+    assert ("--embedding-mode static: freezes word vectors, and --vectors is none"
             in capsys.readouterr().err)
 
 
@@ -168,3 +174,33 @@ def test_bad_vector_files_get_one_line_from_the_command(reviews, tmp_path, capsy
         assert main(["train", "textclass", *_data(reviews), *SMALL_WITH_VECTORS,
                      "--vectors", str(vectors), "--out", str(tmp_path / vectors.stem)]) == 2
         assert capsys.readouterr().err.strip() == f"rnnkit: error: {message}"
+
+
+def _prepared(**given):
+    from rnnkit.tasks.textclass import TASK
+    from rnnkit.training.options import COMMON_OPTIONS, resolve
+
+    return TASK.prepare(resolve([*TASK.options, *COMMON_OPTIONS], TASK.defaults, given, {}))
+
+
+def test_the_default_recipe_is_glove_in_both_channels_with_attention_pooling():
+    """Left out, --vectors, --embedding-mode and --pooling are the recipe measured best on
+    movie reviews (nothing is fetched to settle them: the named source's size is known)."""
+    recipe = ("vectors", "embedding_mode", "pooling", "embedding")
+    assert [_prepared()[k] for k in recipe] == ["glove-6b-50d", "both", "attention", 50]
+    scratch = _prepared(vectors="none")
+    assert [scratch[k] for k in recipe] == [None, "non-static", "attention", 128]
+    assert _prepared(vectors="NONE", embedding=64)["embedding"] == 64
+    chosen = _prepared(embedding_mode="static", pooling="max")
+    assert [chosen[k] for k in recipe] == ["glove-6b-50d", "static", "max", 50]
+    with pytest.raises(ValueError, match=r"^--embedding 64: the default word vectors "
+                                         r"\(glove-6b-50d\) have 50 dimensions; give "
+                                         r"--vectors none to learn an embedding of 64 from "
+                                         r"scratch, or leave out --embedding$"):
+        _prepared(embedding=64)
+
+
+def test_init_from_brings_its_own_embedding_instead_of_the_default_vectors(language_model):  # noqa: F811
+    config = _prepared(init_from=str(language_model))
+    assert config["vectors"] is None and config["embedding_mode"] == "non-static"
+    assert config["pooling"] == "attention"

