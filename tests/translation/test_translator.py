@@ -34,7 +34,8 @@ def _padded(sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 SENTENCES = [[4, 5, 6, 7, 8, 9, 10], [5, 6], [11, 4, 4, 7]]
 
 
-@pytest.mark.parametrize("attention", ["dot", "general", "additive"])
+@pytest.mark.parametrize("attention", ["dot", "general", "additive", "scaled-dot",
+                                       "scaled-general"])
 def test_attention_is_zero_on_padding_and_rows_sum_to_one(attention):
     model = _model(attention)
     source, lengths = _padded(SENTENCES)
@@ -47,7 +48,27 @@ def test_attention_is_zero_on_padding_and_rows_sum_to_one(attention):
     torch.testing.assert_close(weights.sum(-1), torch.ones(3, 4))
 
 
-@pytest.mark.parametrize("attention", ["none", "dot", "general", "additive"])
+@pytest.mark.parametrize("kind", ["dot", "general"])
+def test_scaled_scores_are_luongs_over_the_square_root_of_the_width(kind):
+    """scaled-X: softmax(score_X / sqrt(H)), the scores written out here from Luong's
+    formulas; the parameters are X's, so X's weights load unchanged."""
+    plain, scaled = _model(kind, hidden=16), _model(f"scaled-{kind}", hidden=16)
+    scaled.load_state_dict(plain.state_dict())
+    source, lengths = _padded(SENTENCES)
+    memory, _ = scaled.encode(source, lengths)
+    queries = torch.randn(3, 4, 16)
+    context, weights = scaled.attention(queries, memory)
+    keys = memory.outputs if kind == "dot" else memory.outputs @ plain.attention.key_proj.weight.T
+    scores = torch.einsum("bth,bsh->bts", queries, keys) / 4.0  # sqrt(16)
+    valid = torch.arange(source.shape[1])[None, :] < lengths[:, None]
+    expected = torch.softmax(scores.masked_fill(~valid[:, None, :], float("-inf")), dim=-1)
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(context, expected @ memory.outputs)
+    _, unscaled = plain.attention(queries, memory)
+    assert not torch.allclose(unscaled, weights)
+
+
+@pytest.mark.parametrize("attention", ["none", "dot", "general", "additive", "scaled-general"])
 @pytest.mark.parametrize("cell", ["gru", "lstm", "ln-gru"])
 def test_a_sentence_translates_the_same_alone_and_padded_in_a_batch(attention, cell):
     model = _model(attention, cell)

@@ -9,7 +9,10 @@
     p(y_t | y_<t, x) = softmax(W_o dropout(h~_t) + b_o)
 
 Scores: ``dot`` d.s and ``general`` d^T W_a s (Luong's multiplicative), ``additive``
-v^T tanh(W_q d + W_k s) (Bahdanau's). The decoder computes attention after its recurrent
+v^T tanh(W_q d + W_k s) (Bahdanau's); ``scaled-dot`` and ``scaled-general`` divide the
+multiplicative scores by sqrt(H), as Vaswani et al. 2017's scaled dot-product attention
+does, so that their spread does not grow with the width and the softmax does not
+saturate to weights of exactly 0 and 1. The decoder computes attention after its recurrent
 step, as Luong et al. do, for every score: with ``additive`` this is the Luong pipeline
 with Bahdanau's score (as OpenNMT's ``mlp`` attention), not Bahdanau's own decoder, which
 scores with the previous state and feeds the context into the recurrence. ``none`` is the
@@ -100,7 +103,8 @@ class Attention(nn.Module):
 
     def __init__(self, kind: str, hidden: int) -> None:
         super().__init__()
-        self.kind = kind
+        self.scale = hidden ** -0.5 if kind.startswith("scaled-") else 1.0
+        self.kind = kind = kind.removeprefix("scaled-")
         if kind == "general":
             self.key_proj = nn.Linear(hidden, hidden, bias=False)
         elif kind == "additive":
@@ -119,6 +123,8 @@ class Attention(nn.Module):
             scores = self.v(hidden).squeeze(-1)  # [B, T, S]
         else:
             scores = query @ memory.keys.transpose(1, 2)  # [B, T, S]
+            if self.scale != 1.0:
+                scores = scores * self.scale
         scores = scores.masked_fill(~memory.mask[:, None, :], float("-inf"))
         weights = torch.softmax(scores, dim=-1)
         return weights @ memory.outputs, weights

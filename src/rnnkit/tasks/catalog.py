@@ -289,6 +289,7 @@ class TranslateOptions:
                "file or a run folder of rnnkit train embeddings; needs word tokens on the "
                "source side", metavar="SOURCE"),
         Option("attention", str, "general", "attention score: general or dot (Luong), "
+               "scaled-general or scaled-dot (the same over sqrt(hidden), as Vaswani et al.), "
                "additive (Bahdanau), or none (the encoder-decoder without attention)",
                ATTENTIONS),
         Option("input-feeding", bool, True, "feed each step's attentional vector into the "
