@@ -111,12 +111,10 @@ class TextClassifier(nn.Module):
         if self.config.embedding_mode == "both":
             embedded = torch.cat([embedded, self.static_embedding(tokens)], dim=-1)
         embedded = self.dropout(embedded)
-        between = None
+        extra = {}  # only when used: a torch.nn stand-in for the encoder (benchmarks) lacks it
         if self.config.adapter and self.config.layers > 1:
-            def between(layer: int, y: Tensor) -> Tensor:
-                return self.layer_adapters[layer](y)
-        output, state = self.encoder(embedded, lengths=lengths.cpu(),  # [B, T, width]
-                                     between_layers=between)
+            extra["between_layers"] = lambda layer, y: self.layer_adapters[layer](y)
+        output, state = self.encoder(embedded, lengths=lengths.cpu(), **extra)  # [B, T, width]
         adapt = self.adapter if self.config.adapter else (lambda t: t)
         pooling = self.config.pooling
         if pooling == "last":
