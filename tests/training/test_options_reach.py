@@ -107,7 +107,7 @@ CHANGED = {
     "difference": 1, "window_norm": "none", "probabilistic": True,
     # translate
     "lowercase_source": False, "attention": "dot", "input_feeding": False,
-    "tie_embeddings": True,
+    "tie_embeddings": True, "label_smoothing": 0.3,
     # nextitem
     "loss": "sampled", "negatives": 7, "sample_alpha": 0.0, "bpreg": 0.3,
     # video

@@ -192,6 +192,21 @@ def test_bad_configuration_and_input_are_refused():
         model.beam_search(torch.tensor([[4, 5]]), torch.tensor([2]), torch.tensor([3]), beam=0)
 
 
+def test_label_smoothing_is_the_mixture_of_the_true_token_and_the_uniform_target():
+    """(1 - e) * NLL(true token) + e * mean over the V tokens of -log p, averaged over the
+    tokens that are not padding, written out here."""
+    logits = torch.randn(3, 5, 7, dtype=torch.float64)
+    target = torch.randint(0, 7, (3, 5))
+    target[0, 3:] = PAD
+    log_p = torch.log_softmax(logits, dim=-1)
+    keep = target != PAD
+    nll = -log_p.gather(-1, target[..., None])[..., 0]
+    uniform = -log_p.mean(-1)
+    for e in (0.0, 0.1, 0.4):
+        expected = ((1 - e) * nll + e * uniform)[keep].mean()
+        torch.testing.assert_close(cross_entropy(logits, target, PAD, e), expected)
+
+
 def test_tied_embeddings_share_one_matrix():
     model = _model(tie_embeddings=True, hidden=8)
     assert model.generator.weight is model.target_embedding.weight

@@ -360,8 +360,10 @@ class Translator(nn.Module):
         return out
 
 
-def cross_entropy(logits: Tensor, target: Tensor, pad: int) -> Tensor:
+def cross_entropy(logits: Tensor, target: Tensor, pad: int,
+                  label_smoothing: float = 0.0) -> Tensor:
     """Mean token cross-entropy of logits [B, T, V] against target ids [B, T], padding
-    ignored."""
+    ignored. With ``label_smoothing`` e, against the target distribution 1 - e on the true
+    token plus e / V on every token (Szegedy et al. 2016)."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                           ignore_index=pad)
+                           ignore_index=pad, label_smoothing=label_smoothing)

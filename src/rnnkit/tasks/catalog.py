@@ -297,6 +297,9 @@ class TranslateOptions:
         Option("sampling-ratio", probability, 0.0, "scheduled sampling: the chance that a "
                "decoder input is the model's own previous prediction instead of the true "
                "token, rising linearly from 0 to this over the epochs", metavar="P"),
+        Option("label-smoothing", probability, 0.0, "train towards 1 - X on the true token "
+               "and X spread evenly over the vocabulary (Szegedy et al. 2016); the validation "
+               "and test losses stay plain cross-entropy", metavar="X"),
         Option("tie-embeddings", bool, False, "share the target embedding with the output "
                "layer (needs --embedding equal to --hidden)", flag=True),
         Option("beam", positive_int, 5, "beam size for the test translations (and "

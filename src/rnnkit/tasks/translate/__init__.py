@@ -123,7 +123,8 @@ class TranslationModule(TrainingModule):
     def training_step(self, batch, batch_idx):
         source, lengths, target_in, target_out, _ = batch
         logits = self.model(source, lengths, target_in, self.sampling_ratio())
-        loss = cross_entropy(logits, target_out, self.model.config.pad)
+        loss = cross_entropy(logits, target_out, self.model.config.pad,
+                             self.config.get("label_smoothing", 0.0))
         tokens = int((target_out != self.model.config.pad).sum())
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=tokens)
         return loss
