@@ -4,6 +4,7 @@ read its validation curve, and plot mean curves with a min..max band over seeds.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,18 @@ def train_once(args: list[str], out: Path) -> dict:
         if code != 0:
             raise SystemExit(f"training into {out} failed (exit {code})")
     return json.loads((out / "metrics.json").read_text())
+
+
+def seeded_runs(args: list[str], folder: Path, arm: str, seeds: list[int],
+                row: Callable[[dict], dict]) -> list[dict]:
+    """``rnnkit train ARGS --seed S`` into ``FOLDER/ARM-seedS`` for each seed (a finished
+    run is reused): ``row(metrics)`` of each, with its seed and run folder."""
+    runs = []
+    for s in seeds:
+        out = folder / f"{arm}-seed{s}"
+        runs.append({"seed": s, **row(train_once([*args, "--seed", str(s)], out)),
+                     "run": str(out)})
+    return runs
 
 
 def write_record(path: Path, record: dict) -> None:

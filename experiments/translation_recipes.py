@@ -10,7 +10,9 @@ seeds for all):
 * ``scaled-general``: ``... --attention scaled-general``;
 * ``scaled-general-glove``: ``... --attention scaled-general --source-vectors glove-6b-50d``
   (the English embedding from GloVe, which added 0.6 BLEU to ``general``:
-  ``experiments/word_vectors_other_tasks.py``).
+  ``experiments/word_vectors_other_tasks.py``);
+* ``scaled-general-ls``: ``... --attention scaled-general --label-smoothing 0.1`` (Szegedy
+  et al. 2016; 0.1 as in Vaswani et al. 2017).
 
 The arm with the best mean validation BLEU (greedy, the checkpoint's own criterion) is the
 one to make the default; the test split is read once per run, as every run does. The
@@ -31,7 +33,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _runs import train_once, write_record
+from _runs import seeded_runs, write_record
 from word_vectors_other_tasks import _row
 
 HERE = Path(__file__).parent
@@ -39,7 +41,9 @@ EN_ZH = ["translate", "--data", "en-zh", "--no-progress"]
 ARMS = {"general": [*EN_ZH, "--attention", "general"],
         "scaled-general": [*EN_ZH, "--attention", "scaled-general"],
         "scaled-general-glove": [*EN_ZH, "--attention", "scaled-general", "--source-vectors",
-                                 "glove-6b-50d"]}
+                                 "glove-6b-50d"],
+        "scaled-general-ls": [*EN_ZH, "--attention", "scaled-general", "--label-smoothing",
+                              "0.1"]}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,11 +62,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.json.is_file():  # keep the arms measured by an earlier call
         results = json.loads(args.json.read_text())["results"]
     for arm in [a for a in args.arms.split(",") if a]:
-        runs = []
-        for s in seeds:
-            out = args.runs / f"{arm}-seed{s}"
-            runs.append({"seed": s, **_row(arm, train_once([*ARMS[arm], "--seed", str(s)], out)),
-                         "run": str(out)})
+        runs = seeded_runs(ARMS[arm], args.runs, arm, seeds, lambda m, a=arm: _row(a, m))
         summary = {}
         for key in ("val_bleu", "test_bleu_greedy", "test_bleu_beam", "test_chrf_beam"):
             values = [r[key] for r in runs]

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _runs import train_once, write_record
+from _runs import seeded_runs, write_record
 
 HERE = Path(__file__).parent
 # The textclass recipe when this was measured (max pooling), spelled out since the default
@@ -73,11 +73,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.json.is_file():  # keep the arms measured by an earlier call
         results = json.loads(args.json.read_text())["results"]
     for arm in [a for a in args.arms.split(",") if a]:
-        runs = []
-        for s in seeds:
-            out = args.runs / f"{arm}-seed{s}"
-            runs.append({"seed": s, **_row(arm, train_once([*ARMS[arm], "--seed", str(s)], out)),
-                         "run": str(out)})
+        runs = seeded_runs(ARMS[arm], args.runs, arm, seeds, lambda m, a=arm: _row(a, m))
         key = "test_accuracy" if arm.startswith("tweets") else "test_bleu_beam"
         values = [r[key] for r in runs]
         results[arm] = {"command": ARMS[arm], f"{key}_mean": statistics.mean(values),
