@@ -41,8 +41,8 @@ def load_vectors(source: str | Path, words: dict[str, int] | list[str]
         ``(rows [n, D] float32, found [n] bool)``; the rows of words not found are 0.
 
     Raises:
-        ValueError: a missing or malformed file, or a source that cannot be fetched, in
-        one line that says what to do.
+        ValueError: a missing or malformed file, or a source that cannot be fetched,
+            in one line that says what to do.
     """
     index = words if isinstance(words, dict) else {w: i for i, w in enumerate(words)}
     return read_vectors(source, index)
