@@ -8,6 +8,7 @@ seeds for all):
 
 * ``general``: ``translate --data en-zh --attention general``;
 * ``scaled-general``: ``... --attention scaled-general``;
+* ``additive``: ``... --attention additive`` (Bahdanau's score, which a tanh bounds);
 * ``scaled-general-glove``: ``... --attention scaled-general --source-vectors glove-6b-50d``
   (the English embedding from GloVe, which added 0.6 BLEU to ``general``:
   ``experiments/word_vectors_other_tasks.py``);
@@ -40,6 +41,7 @@ HERE = Path(__file__).parent
 EN_ZH = ["translate", "--data", "en-zh", "--no-progress"]
 ARMS = {"general": [*EN_ZH, "--attention", "general"],
         "scaled-general": [*EN_ZH, "--attention", "scaled-general"],
+        "additive": [*EN_ZH, "--attention", "additive"],
         "scaled-general-glove": [*EN_ZH, "--attention", "scaled-general", "--source-vectors",
                                  "glove-6b-50d"],
         "scaled-general-ls": [*EN_ZH, "--attention", "scaled-general", "--label-smoothing",
