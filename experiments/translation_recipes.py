@@ -33,6 +33,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).parent))
 from _runs import seeded_runs, write_record
 from word_vectors_other_tasks import _row
@@ -58,6 +60,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def saturation(run: Path) -> float:
+    """How saturated the run's attention is: the share of output tokens, over its
+    validation sentences translated greedily, whose largest attention weight is above
+    0.99 (the softmax nearly one-hot, so almost no gradient passes through it)."""
+    from rnnkit.tasks.translate import SentenceTranslator
+
+    translator = SentenceTranslator.from_run(run)
+    data = translator.data
+    data.setup()  # reads the pairs and draws the run's split
+    sources = [data.pairs.source[i] for i in data.splits["validation"]]
+    peaks = torch.cat([t.attention.max(dim=-1).values for t in translator.translate(sources, 1)
+                       if t.attention is not None and len(t.attention)])
+    return float((peaks > 0.99).float().mean())
+
+
 def run(args: argparse.Namespace) -> dict:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     results: dict[str, dict] = {}
@@ -65,8 +82,11 @@ def run(args: argparse.Namespace) -> dict:
         results = json.loads(args.json.read_text())["results"]
     for arm in [a for a in args.arms.split(",") if a]:
         runs = seeded_runs(ARMS[arm], args.runs, arm, seeds, lambda m, a=arm: _row(a, m))
+        for r in runs:
+            r["attention_above_0.99"] = saturation(Path(r["run"]))
         summary = {}
-        for key in ("val_bleu", "test_bleu_greedy", "test_bleu_beam", "test_chrf_beam"):
+        for key in ("val_bleu", "test_bleu_greedy", "test_bleu_beam", "test_chrf_beam",
+                    "attention_above_0.99"):
             values = [r[key] for r in runs]
             summary[f"{key}_mean"] = statistics.mean(values)
             summary[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
