@@ -214,3 +214,31 @@ def test_source_vectors_set_the_source_embedding(tmp_path, capsys):
                  str(tmp_path / "b")]) == 2
     assert "--source-vectors: word vectors need word tokens; the source is split into " \
            "subword tokens" in capsys.readouterr().err
+
+
+def test_the_default_recipe_scales_the_scores_and_smooths_the_labels():
+    """The en-zh recipe chosen on validation BLEU: scaled-general scores, label smoothing
+    0.1; an explicit 0 stays 0, and a run made before the option (None in its config)
+    trains without smoothing, as it did."""
+    import torch
+
+    from rnnkit.tasks.translate import TASK, TranslationModule, model_config
+    from rnnkit.training.options import COMMON_OPTIONS, resolve
+
+    def prepared(**given):
+        return TASK.prepare(resolve([*TASK.options, *COMMON_OPTIONS], TASK.defaults,
+                                    {"data": "en-zh", **given}, {}))
+
+    config = prepared()
+    assert (config["attention"], config["label_smoothing"]) == ("scaled-general", 0.1)
+    assert prepared(label_smoothing=0.0)["label_smoothing"] == 0.0
+    old = {**config, "label_smoothing": None}
+    module = TranslationModule(old, model_config(old, 9, 9), None, None).eval()  # no dropout
+    torch.manual_seed(0)
+    source, target = torch.randint(3, 9, (2, 4)), torch.randint(3, 9, (2, 5))
+    batch = (source, torch.tensor([4, 3]), target, target, torch.tensor([0, 1]))
+    module.log = lambda *a, **k: None
+    plain = module.loss_on(batch)  # unsmoothed, as validation
+    assert torch.equal(module.training_step(batch, 0), plain)
+    module.config = {**old, "label_smoothing": 0.1}
+    assert not torch.equal(module.training_step(batch, 0), plain)

@@ -288,7 +288,7 @@ class TranslateOptions:
                "vectors, as textclass --vectors: glove-6b-50d (English), a word-vector text "
                "file or a run folder of rnnkit train embeddings; needs word tokens on the "
                "source side", metavar="SOURCE"),
-        Option("attention", str, "general", "attention score: general or dot (Luong), "
+        Option("attention", str, "scaled-general", "attention score: general or dot (Luong), "
                "scaled-general or scaled-dot (the same over sqrt(hidden), as Vaswani et al.), "
                "additive (Bahdanau), or none (the encoder-decoder without attention)",
                ATTENTIONS),
@@ -297,7 +297,7 @@ class TranslateOptions:
         Option("sampling-ratio", probability, 0.0, "scheduled sampling: the chance that a "
                "decoder input is the model's own previous prediction instead of the true "
                "token, rising linearly from 0 to this over the epochs", metavar="P"),
-        Option("label-smoothing", probability, 0.0, "train towards 1 - X on the true token "
+        Option("label-smoothing", probability, None, "train towards 1 - X on the true token "
                "and X spread evenly over the vocabulary (Szegedy et al. 2016); the validation "
                "and test losses stay plain cross-entropy", metavar="X"),
         Option("tie-embeddings", bool, False, "share the target embedding with the output "
@@ -315,7 +315,8 @@ class TranslateOptions:
     defaults = {"cell": "gru", "hidden": 256, "layers": 1, "bidirectional": True,
                 "dropout": 0.3, "epochs": None, "batch_size": None, "lr": 2e-3,
                 "optimizer": "adam", "schedule": "none", "clip": 1.0, "patience": 5}
-    shown_defaults = {"epochs": "per source; en-zh 30, de-en 15, tsv 20",
+    shown_defaults = {"label_smoothing": "0.1",
+                      "epochs": "per source; en-zh 30, de-en 15, tsv 20",
                       "batch_size": "per source; en-zh 32, de-en 64, tsv 64",
                       "source_tokenizer": "per source; subword for de-en and en-de, auto "
                                           "otherwise",

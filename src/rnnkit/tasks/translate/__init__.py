@@ -56,6 +56,9 @@ from rnnkit.training.run_folder import write_json
 
 TRANSLATIONS_FILE = "translations.tsv"
 PRETRAINED_FILE = "pretrained.json"  # --source-vectors: what was found
+# Chosen on en-zh validation BLEU with --attention scaled-general (docs/translate.md,
+# experiments/translation_recipes.py); 0.1 as in Vaswani et al. 2017.
+DEFAULT_LABEL_SMOOTHING = 0.1
 
 
 def _sacrebleu():
@@ -124,7 +127,7 @@ class TranslationModule(TrainingModule):
         source, lengths, target_in, target_out, _ = batch
         logits = self.model(source, lengths, target_in, self.sampling_ratio())
         loss = cross_entropy(logits, target_out, self.model.config.pad,
-                             self.config.get("label_smoothing", 0.0))
+                             self.config.get("label_smoothing") or 0.0)
         tokens = int((target_out != self.model.config.pad).sum())
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=tokens)
         return loss
@@ -294,6 +297,8 @@ class TranslationTask(catalog.TranslateOptions):
         for key in ("epochs", "batch_size", "source_tokenizer", "target_tokenizer"):
             if config.get(key) is None:
                 config[key] = preset.get(key, "auto")
+        if config.get("label_smoothing") is None:  # None in runs made before the option
+            config["label_smoothing"] = DEFAULT_LABEL_SMOOTHING
         if config.get("source_vectors"):
             from rnnkit.data.vectors import vector_size
 
