@@ -23,6 +23,7 @@ script trains what is missing (a run folder that holds its results is reused) an
 a JSON record::
 
     OMP_NUM_THREADS=1 python experiments/translation_recipes.py --arms general --seeds 0,1,2
+    python experiments/translation_recipes.py --length-penalty   # every arm, then the scan
 
 (measured with two or three runs side by side, one thread each; the ``general`` runs are
 ``experiments/word_vectors_other_tasks.py``'s ``en-zh-default``, the same command).
@@ -53,6 +54,8 @@ ARMS = {"general": [*EN_ZH, "--attention", "general"],
         "scaled-general-ls": [*EN_ZH, "--attention", "scaled-general", "--label-smoothing",
                               "0.1"]}
 
+PENALTIES = (0.0, 0.5, 1.0, 1.5, 2.0)  # beam search: log-probability / length ** this
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -61,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=Path, default=Path("runs/experiments/translation-recipes"),
                    help="folder for the run folders (default: %(default)s)")
     p.add_argument("--json", type=Path, default=HERE / "results" / "translation-recipes.json")
+    p.add_argument("--length-penalty", action="store_true", help="then score the chosen "
+                   f"arm's runs with beam 5 at each length penalty of {PENALTIES}")
     return p.parse_args(argv)
 
 
@@ -77,6 +82,25 @@ def saturation(run: Path) -> float:
     peaks = torch.cat([t.attention.max(dim=-1).values for t in translator.translate(sources, 1)
                        if t.attention is not None and len(t.attention)])
     return float((peaks > 0.99).float().mean())
+
+
+def length_penalties(run: Path) -> dict[str, dict[str, float]]:
+    """Beam-5 BLEU of the run's validation split for each of PENALTIES, and the test BLEU
+    for each too (reported, never used to choose)."""
+    from rnnkit.tasks.translate import SentenceTranslator, corpus_scores
+
+    translator = SentenceTranslator.from_run(run)
+    data = translator.data
+    data.setup()
+    scores: dict[str, dict[str, float]] = {}
+    for penalty in PENALTIES:
+        translator.config["length_penalty"] = penalty
+        for split in ("validation", "test"):
+            sources = [data.pairs.source[i] for i in data.splits[split]]
+            texts = [t.text for t in translator.translate(sources, 5)]
+            bleu = corpus_scores(texts, data.references(split), data.spec.bleu_tokenize)["bleu"]
+            scores.setdefault(split, {})[str(penalty)] = bleu
+    return scores
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -96,8 +120,16 @@ def run(args: argparse.Namespace) -> dict:
             summary[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
         results[arm] = {"command": ARMS[arm], **summary, "runs": runs}
     chosen = max(results, key=lambda a: results[a]["val_bleu_mean"]) if results else None
-    return {"experiment": "translation-recipes", "chosen_on_validation": chosen,
-            "results": results}
+    record = {"experiment": "translation-recipes", "chosen_on_validation": chosen,
+              "results": results}
+    if chosen and args.length_penalty:  # then the length penalty, for the chosen arm
+        scans = [length_penalties(Path(r["run"])) for r in results[chosen]["runs"]]
+        mean = {split: {p: statistics.mean(s[split][p] for s in scans) for p in scans[0][split]}
+                for split in ("validation", "test")}
+        record["length_penalty"] = {
+            "arm": chosen, "beam": 5, "per_run": scans, "mean": mean,
+            "chosen_on_validation": max(mean["validation"], key=mean["validation"].get)}
+    return record
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,6 +140,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{arm:22s} val BLEU {r['val_bleu_mean']:.2f}  test beam {r['test_bleu_beam_mean']:.2f}"
               f" ± {r['test_bleu_beam_sd']:.2f}  greedy {r['test_bleu_greedy_mean']:.2f}"
               f"  ({len(r['runs'])} runs)")
+    if "length_penalty" in record:
+        lp = record["length_penalty"]
+        print(f"length penalty (beam 5, mean of {len(lp['per_run'])} runs): validation "
+              f"{lp['mean']['validation']}, test {lp['mean']['test']}; chosen on validation: "
+              f"{lp['chosen_on_validation']}")
     print(f"chosen on validation: {record['chosen_on_validation']}; wrote {args.json}")
 
 
