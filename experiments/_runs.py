@@ -34,6 +34,12 @@ def seeded_runs(args: list[str], folder: Path, arm: str, seeds: list[int],
     return runs
 
 
+def earlier_results(path: Path) -> dict:
+    """The ``results`` of an earlier record at ``path`` (empty if none), so that a call
+    measuring some arms keeps the arms measured before."""
+    return json.loads(path.read_text())["results"] if path.is_file() else {}
+
+
 def write_record(path: Path, record: dict) -> None:
     """An experiment's JSON record (its folder made if needed)."""
     path.parent.mkdir(parents=True, exist_ok=True)

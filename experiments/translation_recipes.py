@@ -32,7 +32,6 @@ a JSON record::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -40,7 +39,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _runs import seeded_runs, write_record
+from _runs import earlier_results, seeded_runs, write_record
 from word_vectors_other_tasks import _row
 
 HERE = Path(__file__).parent
@@ -105,9 +104,7 @@ def length_penalties(run: Path) -> dict[str, dict[str, float]]:
 
 def run(args: argparse.Namespace) -> dict:
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    results: dict[str, dict] = {}
-    if args.json.is_file():  # keep the arms measured by an earlier call
-        results = json.loads(args.json.read_text())["results"]
+    results: dict[str, dict] = earlier_results(args.json)
     for arm in [a for a in args.arms.split(",") if a]:
         runs = seeded_runs(ARMS[arm], args.runs, arm, seeds, lambda m, a=arm: _row(a, m))
         for r in runs:

@@ -22,13 +22,12 @@ writes a table and a JSON record::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _runs import seeded_runs, write_record
+from _runs import earlier_results, seeded_runs, write_record
 
 HERE = Path(__file__).parent
 # The textclass recipe when this was measured (max pooling), spelled out since the default
@@ -71,9 +70,7 @@ def _row(arm: str, m: dict) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    results: dict[str, dict] = {}
-    if args.json.is_file():  # keep the arms measured by an earlier call
-        results = json.loads(args.json.read_text())["results"]
+    results: dict[str, dict] = earlier_results(args.json)
     for arm in [a for a in args.arms.split(",") if a]:
         runs = seeded_runs(ARMS[arm], args.runs, arm, seeds, lambda m, a=arm: _row(a, m))
         key = "test_accuracy" if arm.startswith("tweets") else "test_bleu_beam"
