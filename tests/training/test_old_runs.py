@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from rnnkit.cli import main
+from rnnkit.tasks import TASKS
+from rnnkit.training.options import COMMON_OPTIONS
 
 FIXTURE = Path(__file__).resolve().parent.parent / "data" / "old_runs"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text(encoding="utf-8"))
@@ -69,8 +71,16 @@ def test_old_run_resumes(runs, run, tmp_path):
     assert main(["train", run, "--resume", str(folder), "--epochs", "2", "--quiet"]) in (0, None)
     after = json.loads((folder / "config.json").read_text())
     assert after["epochs"] == 2
-    assert {k: v for k, v in after.items() if k not in ("epochs", "out")} == \
+    assert {k: v for k, v in after.items() if k in before and k not in ("epochs", "out")} == \
         {k: v for k, v in before.items() if k not in ("epochs", "out")}
+    # an option added since the run was written is recorded at its default, which keeps
+    # the old behaviour (None or off)
+    task = TASKS[run]
+    defaults = {o.key: task.defaults.get(o.key, o.default)
+                for o in [*task.options, *COMMON_OPTIONS]}
+    added = {k: v for k, v in after.items() if k not in before}
+    assert added == {k: defaults[k] for k in added}
+    assert set(added) <= {"chrono"}  # the options added since: extend when one is added
     old = json.loads((runs / run / "metrics.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
     assert (old["epochs"], metrics["epochs"]) == (1, 2)

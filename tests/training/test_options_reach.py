@@ -94,6 +94,7 @@ ALWAYS_GIVEN = {"data"}  # every case names its data; other sources are tested p
 CHANGED = {
     "cell": "gru", "hidden": 6, "layers": 2, "bidirectional": True, "dropout": 0.4,
     "zoneout": 0.3, "recurrent_dropout": 0.3, "init": "orthogonal", "forget_bias": 3.0,
+    "chrono": 5,
     "batch_size": 5, "lr": 0.5, "optimizer": "sgd", "momentum": 0.5, "weight_decay": 0.5,
     "seed": 7, "clip": 1e-3, "clip_mode": "value",
     # seqclass
@@ -118,6 +119,7 @@ CHANGED = {
 }
 # Changes that need a companion change to be valid (the base run takes it too).
 COMPANIONS = {"momentum": {"optimizer": "sgd"}, "forget_bias": {"cell": "lstm"},
+              "chrono": {"cell": "lstm"},
               # Adam's first steps hardly see how gradients were scaled: clip under SGD
               "clip": {"optimizer": "sgd"}, "clip_mode": {"optimizer": "sgd", "clip": 1e-3},
               "proj_size": {"cell": "lstm"}, "tie_weights": {"embedding": 8},

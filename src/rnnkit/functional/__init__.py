@@ -54,9 +54,11 @@ def register_cell(spec: CellSpec) -> CellSpec:
     if spec.num_states not in (1, 2) or spec.gates < 1:
         raise ValueError(f"register_cell: {spec.name}: expected 1 or 2 states and at least "
                          f"one gate, got {spec.num_states} and {spec.gates}")
-    if spec.forget_gate is not None and not 0 <= spec.forget_gate < spec.gates:
-        raise ValueError(f"register_cell: {spec.name}: forget_gate {spec.forget_gate} is not "
-                         f"one of its {spec.gates} gate blocks")
+    for field in ("forget_gate", "keep_gate", "write_gate"):
+        block = getattr(spec, field)
+        if block is not None and not 0 <= block < spec.gates:
+            raise ValueError(f"register_cell: {spec.name}: {field} {block} is not one of its "
+                             f"{spec.gates} gate blocks")
     if not callable(spec.step):
         raise TypeError(f"register_cell: {spec.name}: step must be a function")
     for name in (spec.name, *spec.aliases):

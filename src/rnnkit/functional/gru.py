@@ -158,7 +158,7 @@ def gru_gate_grads(dh: Tensor, derivs_t: Sequence[Tensor], dgx: GateBlock, dgh: 
         torch.addcmul(dy_prev, dh, z, out=dh)
 
 
-GRU = CellSpec(name="gru", gates=3, num_states=1, step=gru_step, aliases=("GRU",),
+GRU = CellSpec(name="gru", gates=3, num_states=1, step=gru_step, aliases=("GRU",), keep_gate=1,
                fold_hidden_bias=False,
                separate_hidden_grads=True, cache_widths=(3,), step_into=gru_step_into,
                local_derivatives=gru_local_derivatives, backward_step=gru_backward_step)

@@ -182,6 +182,7 @@ def ln_lstm_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_
 
 LN_LSTM = CellSpec(
     name="ln-lstm", gates=4, num_states=2, step=ln_lstm_step, forget_gate=1,
+    keep_gate=1, write_gate=0,
     aliases=("ln_lstm",), fold_hidden_bias=True, separate_hidden_grads=False,
     cache_widths=(1, 4, 1), step_into=ln_lstm_step_into,
     local_derivatives=ln_lstm_local_derivatives, backward_step=ln_lstm_backward_step,
@@ -246,7 +247,7 @@ def ln_gru_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_h
 
 
 LN_GRU = CellSpec(
-    name="ln-gru", gates=3, num_states=1, step=ln_gru_step, aliases=("ln_gru",),
+    name="ln-gru", gates=3, num_states=1, step=ln_gru_step, aliases=("ln_gru",), keep_gate=1,
     fold_hidden_bias=False, separate_hidden_grads=True,
     cache_widths=(3, 3), step_into=ln_gru_step_into, local_derivatives=ln_gru_local_derivatives,
     backward_step=ln_gru_backward_step,

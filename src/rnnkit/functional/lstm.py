@@ -194,6 +194,7 @@ def lstm_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor], w_hh:
 
 
 LSTM = CellSpec(name="lstm", gates=4, num_states=2, step=lstm_step, forget_gate=1,
+                keep_gate=1, write_gate=0,
                 aliases=("LSTM",), fold_hidden_bias=True,
                 separate_hidden_grads=False, cache_widths=(1,), step_into=lstm_step_into,
                 local_derivatives=lstm_local_derivatives, backward_step=lstm_backward_step,
@@ -260,7 +261,8 @@ def carry_lstm_backward_step(drec: Sequence[Tensor], derivs_t: Sequence[Tensor],
 
 
 CARRY_LSTM = CellSpec(name="carry-lstm", gates=5, num_states=2, step=carry_lstm_step,
-                      forget_gate=1, aliases=("carry_lstm",), fold_hidden_bias=True,
+                      forget_gate=1, keep_gate=1, write_gate=0, aliases=("carry_lstm",),
+                      fold_hidden_bias=True,
                       separate_hidden_grads=False, cache_widths=(1,),
                       step_into=carry_lstm_step_into,
                       local_derivatives=carry_lstm_local_derivatives,

@@ -71,6 +71,9 @@ class CellSpec:
             ``(x_proj_t, state, w_hh, b_hh, extra=(), h_in=None) -> (state, cache)``.
         forget_gate: the gate block whose bias is the forget gate's (``--forget-bias``
             sets it), or None for a cell without one.
+        keep_gate: the gate block that keeps the previous state (an LSTM's forget gate,
+            a GRU's update gate ``z`` in ``h_t = (1 - z) n + z h_{t-1}``), or None; with
+            ``write_gate`` (the LSTM's input gate, or None) it is what ``--chrono`` sets.
         aliases: other spellings accepted for ``name`` (older run folders, torch.nn's
             ``mode`` strings).
         fold_hidden_bias: True when ``b_hh`` enters the cell only through the sum
@@ -109,6 +112,8 @@ class CellSpec:
     num_states: int
     step: Callable[..., tuple[tuple[Tensor, ...], Any]]
     forget_gate: int | None = None
+    keep_gate: int | None = None
+    write_gate: int | None = None
     aliases: tuple[str, ...] = ()
     fold_hidden_bias: bool = True
     separate_hidden_grads: bool = False

@@ -40,6 +40,7 @@ class EncoderConfig:
     zoneout: float = 0.0  # inside the recurrence (rnnkit.nn.RNNBase)
     recurrent_dropout: float = 0.0
     proj_size: int = 0  # LSTM only: h projected to this width (LSTMP, Sak et al. 2014)
+    chrono: int | None = None  # chrono initialisation's T_max (Tallec & Ollivier 2018)
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS and self.cell not in MIN_CELLS:
@@ -52,6 +53,11 @@ class EncoderConfig:
                 and self.forget_bias != EncoderConfig.forget_bias):
             raise ValueError(f"--forget-bias: the {self.cell} cell has no forget gate, so "
                              f"{self.forget_bias} would change nothing; leave it out")
+        if self.chrono is not None:
+            check_chrono(self.cell, self.chrono)
+            if self.forget_bias is not None and self.forget_bias != EncoderConfig.forget_bias:
+                raise ValueError(f"--forget-bias {self.forget_bias}: --chrono {self.chrono} sets "
+                                 "the forget-gate biases itself; give one of the two")
 
     @property
     def encoder(self) -> EncoderConfig:
@@ -64,6 +70,26 @@ class EncoderConfig:
         arguments for a model config; a run written before an option existed lacks it and
         gets the default."""
         return {f.name: options[f.name] for f in fields(EncoderConfig) if f.name in options}
+
+
+def chrono_gates(cell: str) -> tuple[int, int | None] | None:
+    """The (keep, write) gate blocks that ``--chrono`` sets for ``cell``, or None."""
+    if cell in MIN_CELLS or cell not in CELLS:
+        return None
+    spec = cell_spec(cell)
+    return None if spec.keep_gate is None else (spec.keep_gate, spec.write_gate)
+
+
+def check_chrono(cell: str, t_max: int) -> None:
+    """Refuse a ``--chrono`` that cannot act: a cell without a keep gate, or T_max < 3
+    (the range 1 .. T_max - 1 would be empty or a single value)."""
+    if chrono_gates(cell) is None:
+        gated = [c for c in CELLS if chrono_gates(c) is not None]
+        raise ValueError(f"--chrono: the {cell} cell has no gate that keeps its state; "
+                         f"chrono initialisation needs one of {', '.join(gated)}")
+    if isinstance(t_max, bool) or not isinstance(t_max, int) or t_max < 3:
+        raise ValueError(f"--chrono: expected T_max, the longest dependency in steps, an "
+                         f"integer >= 3, got {t_max!r}")
 
 
 def build_recurrent(cell: str, input_size: int, hidden: int, layers: int = 1,
@@ -124,7 +150,7 @@ def _build_minimal(cell: str, input_size: int, hidden: int, layers: int, bidirec
 
 @torch.no_grad()
 def initialise_recurrent(layer: nn.Module, scheme: str = "torch",
-                         forget_bias: float | None = None) -> None:
+                         forget_bias: float | None = None, chrono: int | None = None) -> None:
     """Re-initialise a recurrent layer's weights.
 
     Args:
@@ -138,6 +164,13 @@ def initialise_recurrent(layer: nn.Module, scheme: str = "torch",
             plain, layer-norm and carry-gate LSTMs), the forget gate's total bias
             (``bias_ih`` + ``bias_hh``) is set to this value (Jozefowicz et al. 2015: 1.0 eases learning long memories);
             None leaves the biases as the scheme made them.
+        chrono: T_max of chrono initialisation (Tallec & Ollivier 2018, "Can recurrent
+            neural networks warp time?"), applied last, to every layer and direction: each
+            unit's keep-gate bias (an LSTM's forget gate, a GRU's update gate ``z``) is
+            ``log(u)`` with ``u ~ U(1, T_max - 1)``, and an LSTM's input-gate bias is its
+            negative, so that at the start each unit remembers over about ``u`` steps,
+            spread over the range of dependencies the task holds. ``bias_hh`` of those
+            blocks is set to 0, so the totals are exactly these values.
     """
     if scheme not in INIT_CHOICES:
         raise ValueError(f"init: expected one of {', '.join(INIT_CHOICES)}, got {scheme!r}")
@@ -164,6 +197,25 @@ def initialise_recurrent(layer: nn.Module, scheme: str = "torch",
                 param[forget * hidden: (forget + 1) * hidden] = forget_bias
             elif name.startswith("bias_hh"):
                 param[forget * hidden: (forget + 1) * hidden] = 0.0
+    if chrono is not None:
+        _chrono(layer, chrono)
+
+
+def _chrono(layer: nn.Module, t_max: int) -> None:
+    cell = layer.mode if layer.mode in MIN_CELLS else cell_spec(layer.mode).name
+    check_chrono(cell, t_max)
+    keep, write = chrono_gates(cell)
+    hidden = layer.hidden_size
+    for name, param in layer.named_parameters():
+        if name.startswith("bias_ih"):
+            bias = torch.empty(hidden, dtype=torch.float64).uniform_(1.0, t_max - 1.0).log_()
+            param[keep * hidden:(keep + 1) * hidden] = bias.to(param.dtype)
+            if write is not None:
+                param[write * hidden:(write + 1) * hidden] = -bias.to(param.dtype)
+        elif name.startswith("bias_hh"):
+            for block in (keep, write):
+                if block is not None:
+                    param[block * hidden:(block + 1) * hidden] = 0.0
 
 
 def build_initialised_encoder(config: EncoderConfig, input_size: int) -> rnn.RNNBase:
@@ -172,5 +224,5 @@ def build_initialised_encoder(config: EncoderConfig, input_size: int) -> rnn.RNN
     encoder = build_recurrent(config.cell, input_size, config.hidden, config.layers,
                               config.bidirectional, config.dropout, config.backend,
                               config.zoneout, config.recurrent_dropout, config.proj_size)
-    initialise_recurrent(encoder, config.init, config.forget_bias)
+    initialise_recurrent(encoder, config.init, config.forget_bias, config.chrono)
     return encoder

@@ -51,6 +51,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def chrono_range(text: str) -> int | None:
+    """``--chrono``: ``none``, or the longest dependency T_max, an integer >= 3."""
+    if str(text).lower() == "none":
+        return None
+    value = _integer(text)
+    if value < 3:
+        raise argparse.ArgumentTypeError(f"expected T_max, an integer >= 3 (or none), got {text}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     value = _integer(text)
     if value < 0:
@@ -151,6 +161,10 @@ COMMON_OPTIONS: list[Option] = [
     Option("forget-bias", optional_float, 1.0, "forget-gate bias of the LSTM cells ('none' "
            "keeps the init's; another value for a cell without a forget gate is refused)",
            metavar="B"),
+    Option("chrono", chrono_range, None, "chrono initialisation (Tallec & Ollivier 2018) for "
+           "dependencies up to T_MAX steps: keep-gate biases log U(1, T_MAX-1) (an LSTM's "
+           "forget gate, its input gate the negative; a GRU's update gate); replaces "
+           "--forget-bias (default: off)", metavar="T_MAX"),
     Option("backend", str, None, "rnnkit engine; one that cannot run the case falls back "
            "with a warning (default: automatic: triton on CUDA, native on the CPU)", BACKEND_CHOICES),
     Option("epochs", positive_int, 10, "maximum passes over the training set"),

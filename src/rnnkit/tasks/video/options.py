@@ -64,7 +64,7 @@ def completed(config: dict[str, Any]) -> dict[str, Any]:
     if conv:
         why = f"the {model} model's recurrence is its {model}; --cell is cnn-rnn's"
         refuse("cell", why)
-        for key in ("zoneout", "recurrent_dropout", "proj_size", "init", "forget_bias"):
+        for key in ("zoneout", "recurrent_dropout", "proj_size", "init", "forget_bias", "chrono"):
             refuse(key, f"the {model} model does not use it (cnn-rnn does)")
         if predict:
             refuse("features", "it sizes the CNN of a classifier, and predicting frames has none")
