@@ -105,7 +105,7 @@ CHANGED = {
     "level": "word", "bptt": 5, "tie_weights": True,
     # forecast
     "input_length": 7, "output_length": 2, "transform": "log",
-    "difference": 1, "window_norm": "none", "probabilistic": True,
+    "difference": 1, "window_norm": "none", "probabilistic": True, "ensemble": 2,
     # translate
     "lowercase_source": False, "attention": "dot", "input_feeding": False,
     "tie_embeddings": True, "label_smoothing": 0.3,

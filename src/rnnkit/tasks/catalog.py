@@ -233,6 +233,9 @@ class ForecastOptions:
                "none when differencing, else last)", WINDOW_NORMS),
         Option("probabilistic", bool, False, "Gaussian output (mean and standard deviation, NLL "
                "loss) with 80% and 95% prediction intervals", flag=True),
+        Option("ensemble", positive_int, 1, "networks trained side by side from different "
+               "initialisations, their forecasts averaged (a seed ensemble; each learns on its "
+               "own loss, validation scores the average)", metavar="K"),
         Option("baselines", baseline_list, None, "baselines to score on the same test "
                f"origins: all, none, or a comma list of {', '.join(BASELINE_NAMES)} "
                "(default: all)", metavar="NAMES"),

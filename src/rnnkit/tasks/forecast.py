@@ -26,7 +26,7 @@ from rnnkit.forecasting.baselines import NAMES as BASELINE_NAMES
 from rnnkit.forecasting.baselines import run_baselines
 from rnnkit.forecasting.metrics import all_metrics
 from rnnkit.forecasting.pipeline import Pipeline, fit_pipeline, forecast, windows
-from rnnkit.models.forecaster import ForecasterConfig, SequenceForecaster
+from rnnkit.models.forecaster import ForecasterConfig, build_forecaster
 from rnnkit.tasks import catalog
 from rnnkit.training.module import TrainingModule
 from rnnkit.training.run_folder import write_json
@@ -167,7 +167,7 @@ class ForecastModule(TrainingModule):
 
     def __init__(self, config: dict[str, Any], model_config: ForecasterConfig) -> None:
         super().__init__(config)
-        self.model = SequenceForecaster(model_config)
+        self.model = build_forecaster(model_config)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.model(x)
@@ -181,10 +181,10 @@ class ForecastModule(TrainingModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        self.log("val_loss", self.model.loss(*batch), on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("val_loss", self.model.score(*batch), on_epoch=True, prog_bar=True, sync_dist=True)
 
     def test_step(self, batch, batch_idx):
-        self.log("test_loss", self.model.loss(*batch), on_epoch=True, sync_dist=True)
+        self.log("test_loss", self.model.score(*batch), on_epoch=True, sync_dist=True)
 
     def predictor(self):
         """The model as :func:`rnnkit.forecasting.pipeline.forecast` calls it."""
@@ -225,7 +225,8 @@ class ForecastTask(catalog.ForecastOptions):
         data = ForecastData(config, run_dir)
         model_config = ForecasterConfig(
             input_size=data.series.values.shape[1], output_length=config["output_length"],
-            **ForecasterConfig.from_options(config), window_norm=config["window_norm"], probabilistic=config["probabilistic"])
+            **ForecasterConfig.from_options(config), window_norm=config["window_norm"],
+            probabilistic=config["probabilistic"], members=config.get("ensemble") or 1)
         return ForecastModule(config, model_config), data
 
     def describe_evaluation(self, module: ForecastModule, data: ForecastData, run_dir: Path,
