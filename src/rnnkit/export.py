@@ -44,6 +44,7 @@ _TORCH_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "rnn-relu": "RNN"}  
 _MODELS = {  # class name -> (module, config class) for load_safetensors
     "SequenceClassifier": ("rnnkit.models.classifier", "SequenceClassifierConfig"),
     "SequenceForecaster": ("rnnkit.models.forecaster", "ForecasterConfig"),
+    "ForecasterEnsemble": ("rnnkit.models.forecaster", "ForecasterConfig"),
     "LanguageModel": ("rnnkit.models.language_model", "LanguageModelConfig"),
     "SequenceTagger": ("rnnkit.models.tagger", "SequenceTaggerConfig"),
     "TextClassifier": ("rnnkit.models.text_classifier", "TextClassifierConfig"),

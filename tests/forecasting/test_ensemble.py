@@ -111,3 +111,12 @@ def test_an_ensemble_run_trains_reloads_and_forecasts_the_same(tmp_path):
     assert solo._module.model.config.members == 1
     assert sum(p.numel() for p in model._module.parameters()) == \
         3 * sum(p.numel() for p in solo._module.parameters())
+    # exported without pickle and rebuilt: the same forecasts
+    from rnnkit.export import export_run, load_safetensors
+
+    export_run(model.run_dir, "safetensors", tmp_path / "ens.safetensors")
+    rebuilt = load_safetensors(tmp_path / "ens.safetensors")
+    assert isinstance(rebuilt, ForecasterEnsemble) and len(rebuilt.members) == 3
+    x = torch.randn(4, 24, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x)[0], model._module.model.eval()(x)[0])
