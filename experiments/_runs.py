@@ -52,7 +52,7 @@ def validation_curve(out: Path, key: str = "val_accuracy") -> list[float]:
 
 
 def plot_bands(curves: dict[str, list[list[float]]], path: Path, title: str,
-               ylabel: str = "validation accuracy") -> None:
+               ylabel: str = "validation accuracy", legend: str = "lower right") -> None:
     """One line per entry (mean over its runs, by epoch) with its min..max band; runs that
     stopped early count up to their last epoch."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -70,7 +70,7 @@ def plot_bands(curves: dict[str, list[list[float]]], path: Path, title: str,
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc=legend)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
