@@ -19,9 +19,9 @@ Two validation scores per run, neither touching the test part:
   last 36 months held out and forecast from their start exactly as the test is
   (rolling-origin evaluation, Tashman 2000): a 36-step forecast with two rollouts.
 
-The selection criterion, fixed before the test numbers were read, is the mean
-``backtest36`` over seeds 0-2, since it scores the test's own quantity; ``val12`` is
-reported beside it. Each run's test MAPE is read once, as every run does. Runs go to
+The selection criterion, fixed before the other arms' test numbers were read (those of
+``default`` and ``diff12`` were seen in a first look), is the mean ``backtest36`` over
+seeds 0-2, since it scores the test's own quantity; ``val12`` is reported beside it. Each run's test MAPE is read once, as every run does. Runs go to
 ``runs/experiments/forecasting-recipes`` (a run folder holding its results is reused)::
 
     OMP_NUM_THREADS=1 python experiments/forecasting_recipes.py [--arms a,b]
