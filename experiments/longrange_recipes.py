@@ -20,7 +20,7 @@ the record says so). The script trains what is missing (a run folder holding its
 is reused) and writes a JSON record::
 
     OMP_NUM_THREADS=1 python experiments/longrange_recipes.py --arms copy-gru,copy-lstm-chrono
-    python experiments/longrange_recipes.py            # every arm
+    python experiments/longrange_recipes.py            # every arm, each with its seeds
 
 (measured with two runs side by side, one thread each).
 """
@@ -69,26 +69,34 @@ SOLVED = {"copy": ("val_copy_accuracy", lambda v: v > 0.99),
           "adding": ("val_loss", lambda v: v < 0.01)}
 
 
-def row(task: str, run: Path, metrics: dict) -> dict:
-    """A run's test metrics, its best validation value, and the training steps until the
-    validation metric first crossed the solved line (None: never)."""
+# seeds per arm: the arms that solve the adding problem have three; the rest one
+SEEDS = {"adding-gru": (0, 1, 2), "adding-lstm-chrono": (0, 1, 2)}
+
+
+def row(metrics: dict) -> dict:
+    return {"test": metrics["test"], "steps": metrics["global_step"],
+            "epochs": metrics["epochs"], "stop_reason": metrics.get("stop_reason"),
+            "wall_time_s": metrics["wall_time_s"]}
+
+
+def curve_row(task: str, run: dict) -> dict:
+    """A run's best validation value, its validation curve, and the training steps until
+    the validation metric first crossed the solved line (None: never)."""
     key, solved = SOLVED[task]
-    curve = logged_epochs(run).get(key, {})
-    per_epoch = metrics["global_step"] / max(1, metrics["epochs"])
+    curve = logged_epochs(Path(run["run"])).get(key, {})
+    per_epoch = run["steps"] / max(1, run["epochs"])
     first = next((e for e in sorted(curve) if solved(curve[e])), None)
     best = (max if task == "copy" else min)(curve.values()) if curve else None
-    return {"test": metrics["test"], f"best_{key}": best,
+    return {f"best_{key}": best,
             "steps_to_solve": None if first is None else round((first + 1) * per_epoch),
-            "steps": metrics["global_step"], "epochs": metrics["epochs"],
-            "stop_reason": metrics.get("stop_reason"),
-            "wall_time_s": metrics["wall_time_s"],
             "validation_curve": [curve[e] for e in sorted(curve)]}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arms", default=",".join(ARMS), help="default: %(default)s")
-    p.add_argument("--seeds", default="0", help="default: %(default)s")
+    p.add_argument("--seeds", default=None, help="comma-separated (default: 0,1,2 for "
+                   f"{', '.join(SEEDS)}; 0 for the others)")
     p.add_argument("--runs", type=Path, default=Path("runs/experiments/longrange-recipes"),
                    help="folder for the run folders (default: %(default)s)")
     p.add_argument("--json", type=Path, default=HERE / "results" / "longrange-recipes.json")
@@ -112,15 +120,12 @@ def plot(results: dict, folder: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",") if s]
+    given = [int(s) for s in args.seeds.split(",") if s] if args.seeds else None
     results = earlier_results(args.json)
     for arm in [a for a in args.arms.split(",") if a]:
-        task = ARMS[arm][0]
-        runs = []
-        for s in seeds:  # the run folder is needed for the curve, so one seed at a time
-            out = args.runs / f"{arm}-seed{s}"
-            runs += seeded_runs(ARMS[arm], args.runs, arm, [s],
-                                lambda m, t=task, o=out: row(t, o, m))
+        runs = seeded_runs(ARMS[arm], args.runs, arm, given or list(SEEDS.get(arm, (0,))), row)
+        for run in runs:
+            run.update(curve_row(ARMS[arm][0], run))
         results[arm] = {"command": "rnnkit train " + " ".join(ARMS[arm]), "runs": runs}
         write_record(args.json, {"experiment": "longrange-recipes", "results": results})
     plot(results, args.plots)

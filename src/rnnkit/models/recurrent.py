@@ -175,7 +175,8 @@ def initialise_recurrent(layer: nn.Module, scheme: str = "torch",
     if scheme not in INIT_CHOICES:
         raise ValueError(f"init: expected one of {', '.join(INIT_CHOICES)}, got {scheme!r}")
     hidden = layer.hidden_size
-    forget = forget_gate(layer.mode if layer.mode in MIN_CELLS else cell_spec(layer.mode).name)
+    cell = layer.mode if layer.mode in MIN_CELLS else cell_spec(layer.mode).name
+    forget = forget_gate(cell)
     for name, param in layer.named_parameters():
         if scheme in ("orthogonal", "identity"):
             if name.startswith("weight_hh"):
@@ -198,11 +199,10 @@ def initialise_recurrent(layer: nn.Module, scheme: str = "torch",
             elif name.startswith("bias_hh"):
                 param[forget * hidden: (forget + 1) * hidden] = 0.0
     if chrono is not None:
-        _chrono(layer, chrono)
+        _chrono(layer, cell, chrono)
 
 
-def _chrono(layer: nn.Module, t_max: int) -> None:
-    cell = layer.mode if layer.mode in MIN_CELLS else cell_spec(layer.mode).name
+def _chrono(layer: nn.Module, cell: str, t_max: int) -> None:
     check_chrono(cell, t_max)
     keep, write = chrono_gates(cell)
     hidden = layer.hidden_size
