@@ -30,6 +30,7 @@ TRAINER = {
     "max_time": "the wall-clock budget",
     "out": "where the run folder goes",
     "grad_diagnostics": "gradient plots (test_pieces.py)",
+    "average_last": "which weights are tested after training (test_averaging.py)",
     "progress": "what is printed",
     "quiet": "what is printed",
     "backend": "which engine computes the same numbers; test_backend_reaches_every_layer",

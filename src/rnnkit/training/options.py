@@ -51,6 +51,15 @@ def positive_int(text: str) -> int:
     return value
 
 
+def average_count(text: str) -> int:
+    """``--average-last``: 0 (off) or a count K >= 2 of epoch ends to average."""
+    value = _integer(text)
+    if value < 0 or value == 1:
+        raise argparse.ArgumentTypeError(f"expected 0 (off) or a count of epochs >= 2 (the mean "
+                                         f"of one epoch's weights is that epoch), got {text}")
+    return value
+
+
 def chrono_range(text: str) -> int | None:
     """``--chrono``: ``none``, or the longest dependency T_max, an integer >= 3."""
     if str(text).lower() == "none":
@@ -190,6 +199,10 @@ COMMON_OPTIONS: list[Option] = [
     Option("num-nodes", positive_int, 1, "machines taking part (for DDP across machines)"),
     Option("max-time", max_time, None, "wall-clock budget; training then stops cleanly, is "
            "evaluated and saved ('none': no limit)", metavar="DD:HH:MM:SS"),
+    Option("average-last", average_count, 0, "checkpoint averaging: after training, the mean of "
+           "the weights at the ends of the last K epochs is scored on validation beside the "
+           "best epoch, and the better is tested and kept as best.ckpt; each checkpoint "
+           "holds K more copies of the weights (0: off)", metavar="K"),
     Option("out", str, None, "run folder (default: runs/<task>/<timestamp>)", metavar="DIR"),
     Option("grad-diagnostics", non_negative_int, 0, "every N steps, record ||dLoss/dh_t|| per time step on "
            "a fixed batch, and the gradient norm before/after clipping; plots in plots/ (0: off)",

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import lightning as L
 from lightning.pytorch.callbacks import Timer
 
+from rnnkit.training.averaging import EpochAverage, choose_average
 from rnnkit.training.checkpoint_io import load_checkpoint_file, remove_stale_temporaries
 from rnnkit.training.module import TrainingModule
 from rnnkit.training.options import Option, refuse_unused
@@ -221,7 +222,14 @@ def _final_metrics(task: Task, trainer: L.Trainer, module: TrainingModule,
     if ckpt is None:
         _say("no checkpoint was written (no epoch finished); evaluating the final weights")
     trainer.loggers = []  # the learning-curve logs hold training epochs only
-    validation = trainer.validate(module, datamodule=data, ckpt_path=ckpt, verbose=False)[0]
+    averager = next((c for c in trainer.callbacks if isinstance(c, EpochAverage)), None)
+    averaged = {}
+    if ckpt is not None and averager is not None and len(averager.states) >= 2:
+        validation, averaged = choose_average(trainer, module, data, averager, best,
+                                              task.monitor, task.mode)
+        averaged = {"average": averaged}
+    else:
+        validation = trainer.validate(module, datamodule=data, ckpt_path=ckpt, verbose=False)[0]
     test = trainer.test(module, datamodule=data, ckpt_path=ckpt, verbose=False)[0]
     extras = task.after_test(run_dir, module, data) if trainer.is_global_zero else {}
     return {
@@ -230,6 +238,7 @@ def _final_metrics(task: Task, trainer: L.Trainer, module: TrainingModule,
         "validation": _strip(validation, "val_"),
         "test": _strip(test, "test_"),
         "best_checkpoint": "checkpoints/best.ckpt" if ckpt else None,
+        **averaged,
         **extras,
     }
 
@@ -252,6 +261,14 @@ def _report(task: Task, run_dir: Path, metrics: dict[str, Any], config: dict[str
     test = metrics["test"]
     parts = [f"{name} {_fmt(name, value)}" for name, value in test.items()]
     _say("")
+    if "average" in metrics:
+        a = metrics["average"]
+        epochs = ", ".join(str(e) for e in a["epochs"])
+        which = "the average" if a["chosen"] else "the best epoch"
+        name = a["monitor"].removeprefix("val_")
+        _say(f"checkpoint averaging: epochs {epochs} averaged, validation {name} "
+             f"{_fmt(name, a['average_validation'])} against the best epoch's "
+             f"{_fmt(name, a['best_epoch_validation'])}; testing {which}")
     _say(f"test: {', '.join(parts)}")
     stop = {"max_time": f", stopped by --max-time {config.get('max_time')}",
             "early_stopping": f", stopped early (no validation improvement in "

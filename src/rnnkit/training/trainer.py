@@ -200,6 +200,10 @@ def build_trainer(config: dict[str, Any], run_dir: Path, monitor: str, mode: str
                  StepSeeds(config["seed"])]
     if not progress and not config.get("quiet"):
         callbacks.append(EpochLines(monitor))
+    if config.get("average_last"):
+        from rnnkit.training.averaging import EpochAverage
+
+        callbacks.append(EpochAverage(config["average_last"]))
     if config.get("grad_diagnostics"):
         from rnnkit.training.diagnostics import GradientDiagnostics
 
