@@ -1,6 +1,7 @@
 """Two DDP processes against one process with the same global batch, and a killed run
 resumed to the result of an uninterrupted one. Both run the real command in subprocesses."""
 
+import json
 import os
 import signal
 import subprocess
@@ -77,3 +78,21 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(series_csv, tmp_path):
     whole, again = _weights(tmp_path / "whole"), _weights(run)
     for key in whole:
         torch.testing.assert_close(again[key], whole[key], rtol=0, atol=1e-6)
+
+
+def test_a_classifier_with_checkpoint_averaging_finishes_under_ddp(tmp_path):
+    """seqclass under two processes reaches its report: the confusion matrix, which only
+    rank 0 reads, waited forever for a sum across processes; and --average-last scores
+    its average on both processes. The matrix counts each test example once."""
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "rnnkit.cli", "train", "seqclass", "--data", "digits",
+               "--hidden", "8", "--epochs", "2", "--average-last", "2", "--devices", "2",
+               "--strategy", "ddp", "--threads", "1", "--no-progress", "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "RNNKIT_RUN_DIR"}
+    _finish(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, env=env))
+    metrics = json.loads((out / "metrics.json").read_text())
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.sum() == metrics["data"]["test"]
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
+    assert metrics["average"]["epochs"] == [1, 2]

@@ -120,7 +120,9 @@ class SequenceClassificationModule(TrainingModule):
         self.train_accuracy = MulticlassAccuracy(n, average="micro")
         self.val_accuracy = MulticlassAccuracy(n, average="micro")
         self.test_accuracy = MulticlassAccuracy(n, average="micro")
-        self.test_confusion = MulticlassConfusionMatrix(n)
+        # every DDP process tests the whole test set, and only rank 0 reads the
+        # matrix (after_test): no sum across processes, which would wait forever
+        self.test_confusion = MulticlassConfusionMatrix(n, sync_on_compute=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -154,7 +154,9 @@ class TextClassificationModule(TrainingModule):
             for split in ("train", "val", "test")
             for name, metric in (("accuracy", MulticlassAccuracy(n, average="micro")),
                                  ("macro_f1", MulticlassF1Score(n, average="macro")))})
-        self.test_confusion = MulticlassConfusionMatrix(n)
+        # every DDP process tests the whole test set, and only rank 0 reads the
+        # matrix (after_test): no sum across processes, which would wait forever
+        self.test_confusion = MulticlassConfusionMatrix(n, sync_on_compute=False)
         self.pretrained = bool(config.get("init_from"))
         # a classifier run provides both directions; a language model, the forward one
         self.pretrained_both_ways = config.get("init_from_task") == "textclass"
