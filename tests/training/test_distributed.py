@@ -80,6 +80,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(series_csv, tmp_path):
         torch.testing.assert_close(again[key], whole[key], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow  # 30 s of process start-up; the default suite keeps the forecast DDP test
 def test_a_classifier_with_checkpoint_averaging_finishes_under_ddp(tmp_path):
     """seqclass under two processes reaches its report: the confusion matrix, which only
     rank 0 reads, waited forever for a sum across processes; and --average-last scores
