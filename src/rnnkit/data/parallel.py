@@ -37,7 +37,6 @@ import gzip
 import io
 import json
 import re
-import subprocess
 import tarfile
 import zipfile
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from pathlib import Path
 
 from rnnkit.atomic import write_text
 from rnnkit.choices import TOKENIZERS, install_hint
-from rnnkit.data.cache import cache_dir, check_online, pip_fetch
+from rnnkit.data.cache import apt_fetch, cache_dir, deb_member, pip_fetch
 from rnnkit.data.vocab import _NO_SPACE_AFTER, _NO_SPACE_BEFORE
 
 HSK_PACKAGE = "hsk-sentences-audio==1.0.0"
@@ -53,7 +52,6 @@ HSK_WHEEL = "hsk_sentences_audio-1.0.0-py3-none-any.whl"
 HSK_JSON = "hsk_sentences_audio/data/sentences.json"
 DICT_PACKAGE = "dict-de-en"
 DICT_VERSION = "1.9-6"
-DICT_DEB = f"dict-de-en_{DICT_VERSION}_all.deb"
 DICT_INSTALLED = Path("/usr/share/dictd")
 DICT_NAME = "german-english"
 PARSE_VERSION = 2  # bumped whenever dictd_sentences changes what it extracts
@@ -112,50 +110,16 @@ def load_hsk() -> list[tuple[str, str]]:
                          f"({exc}); delete it and run again to fetch it anew") from exc
 
 
-def _deb_member(deb: Path, name: str) -> bytes:
-    """One file of a Debian package (an ``ar`` archive holding ``data.tar.*``)."""
-    with deb.open("rb") as handle:
-        if handle.read(8) != b"!<arch>\n":
-            raise ValueError("not an ar archive")
-        while header := handle.read(60):
-            member = header[:16].decode().strip().rstrip("/")
-            size = int(header[48:58])
-            body = handle.read(size)
-            handle.read(size % 2)  # members are 2-byte aligned
-            if member.startswith("data.tar"):
-                with tarfile.open(fileobj=io.BytesIO(body)) as tf:
-                    return tf.extractfile(tf.getmember(f"./{name.lstrip('/')}")).read()
-    raise ValueError("no data.tar member")
-
-
 def _dictd_files() -> tuple[bytes, bytes]:
     """The German-English dictd index and (dictzip) dictionary, installed or fetched."""
     installed = DICT_INSTALLED / f"{DICT_NAME}.index"
     if installed.is_file():
         return installed.read_bytes(), (DICT_INSTALLED / f"{DICT_NAME}.dict.dz").read_bytes()
-    where = cache_dir() / DICT_PACKAGE
-    deb = where / DICT_DEB
-    how = (f"install it with `apt-get install {DICT_PACKAGE}`, or fetch it by hand with "
-           f"`apt-get download {DICT_PACKAGE}={DICT_VERSION}` and move {DICT_DEB} to {where}/, "
-           "or give a file of pairs with --data tsv:PATH")
-    if not deb.is_file():
-        check_online(f"--data de-en: the Debian package {DICT_PACKAGE}", how)
-        where.mkdir(parents=True, exist_ok=True)
-        try:
-            result = subprocess.run(["apt-get", "download", f"{DICT_PACKAGE}={DICT_VERSION}"],
-                                    cwd=where, capture_output=True, text=True, timeout=600,
-                                    check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ValueError(f"--data de-en: `apt-get download` did not run ({exc}); "
-                             f"{how}") from exc
-        if result.returncode != 0 or not deb.is_file():
-            detail = (result.stderr.strip() or result.stdout.strip())[-300:] or "no output"
-            raise ValueError(f"--data de-en: `apt-get download {DICT_PACKAGE}` failed "
-                             f"({detail}); if apt has no package lists yet, run "
-                             f"`apt-get update` first; or {how}")
+    deb = apt_fetch(DICT_PACKAGE, DICT_VERSION, DICT_PACKAGE, "de-en",
+                    ", or give a file of pairs with --data tsv:PATH")
     try:
         base = f"usr/share/dictd/{DICT_NAME}"
-        return _deb_member(deb, f"{base}.index"), _deb_member(deb, f"{base}.dict.dz")
+        return deb_member(deb, f"{base}.index"), deb_member(deb, f"{base}.dict.dz")
     except (OSError, ValueError, KeyError, tarfile.TarError) as exc:
         raise ValueError(f"--data de-en: {deb} is not a readable {DICT_PACKAGE} package "
                          f"({exc}); delete it and run again to fetch it anew") from exc
