@@ -90,6 +90,39 @@ def write_pairs(path, n: int = 300, seed: int = 0):
     return path
 
 
+TONES = {"a": 300.0, "e": 520.0, "i": 850.0, "o": 1300.0, "u": 2000.0}  # Hz per letter
+
+
+def write_speech(folder, clips: int = 40, seed: int = 0, rates=(16000, 22050, 8000)):
+    """A folder of spoken "words" as ``audio:DIR`` reads it: each letter of a, e, i, o, u is
+    a 0.12 s tone of its own pitch, letters are 0.04 s apart and words 0.15 s; one to three
+    words of one to three letters per clip, files at each of ``rates`` in turn, two
+    speakers (loud and soft). Returns the folder."""
+    import numpy as np
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    lines = []
+    for n in range(clips):
+        rate = rates[n % len(rates)]
+        words = ["".join(rng.choice(list(TONES), size=rng.integers(1, 4)))
+                 for _ in range(rng.integers(1, 4))]
+        pieces = [np.zeros(int(0.1 * rate))]
+        for word in words:
+            for letter in word:
+                t = np.arange(int(0.12 * rate)) / rate
+                pieces += [np.sin(2 * np.pi * TONES[letter] * t) * np.hanning(len(t)),
+                           np.zeros(int(0.04 * rate))]
+            pieces.append(np.zeros(int(0.15 * rate)))
+        gain = 0.5 if n % 2 else 0.2
+        name = f"clip{n:03d}.{'wav' if n % 3 else 'flac'}"
+        sf.write(folder / name, (gain * np.concatenate(pieces)).astype(np.float32), rate)
+        lines.append(f"{name}\t{' '.join(words).upper()}.\t{'loud' if n % 2 else 'soft'}\n")
+    (folder / "transcripts.tsv").write_text("".join(lines), encoding="utf-8")
+    return folder
+
+
 def tiny_options(task: str, folder) -> dict:
     """Options for a seconds-long run of ``task`` on data made in ``folder``."""
     from pathlib import Path
@@ -128,6 +161,11 @@ def tiny_options(task: str, folder) -> dict:
         # trained after the test, which one_step never reaches
         return small | {"digit_source": "digits", "frame": 16, "length": 6, "clips": 32,
                         "eval_clips": 8}
+    if task == "asr":
+        speech = folder / "speech"
+        if not (speech / "transcripts.tsv").exists():
+            write_speech(speech, clips=24)
+        return small | {"data": f"audio:{speech}", "mels": 16, "channels": 4, "beam": 2}
     if task == "adding":
         return small | {"length": 12, "train_size": 64}
     if task == "copy":

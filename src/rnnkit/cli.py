@@ -79,7 +79,8 @@ def _run(args: argparse.Namespace) -> None:
     commands = {"translate": ("translates with", handlers.translate),
                 "generate": ("samples from", handlers.generate),
                 "forecast": ("forecasts with", lambda a: handlers.forecast(a, task)),
-                "recommend": ("recommends with", handlers.recommend)}
+                "recommend": ("recommends with", handlers.recommend),
+                "transcribe": ("transcribes with", handlers.transcribe)}
     if args.command in commands:
         what, handler = commands[args.command]
         if args.command not in getattr(task, "run_commands", ()):  # the task says what it offers

@@ -124,6 +124,15 @@ def recommend(args: argparse.Namespace) -> None:
         print(f"{rank:>3}  {r['score']:.4f}  {r['item']:<{width}}  {r['name']}".rstrip())
 
 
+def transcribe(args: argparse.Namespace) -> None:
+    """One line per file on stdout: its name, a colon and the text."""
+    from rnnkit.tasks.asr.task import Transcriber
+
+    transcriber = Transcriber.from_run(args.run_dir, args.checkpoint)
+    for path, text in zip(args.files, transcriber.transcribe(args.files, args.beam)):
+        print(f"{path}: {text}")
+
+
 def train_standalone(args: argparse.Namespace, spec: Any) -> None:
     """``rnnkit train embeddings``: options resolved as for the tasks, then its own run."""
     from rnnkit.tasks.embeddings import run

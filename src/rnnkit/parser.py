@@ -26,6 +26,8 @@ EPILOG = """examples:
   rnnkit translate runs/translate/20261123-170000 "Wo ist der Bahnhof?" --show-attention a.png
   rnnkit train nextitem                          GRU4Rec on MovieLens 100K, beside item-kNN
   rnnkit recommend runs/nextitem/20261202-170000 --history "50 172 133" --k 10
+  rnnkit train asr                               BiLSTM + CTC on recorded Czech speech
+  rnnkit transcribe runs/asr/20261203-140000 clip.wav other.ogg
   rnnkit train video --predict-frames 10         ConvLSTM next frames on Moving MNIST
   rnnkit predict runs/video/20261202-190000 test:3   PNG strip and GIF of a prediction
   rnnkit export runs/seqclass/20261123-101500 --format onnx --output digits.onnx
@@ -61,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_train, _add_lab, _add_evaluate_and_predict, _add_generate, _add_forecast,
-                _add_translate, _add_recommend, _add_export, _add_serve):
+                _add_translate, _add_recommend, _add_transcribe, _add_export, _add_serve):
         add(commands)
     return parser
 
@@ -236,6 +238,20 @@ def _add_recommend(commands) -> None:
     rec.add_argument("--k", type=positive_int, default=20, metavar="K",
                      help="items to recommend (default: 20)")
     _checkpoint_option(rec)
+
+
+def _add_transcribe(commands) -> None:
+    tr = commands.add_parser(
+        "transcribe", help="transcribe audio files with a trained asr run",
+        description="Transcribe audio files (WAV, FLAC, Ogg Vorbis, ...: what soundfile "
+                    "reads, at any sample rate, mixed to mono) with a run of rnnkit train asr: "
+                    "one line per file, its name, a colon and the text.")
+    _run_dir_argument(tr, "rnnkit train asr")
+    tr.add_argument("files", nargs="+", metavar="FILE", help="audio files to transcribe")
+    tr.add_argument("--beam", type=non_negative_int, default=None, metavar="K",
+                    help="beam width of the CTC beam search; 0 decodes greedily (default: "
+                         "the run's --beam)")
+    _checkpoint_option(tr)
 
 
 def _add_export(commands) -> None:

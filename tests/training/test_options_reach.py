@@ -87,6 +87,10 @@ ELSEWHERE = {
               "eval_clips": "how many validation and test clips are generated",
               "digit_source": "the digit images (test_video_task.py uses digits)",
               "baselines": "baselines trained and scored after training"},
+    "asr": {"split": "the held-out clips (test_speech_data.py)",
+            "test_speaker": "the held-out speaker (test_speech_data.py)",
+            "split_seed": "the held-out split", "beam": "decoding after training",
+            "max_seconds": "which training clips are kept (test_asr_task.py)"},
     "seqclass": {}, "adding": {}, "copy": {},
 }
 ALWAYS_GIVEN = {"data"}  # every case names its data; other sources are tested per task
@@ -115,6 +119,8 @@ CHANGED = {
     # video
     "predict_frames": 2, "model": "convlstm", "target": "digit", "clips": 40, "frame": 24,
     "digits": 2, "speed": 1.5, "features": 6, "channels": 6, "kernel": 5, "patch": 2,
+    # asr
+    "mels": 12, "encoder": "conv", "spec_augment": True,
     # adding, copy
     "length": 9, "delay": 4, "train_size": 48,
 }
@@ -137,7 +143,7 @@ TASK_COMPANIONS = {("lm", "min_freq"): {"level": "word"},
 TASK_VALUES = {("lm", "min_freq"): 150, ("translate", "min_freq"): 1000,
                ("translate", "source_embedding"): 5,
                ("translate", "max_tokens"): 5, ("video", "length"): 8,
-               ("video", "digits"): 1}
+               ("video", "digits"): 1, ("asr", "layers"): 1}
 # Changes a task refuses, with the message's start: refused in one line, not ignored.
 REFUSED = {("lm", "bidirectional"): "--bidirectional: a language model predicts"}
 

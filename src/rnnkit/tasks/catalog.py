@@ -26,6 +26,7 @@ from rnnkit.choices import (
     VIDEO_TARGETS,
     WINDOW_NORMS,
 )
+from rnnkit.tasks.asr.options import AsrOptions
 from rnnkit.training.options import (
     Option,
     non_negative,
@@ -516,7 +517,8 @@ class CopyOptions:
 # Every task's options, by name, in the order of ``rnnkit train --help``.
 CATALOG = {spec.name: spec for spec in (SeqclassOptions, TextclassOptions, LanguageModelOptions,
                                         ForecastOptions, TranslateOptions, NextItemOptions,
-                                        VideoOptions, AddingOptions, CopyOptions)}
+                                        VideoOptions, AsrOptions, AddingOptions,
+                                        CopyOptions)}
 class EmbeddingsOptions:
     """The options of ``rnnkit train embeddings`` (:mod:`rnnkit.tasks.embeddings`): word
     vectors trained by gensim, not a recurrent network, so none of the model and training
@@ -563,6 +565,6 @@ STANDALONE = {EmbeddingsOptions.name: EmbeddingsOptions}
 IMPLEMENTATIONS = {"seqclass": ("seqclass", "TASK"), "textclass": ("textclass", "TASK"),
                    "lm": ("lm", "TASK"), "forecast": ("forecast", "TASK"),
                    "translate": ("translate", "TASK"), "nextitem": ("nextitem", "TASK"),
-                   "video": ("video", "TASK"),
+                   "video": ("video", "TASK"), "asr": ("asr.task", "TASK"),
                    "adding": ("longrange", "ADDING"),
                    "copy": ("longrange", "COPY")}
