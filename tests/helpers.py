@@ -123,6 +123,29 @@ def write_speech(folder, clips: int = 40, seed: int = 0, rates=(16000, 22050, 80
     return folder
 
 
+def write_ts(folder, train: int = 60, test: int = 30, seed: int = 0, name: str = "Waves"):
+    """A UEA-format dataset in ``folder``: three classes of 3-dimensional sequences of 5 to
+    15 steps, a sine of the class's frequency (1, 2 or 3 cycles per 10 steps) plus noise.
+    Returns the folder."""
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, count in (("TRAIN", train), ("TEST", test)):
+        lines = ["# generated", f"@problemName {name}", "@timeStamps false",
+                 "@univariate false", "@equalLength false", "@classLabel true up mid down",
+                 "@data"]
+        for n in range(count):
+            label = ("up", "mid", "down")[n % 3]
+            steps = int(rng.integers(5, 16))
+            t = np.arange(steps) / 10
+            dims = [np.sin(2 * np.pi * (n % 3 + 1) * t + phase) + 0.2 * rng.normal(size=steps)
+                    for phase in (0.0, 1.0, 2.0)]
+            lines.append(":".join(",".join(f"{v:.5f}" for v in d) for d in dims) + f":{label}")
+        (folder / f"{name}_{split}.ts").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
 def tiny_options(task: str, folder) -> dict:
     """Options for a seconds-long run of ``task`` on data made in ``folder``."""
     from pathlib import Path
@@ -166,6 +189,11 @@ def tiny_options(task: str, folder) -> dict:
         if not (speech / "transcripts.tsv").exists():
             write_speech(speech, clips=24)
         return small | {"data": f"audio:{speech}", "mels": 16, "channels": 4, "beam": 2}
+    if task == "tsclass":
+        waves = folder / "waves"
+        if not waves.exists():
+            write_ts(waves)
+        return small | {"data": f"ts:{waves}"}
     if task == "adding":
         return small | {"length": 12, "train_size": 64}
     if task == "copy":

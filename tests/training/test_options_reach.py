@@ -91,6 +91,7 @@ ELSEWHERE = {
             "test_speaker": "the held-out speaker (test_speech_data.py)",
             "split_seed": "the held-out split", "beam": "decoding after training",
             "max_seconds": "which training clips are kept (test_asr_task.py)"},
+    "tsclass": {"split_seed": "the held-out validation tenth (test_tsclass.py)"},
     "seqclass": {}, "adding": {}, "copy": {},
 }
 ALWAYS_GIVEN = {"data"}  # every case names its data; other sources are tested per task
@@ -143,7 +144,8 @@ TASK_COMPANIONS = {("lm", "min_freq"): {"level": "word"},
 TASK_VALUES = {("lm", "min_freq"): 150, ("translate", "min_freq"): 1000,
                ("translate", "source_embedding"): 5,
                ("translate", "max_tokens"): 5, ("video", "length"): 8,
-               ("video", "digits"): 1, ("asr", "layers"): 1}
+               ("video", "digits"): 1, ("asr", "layers"): 1,
+               ("tsclass", "layers"): 1}
 # Changes a task refuses, with the message's start: refused in one line, not ignored.
 REFUSED = {("lm", "bidirectional"): "--bidirectional: a language model predicts"}
 

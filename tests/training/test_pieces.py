@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit.data.images import _stratified_split, load_idx_folder, load_image_source, read_idx
+from rnnkit.data.images import load_idx_folder, load_image_source, read_idx, stratified_split
 from rnnkit.models.recurrent import build_recurrent, initialise_recurrent
 from rnnkit.training.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
 from rnnkit.training.options import COMMON_OPTIONS, resolve
@@ -63,10 +63,10 @@ def test_idx_round_trip_and_folder_loader(tmp_path):
 
 def test_splits_are_fixed_disjoint_and_stratified():
     labels = np.repeat(np.arange(4), [40, 30, 20, 10])
-    rest, held = _stratified_split(labels, 20, seed=0)
+    rest, held = stratified_split(labels, 20, seed=0)
     assert len(held) == 20 and len(set(rest) | set(held)) == 100 and not set(rest) & set(held)
     assert np.bincount(labels[held]).tolist() == [8, 6, 4, 2]
-    again = _stratified_split(labels, 20, seed=0)[1]
+    again = stratified_split(labels, 20, seed=0)[1]
     assert np.array_equal(held, again)
     a, b = load_image_source("digits"), load_image_source("digits")
     assert np.array_equal(a.test[1], b.test[1])

@@ -63,7 +63,7 @@ class ImageSplits:
                 "test": len(self.test[1])}
 
 
-def _stratified_split(labels: np.ndarray, fraction: float,
+def stratified_split(labels: np.ndarray, fraction: float,
                       seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (rest, held_out), held_out stratified by label; fraction or a count."""
     rng = np.random.default_rng(seed)
@@ -85,8 +85,8 @@ def _stratified_split(labels: np.ndarray, fraction: float,
 
 def _three_way(images: np.ndarray, labels: np.ndarray, test: float,
                validation: float, name: str, classes: list[str]) -> ImageSplits:
-    rest, test_idx = _stratified_split(labels, test, SPLIT_SEED)
-    train_rel, val_rel = _stratified_split(labels[rest], validation, SPLIT_SEED + 1)
+    rest, test_idx = stratified_split(labels, test, SPLIT_SEED)
+    train_rel, val_rel = stratified_split(labels[rest], validation, SPLIT_SEED + 1)
     train_idx, val_idx = rest[train_rel], rest[val_rel]
     return ImageSplits(name, classes, (images[train_idx], labels[train_idx]),
                        (images[val_idx], labels[val_idx]), (images[test_idx], labels[test_idx]))
@@ -96,7 +96,7 @@ def _with_validation(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarra
                      name: str, classes: list[str]) -> ImageSplits:
     images, labels = train
     count = min(5000, len(labels) // 10)
-    train_idx, val_idx = _stratified_split(labels, count, SPLIT_SEED)
+    train_idx, val_idx = stratified_split(labels, count, SPLIT_SEED)
     return ImageSplits(name, classes, (images[train_idx], labels[train_idx]),
                        (images[val_idx], labels[val_idx]), test)
 

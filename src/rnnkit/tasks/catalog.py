@@ -27,6 +27,7 @@ from rnnkit.choices import (
     WINDOW_NORMS,
 )
 from rnnkit.tasks.asr.options import AsrOptions
+from rnnkit.tasks.tsclass.options import TsclassOptions
 from rnnkit.training.options import (
     Option,
     non_negative,
@@ -517,8 +518,8 @@ class CopyOptions:
 # Every task's options, by name, in the order of ``rnnkit train --help``.
 CATALOG = {spec.name: spec for spec in (SeqclassOptions, TextclassOptions, LanguageModelOptions,
                                         ForecastOptions, TranslateOptions, NextItemOptions,
-                                        VideoOptions, AsrOptions, AddingOptions,
-                                        CopyOptions)}
+                                        VideoOptions, AsrOptions, TsclassOptions,
+                                        AddingOptions, CopyOptions)}
 class EmbeddingsOptions:
     """The options of ``rnnkit train embeddings`` (:mod:`rnnkit.tasks.embeddings`): word
     vectors trained by gensim, not a recurrent network, so none of the model and training
@@ -566,5 +567,6 @@ IMPLEMENTATIONS = {"seqclass": ("seqclass", "TASK"), "textclass": ("textclass", 
                    "lm": ("lm", "TASK"), "forecast": ("forecast", "TASK"),
                    "translate": ("translate", "TASK"), "nextitem": ("nextitem", "TASK"),
                    "video": ("video", "TASK"), "asr": ("asr.task", "TASK"),
+                   "tsclass": ("tsclass.task", "TASK"),
                    "adding": ("longrange", "ADDING"),
                    "copy": ("longrange", "COPY")}

@@ -124,16 +124,20 @@ class SequenceClassificationModule(TrainingModule):
         # matrix (after_test): no sum across processes, which would wait forever
         self.test_confusion = MulticlassConfusionMatrix(n, sync_on_compute=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(x, lengths)
+
+    def _logits(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch is (x, labels), or (x, lengths, labels) for sequences of varying length."""
+        *inputs, y = batch
+        return self.model(*inputs), y
 
     def loss_on(self, batch) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(self.model(x), y)
+        logits, y = self._logits(batch)
+        return F.cross_entropy(logits, y)
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self.model(x)
+        logits, y = self._logits(batch)
         loss = F.cross_entropy(logits, y)
         self.train_accuracy(logits, y)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
@@ -141,8 +145,7 @@ class SequenceClassificationModule(TrainingModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self.model(x)
+        logits, y = self._logits(batch)
         self.val_accuracy(logits, y)
         self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("val_accuracy", self.val_accuracy, on_epoch=True, prog_bar=True)
@@ -151,8 +154,7 @@ class SequenceClassificationModule(TrainingModule):
         self.test_confusion.reset()
 
     def test_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self.model(x)
+        logits, y = self._logits(batch)
         self.test_accuracy(logits, y)
         self.test_confusion.update(logits, y)
         self.log("test_loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True)
