@@ -240,6 +240,7 @@ def _trace(wrapped: nn.Module, example: Tensor, fmt: str, output: Path,
             # states are [layers * directions, batch, hidden]; the rest [batch, steps, ...]
             dynamic[name] = {1: "batch"} if name in ("h_n", "c_n") else (
                 {0: "batch", 1: "steps"} if name == "logits" and "vocab" in spec
+                else {0: "batch", 1: "frames"} if spec.get("per_step_output")
                 else {0: "batch"})
         try:
             import onnx  # noqa: F401  (the exporter writes through it)

@@ -275,7 +275,8 @@ def _add_serve(commands) -> None:
         "serve", help="serve a trained run over HTTP (JSON)",
         description="Serve a run: GET /health, and the endpoint its task offers (POST "
                     "/predict for classifiers, /generate for language models, streaming "
-                    "with \"stream\": true, /forecast, /translate, /recommend). Needs pip install "
+                    "with \"stream\": true, /forecast, /translate, /recommend, /transcribe for "
+                    "speech: the audio file as the body). Needs pip install "
                     "'rnnkit[serve]' (in a clone: pip install -e '.[serve]').")
     _run_dir_argument(serve, "rnnkit train")
     serve.add_argument("--host", default="127.0.0.1",

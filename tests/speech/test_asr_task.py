@@ -113,3 +113,50 @@ def test_mistakes_get_one_line(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_the_server_transcribes_an_uploaded_file_as_the_command_does(trained, capsys):
+    import urllib.request
+
+    from rnnkit.serving import build_app
+    from tests.helpers import start_server
+
+    data, run = trained
+    clip = data / "clip001.wav"
+    capsys.readouterr()
+    assert main(["transcribe", str(run), str(clip)]) == 0
+    expected = capsys.readouterr().out.split(": ", 1)[1].strip()
+    url, instance, thread = start_server(build_app(run))
+
+    def post(body: bytes, query: str = "") -> tuple[int, dict]:
+        request = urllib.request.Request(f"{url}/transcribe{query}", data=body,
+                                         headers={"Content-Type": "audio/wav"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        status, body = post(clip.read_bytes())
+        assert status == 200 and body["text"] == expected and body["beam"] == 4
+        assert post(clip.read_bytes(), "?beam=0")[1]["text"] in (expected, body["text"])
+        status, body = post(b"RIFF....WAVEfmt nothing")
+        assert status == 422 and "the request body" in body["detail"]
+        assert post(b"")[0] == 422
+        assert post(b"\0" * 2_000_000)[0] == 413  # over the server's body limit
+        assert post(clip.read_bytes(), "?beam=-1")[0] == 422
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=15)
+
+
+def test_the_acoustic_model_exports_to_onnx_with_dynamic_length(trained, tmp_path, capsys):
+    _, run = trained
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", "onnx", "--output",
+                 str(tmp_path / "asr.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "inputs: features; outputs: log_probs" in out
+    difference = float(out.split("max |difference| ")[1].split()[0])
+    assert difference < 1e-4

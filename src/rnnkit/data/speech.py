@@ -236,8 +236,12 @@ def load_speech(source: str) -> SpeechSet:
     raise ValueError(f"--data: expected one of {', '.join(SOURCES)}, got {source!r}")
 
 
-def read_audio(path: str | Path) -> torch.Tensor:
+def read_audio(source, name: str | None = None) -> torch.Tensor:
     """A clip as float32 mono samples at 16 kHz.
+
+    Args:
+        source: a file's path, or a binary file object (an upload).
+        name: what to call it in errors (default: the path).
 
     Raises:
         ValueError: naming the file, when it cannot be read or holds no samples.
@@ -245,15 +249,18 @@ def read_audio(path: str | Path) -> torch.Tensor:
     import soundfile as sf
     from scipy.signal import resample_poly
 
+    if isinstance(source, (str, Path)):
+        name, source = name or str(source), str(source)
+    name = name or "the audio"
     try:
-        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        samples, rate = sf.read(source, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
-        raise ValueError(f"cannot read {path} as audio ({exc})") from None
+        raise ValueError(f"cannot read {name} as audio ({exc})") from None
     if samples.size == 0:
-        raise ValueError(f"{path} holds no audio samples")
+        raise ValueError(f"{name} holds no audio samples")
     mono = samples.mean(axis=1)
     if not np.isfinite(mono).all():
-        raise ValueError(f"{path} holds samples that are not finite")
+        raise ValueError(f"{name} holds samples that are not finite")
     if rate != SAMPLE_RATE:
         g = math.gcd(rate, SAMPLE_RATE)
         mono = resample_poly(mono, SAMPLE_RATE // g, rate // g).astype(np.float32)

@@ -83,28 +83,35 @@ class AcousticModel(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(width, config.num_labels)
 
-    def forward(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        x = _mask(features, lengths, 1).unsqueeze(1)  # [B, 1, T, F]
-        x = torch.relu(self.conv1(x))
+    def forward(self, features: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``lengths`` None: every clip fills all ``T`` frames (no masking)."""
+        full = lengths is None
+        if full:
+            lengths = torch.full((features.shape[0],), features.shape[1], dtype=torch.long,
+                                 device=features.device)
         lengths1 = (lengths - 1) // 2 + 1
-        x = torch.relu(self.conv2(_mask(x, lengths1, 2)))  # [B, C, T', F']
         out_lengths = subsampled_lengths(lengths)
+        x = features if full else _mask(features, lengths, 1)
+        x = torch.relu(self.conv1(x.unsqueeze(1)))  # [B, C, T / 2, F / 2]
+        x = torch.relu(self.conv2(x if full else _mask(x, lengths1, 2)))  # [B, C, T', F']
         x = x.permute(0, 2, 1, 3).flatten(2)  # [B, T', C * F']
         x = self.dropout(torch.relu(self.project(x)))  # [B, T', H]
         if self.encoder is not None:
-            x, _ = self.encoder(x, lengths=out_lengths)  # [B, T', dirs * H]
+            x, _ = self.encoder(x, lengths=None if full else out_lengths)  # [B, T', dirs * H]
         else:
             x = x.transpose(1, 2)  # [B, H, T']
             for conv in self.convolutions:
-                x = self.dropout(torch.relu(conv(_mask(x, out_lengths, 2))))
+                x = self.dropout(torch.relu(conv(x if full else _mask(x, out_lengths, 2))))
             x = x.transpose(1, 2)
         logits = self.head(self.dropout(x))
         return torch.log_softmax(logits, dim=-1), out_lengths
 
     def export_signature(self) -> tuple[list[str], list[str], dict[str, int]]:
-        """For ONNX (:mod:`rnnkit.export`): input and output names and the input's width."""
-        return ["features", "lengths"], ["log_probs", "out_lengths"], {
-            "features": self.config.features}
+        """For ONNX and TorchScript (:mod:`rnnkit.export`): a batch of whole clips
+        ``[batch, steps, features]`` in, log-probabilities ``[batch, frames, labels]`` out
+        (frames = ceil(steps / 4)); clips of different lengths go one per call."""
+        return ["features"], ["log_probs"], {"features": self.config.features,
+                                             "per_step_output": True}
 
-    def export_forward(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, ...]:
-        return self(features, lengths)
+    def export_forward(self, features: Tensor) -> tuple[Tensor, ...]:
+        return (self(features)[0],)

@@ -231,3 +231,41 @@ def recommend(app, ctx, task) -> None:
             raise HTTPException(422, "history: none of its items is known to the run")
         ranked = (await batcher.submit([(list(body.history), body.k)]))[0]
         return {"recommendations": ranked, "unknown": list(dict.fromkeys(unknown))}
+
+
+MAX_AUDIO_SECONDS = 120.0
+
+
+def transcribe(app, ctx, task) -> None:
+    """``POST /transcribe?beam=K``: the body is one audio file (WAV, FLAC, Ogg Vorbis, ...;
+    any rate, mixed to mono), at most the server's body limit and 120 seconds; the answer
+    is its text. ``beam`` 0 decodes greedily; none: the run's ``--beam``. Concurrent
+    requests share forward passes."""
+    import io
+
+    from fastapi import HTTPException, Query, Request
+
+    from rnnkit.data.speech import SAMPLE_RATE, read_audio
+    from rnnkit.tasks.asr.task import Transcriber
+
+    transcriber = Transcriber.from_run(ctx.run_dir, ctx.checkpoint)
+    batcher = ctx.batcher(lambda items: transcriber.transcribe_samples(
+        [samples for samples, _ in items], [beam for _, beam in items]))
+
+    @app.post("/transcribe")
+    async def transcribe_audio(request: Request, beam: int | None = Query(None, ge=0, le=64)):
+        body = await request.body()
+        if not body:
+            raise HTTPException(422, "expected an audio file as the request body (e.g. curl "
+                                     "--data-binary @clip.wav)")
+        try:
+            samples = read_audio(io.BytesIO(body), "the request body")
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        seconds = len(samples) / SAMPLE_RATE
+        if seconds > MAX_AUDIO_SECONDS:
+            raise HTTPException(413, f"audio of {seconds:.0f} s is over the limit of "
+                                     f"{MAX_AUDIO_SECONDS:.0f} s")
+        chosen = transcriber.data.config["beam"] if beam is None else beam
+        text = (await batcher.submit([(samples, chosen)]))[0]
+        return {"text": text, "seconds": round(seconds, 3), "beam": chosen}

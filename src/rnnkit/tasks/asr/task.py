@@ -257,6 +257,12 @@ class SpeechTask(AsrOptions):
 
     # written from the data before training (rnnkit.training.run_folder.never_checkpointed)
     data_files = (SPEECH_FILE,)
+
+    def add_routes(self, app, ctx) -> None:
+        """The server's endpoint for these runs (:func:`rnnkit.tasks.routes.transcribe`)."""
+        from rnnkit.tasks import routes
+
+        routes.transcribe(app, ctx, self)
     monitor = "val_cer"
     mode = "min"
     curves = [("loss", "CTC loss per character"), ("cer", "character error rate")]
@@ -319,23 +325,32 @@ class Transcriber:
         module, data, _ = runner.load_trained(TASK, run_dir, checkpoint)
         return cls(module, data)
 
-    def features(self, path: str | Path) -> torch.Tensor:
-        """Normalised log-mels ``[T, mels]`` of one audio file (any rate and channels)."""
-        raw = log_mel(read_audio(path), self.data.config["mels"]).numpy()
+    def features(self, samples: torch.Tensor) -> torch.Tensor:
+        """Normalised log-mels ``[T, mels]`` of 16 kHz mono samples (:func:`read_audio`)."""
+        raw = log_mel(samples, self.data.config["mels"]).numpy()
         return torch.from_numpy(self.data.normalised(raw))
+
+    def transcribe_samples(self, clips: list[torch.Tensor], beams: list[int]) -> list[str]:
+        """One text per clip of 16 kHz samples, in one padded batch; each clip decoded with
+        its own beam width (0: greedy)."""
+        features = [self.features(c) for c in clips]
+        lengths = torch.tensor([len(f) for f in features])
+        x = torch.zeros(len(features), int(lengths.max()), features[0].shape[1])
+        for row, f in enumerate(features):
+            x[row, :len(f)] = f
+        with torch.no_grad():
+            log_probs, out_lengths = self.module(x, lengths)
+        texts = []
+        for row, beam in enumerate(beams):
+            one, n = log_probs[row:row + 1], out_lengths[row:row + 1]
+            ids = (beam_decode(one, n, beam) if beam else greedy_decode(one, n))[0]
+            texts.append(self.module.text(ids))
+        return texts
 
     def transcribe(self, paths: list[str | Path], beam: int | None = None) -> list[str]:
         """One text per file; ``beam`` 0 decodes greedily (default: the run's ``--beam``)."""
         beam = self.data.config["beam"] if beam is None else beam
-        texts = []
-        with torch.no_grad():
-            for path in paths:
-                x = self.features(path)
-                log_probs, lengths = self.module(x[None], torch.tensor([len(x)]))
-                ids = (beam_decode(log_probs, lengths, beam) if beam else
-                       greedy_decode(log_probs, lengths))[0]
-                texts.append(self.module.text(ids))
-        return texts
+        return [self.transcribe_samples([read_audio(p)], [beam])[0] for p in paths]
 
 
 TASK = SpeechTask()
