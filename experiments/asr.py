@@ -7,6 +7,7 @@ Arms (each ``rnnkit train asr`` with its defaults and one change; seed 0):
 * ``gru``: the same with GRU cells;
 * ``conv``: the recurrent layers replaced by as many 1-D convolutions (width 5) of the
   same output width, same epochs, schedule and everything else: what recurrence adds;
+* ``lstm-specaug``: the first with SpecAugment's masks on the training batches;
 * ``lstm-speaker``: the default network on the speaker split: every clip of the small
   fish (the speaker with the most clips) held out for testing.
 
@@ -33,6 +34,7 @@ ARMS = {
     "lstm": ([*ASR], [0]),
     "gru": ([*ASR, "--cell", "gru"], [0]),
     "conv": ([*ASR, "--encoder", "conv"], [0]),
+    "lstm-specaug": ([*ASR, "--spec-augment"], [0]),
     "lstm-speaker": ([*ASR, "--split", "speaker"], [0]),
 }
 

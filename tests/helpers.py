@@ -187,8 +187,8 @@ def tiny_options(task: str, folder) -> dict:
     if task == "asr":
         speech = folder / "speech"
         if not (speech / "transcripts.tsv").exists():
-            write_speech(speech, clips=24)
-        return small | {"data": f"audio:{speech}", "mels": 16, "channels": 4, "beam": 2}
+            write_speech(speech, clips=12)
+        return small | {"data": f"audio:{speech}", "mels": 8, "channels": 4, "beam": 2}
     if task == "tsclass":
         waves = folder / "waves"
         if not waves.exists():

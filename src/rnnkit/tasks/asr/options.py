@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from rnnkit.training.options import Option, non_negative_int, positive_int, seed
+from rnnkit.training.options import Option, finite, non_negative_int, positive_int, seed
 
 SPLITS = ("clip", "speaker")
 ENCODER_KINDS = ("rnn", "conv")
 
 
 def positive_seconds(text: str) -> float:
+    """A finite number of seconds > 0."""
     import argparse
 
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
+    value = finite(text)
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"expected more than 0 seconds, got {text}")
     return value
 
