@@ -3,13 +3,12 @@ layers contribute, LSTM against GRU, and a speaker never heard in training.
 
 Arms (each ``rnnkit train asr`` with its defaults and one change; seed 0):
 
-* ``lstm``: the default, two bidirectional LSTM layers of 256 per direction;
-* ``gru``: the same with GRU cells;
+* ``lstm``: two bidirectional LSTM layers of 256 per direction (the first default);
+* ``gru``: the same with GRU cells (the default since: validation CER 38.2% against 41.3%);
 * ``conv``: the recurrent layers replaced by as many 1-D convolutions (width 5) of the
   same output width, same epochs, schedule and everything else: what recurrence adds;
-* ``lstm-specaug``: the first with SpecAugment's masks on the training batches;
-* ``lstm-speaker``: the default network on the speaker split: every clip of the small
-  fish (the speaker with the most clips) held out for testing.
+* ``gru-speaker``: the default network on the speaker split: every clip of the small
+  fish (the speaker with the most clips) held out for testing (not measured yet).
 
 Each arm reports greedy and beam (width 16) character and word error rates on its test
 set, the validation CER that picked its checkpoint, and its time with both cores
@@ -31,11 +30,10 @@ from _runs import earlier_results, seeded_runs, write_record
 HERE = Path(__file__).parent
 ASR = ["asr", "--data", "fillets-cs", "--threads", "2", "--no-progress"]
 ARMS = {
-    "lstm": ([*ASR], [0]),
+    "lstm": ([*ASR, "--cell", "lstm"], [0]),
     "gru": ([*ASR, "--cell", "gru"], [0]),
     "conv": ([*ASR, "--encoder", "conv"], [0]),
-    "lstm-specaug": ([*ASR, "--spec-augment"], [0]),
-    "lstm-speaker": ([*ASR, "--split", "speaker"], [0]),
+    "gru-speaker": ([*ASR, "--split", "speaker"], [0]),
 }
 
 
@@ -52,7 +50,8 @@ def row(metrics: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arms", default=",".join(ARMS), help="default: %(default)s")
+    p.add_argument("--arms", default="lstm,gru,conv", help="default: %(default)s (also: "
+                   "gru-speaker)")
     p.add_argument("--seeds", default=None, help="seeds for every arm named (default: 0)")
     p.add_argument("--runs", type=Path, default=Path("runs/experiments/asr"))
     p.add_argument("--json", type=Path, default=HERE / "results" / "asr.json")

@@ -54,10 +54,11 @@ def test_the_readme_shows_the_commands_it_should():
     for expected in [("train", "seqclass"), ("train", "lm"), ("train", "textclass"),
                      ("train", "forecast"), ("train", "translate"), ("train", "adding"),
                      ("train", "copy"), ("train", "nextitem"), ("train", "video"),
-                     ("lab", "compare")]:
+                     ("train", "asr"), ("train", "tsclass"), ("lab", "compare")]:
         assert expected in seen
     assert {argv[1] for _, argv in COMMANDS} >= {"evaluate", "predict", "generate", "forecast",
-                                                 "translate", "recommend", "export", "serve"}
+                                                 "translate", "recommend", "transcribe", "export",
+                                                 "serve"}
 
 
 @pytest.mark.parametrize("line,argv", COMMANDS, ids=[n for n, _ in COMMANDS])
@@ -73,7 +74,7 @@ def test_every_readme_command_is_accepted_by_the_parser(line, argv):
 # --- every command, run with a tiny budget (slow suite) ----------------------------------
 
 PLACEHOLDER = re.compile(r"runs/(seqclass|lm|textclass|forecast|translate|nextitem|video|"
-                         r"embeddings)/"
+                         r"embeddings|asr|tsclass)/"
                          r"\d{8}-\d{6}")
 # A tiny budget per task, appended after the README's own options (the last one wins).
 BUDGET = {
@@ -89,6 +90,8 @@ BUDGET = {
     "adding": ["--epochs", "1", "--hidden", "8", "--length", "12", "--train-size", "128"],
     "copy": ["--epochs", "1", "--hidden", "8", "--delay", "3", "--train-size", "128"],
     "embeddings": ["--epochs", "1", "--min-count", "1", "--dimension", "8"],
+    "asr": ["--epochs", "1", "--hidden", "8", "--mels", "16", "--channels", "4", "--beam", "2"],
+    "tsclass": ["--epochs", "1", "--hidden", "8"],
 }
 WORDS = ["the", "film", "is", "a", "wonderful", "dull", "plot", "story", "station", "where"]
 
@@ -175,6 +178,14 @@ def _offline_data(task: str, argv: list[str], here: Path) -> list[str]:
         if "--predict-frames" in argv:
             return [*small, "--predict-frames", "2", "--hidden", "8", "--channels", "4"]
         return [*small, *sizes]
+    if task == "asr":
+        from tests.helpers import write_speech
+
+        return ["--data", f"audio:{write_speech(here / 'speech', clips=20)}"]
+    if task == "tsclass":
+        from tests.helpers import write_ts
+
+        return ["--data", f"ts:{write_ts(here / 'waves', train=30, test=9)}"]
     return []
 
 
@@ -195,6 +206,14 @@ def test_every_readme_command_runs_with_a_tiny_budget(tmp_path, monkeypatch, cap
     Path("sentences.txt").write_text("where is the station\nthe film\n")
     # a clip for a video predictor's run (Moving MNIST of 16x16 frames, 6 per clip)
     np.save("clip.npy", np.random.default_rng(0).random((6, 16, 16)).astype(np.float32))
+    # a recording for a speech run (tones of the generated speech: tests.helpers.write_speech)
+    import soundfile
+
+    tone = np.sin(np.arange(8000) / 16000 * 2 * np.pi * 520) * 0.3
+    soundfile.write("clip.wav", tone, 16000)
+    soundfile.write("other.ogg", tone, 16000, format="OGG", subtype="VORBIS")
+    # a sequence for a feature-sequence classifier's run (3 features: tests.helpers.write_ts)
+    np.save("utterance.npy", np.random.default_rng(0).random((8, 3)).astype(np.float32))
     latest: dict[str, str] = {}
     failures, ran = [], 0
     for line, argv in COMMANDS:

@@ -26,7 +26,7 @@ EPILOG = """examples:
   rnnkit translate runs/translate/20261123-170000 "Wo ist der Bahnhof?" --show-attention a.png
   rnnkit train nextitem                          GRU4Rec on MovieLens 100K, beside item-kNN
   rnnkit recommend runs/nextitem/20261202-170000 --history "50 172 133" --k 10
-  rnnkit train asr                               BiLSTM + CTC on recorded Czech speech
+  rnnkit train asr                               BiGRU + CTC on recorded Czech speech
   rnnkit transcribe runs/asr/20261203-140000 clip.wav other.ogg
   rnnkit train video --predict-frames 10         ConvLSTM next frames on Moving MNIST
   rnnkit predict runs/video/20261202-190000 test:3   PNG strip and GIF of a prediction

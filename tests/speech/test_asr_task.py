@@ -101,7 +101,7 @@ def test_clips_ctc_cannot_align_and_long_clips_are_left_out_of_training(tmp_path
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--encoder", "conv", "--cell", "gru"], "--cell: --encoder conv has no recurrent layers"),
+    (["--encoder", "conv", "--cell", "lstm"], "--cell: --encoder conv has no recurrent layers"),
     (["--test-speaker", "loud"], "--test-speaker loud: only --split speaker"),
     (["--split", "speaker", "--test-speaker", "parrot"],
      "--test-speaker: expected one of loud, soft"),

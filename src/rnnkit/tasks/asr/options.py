@@ -29,9 +29,10 @@ class AsrOptions:
                    "character and word error rates")
     options = [
         Option("data", str, "fillets-cs", "recordings with transcripts: fillets-cs (1,804 "
-               "Czech clips, 1.7 hours), fillets-nl (Dutch), fillets-en (about 200 English "
-               "clips), all from Debian's Fish Fillets NG packages fetched with apt-get on "
-               "first use; or audio:DIR (DIR/transcripts.tsv: file<TAB>text[<TAB>speaker])",
+               "Czech clips, 1.7 hours), fillets-nl (1,615 Dutch clips), fillets-en (30 "
+               "English clips: too few to learn from), all from Debian's Fish Fillets NG "
+               "packages fetched with apt-get on first use; or audio:DIR "
+               "(DIR/transcripts.tsv: file<TAB>text[<TAB>speaker])",
                metavar="SOURCE"),
         Option("split", str, "clip", "clip: a seeded 80/10/10 split of the clips; speaker: "
                "every clip of --test-speaker is the test set", SPLITS),
@@ -53,7 +54,8 @@ class AsrOptions:
                "greedy decoding on the test set (and rnnkit transcribe's default); 0: greedy "
                "only", metavar="K"),
     ]
-    # Deep Speech 2's shape scaled to 1.4 hours of training audio on two cores.
-    defaults = {"cell": "lstm", "hidden": 256, "layers": 2, "bidirectional": True,
+    # Deep Speech 2's shape scaled to 1.4 hours of training audio on two cores. GRU, not
+    # LSTM: validation CER 38.2% against 41.3% on the Czech clips (docs/asr.md).
+    defaults = {"cell": "gru", "hidden": 256, "layers": 2, "bidirectional": True,
                 "dropout": 0.2, "epochs": 30, "batch_size": 16, "lr": 1e-3,
                 "optimizer": "adam", "schedule": "cosine", "clip": 5.0, "patience": 10}
