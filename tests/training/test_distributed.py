@@ -44,6 +44,7 @@ def _finish(process, timeout=300):
     return out
 
 
+@pytest.mark.slow  # 30 s of two processes starting (the default suite's 10 minutes on 2 cores)
 def test_two_ddp_processes_match_one_process_with_the_same_global_batch(series_csv, tmp_path):
     _finish(_train(series_csv, tmp_path / "one", "--batch-size", "32"))
     out = _finish(_train(series_csv, tmp_path / "two", "--batch-size", "16", "--devices", "2",
@@ -57,7 +58,7 @@ def test_two_ddp_processes_match_one_process_with_the_same_global_batch(series_c
     assert checkpoints == ["best.ckpt", "last.ckpt"]  # written once, no stray temporaries
 
 
-@pytest.mark.slow  # 40 s; test_exact_resume.py kills and resumes six tasks in the default suite
+@pytest.mark.slow  # 40 s; test_exact_resume.py kills and resumes single-process runs
 def test_a_killed_run_resumes_to_the_uninterrupted_result(series_csv, tmp_path):
     _finish(_train(series_csv, tmp_path / "whole", "--batch-size", "32", epochs=40))
     run = tmp_path / "killed"
@@ -80,7 +81,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(series_csv, tmp_path):
         torch.testing.assert_close(again[key], whole[key], rtol=0, atol=1e-6)
 
 
-@pytest.mark.slow  # 30 s of process start-up; the default suite keeps the forecast DDP test
+@pytest.mark.slow  # 30 s of process start-up
 def test_a_classifier_with_checkpoint_averaging_finishes_under_ddp(tmp_path):
     """seqclass under two processes reaches its report: the confusion matrix, which only
     rank 0 reads, waited forever for a sum across processes; and --average-last scores

@@ -24,6 +24,7 @@ import torch
 
 from rnnkit.cli import main
 from rnnkit.training.checkpoint_io import load_checkpoint_file
+from tests.helpers import write_speech
 from tests.nextitem.logs import rule_log
 
 from .test_cli_lm import _play
@@ -38,6 +39,7 @@ def _cases(tmp: Path) -> dict[str, list[str]]:
     reviews = tmp / "reviews.csv"
     reviews.write_text("sentence,sentiment\n" + "".join(
         f'"{t}",{label}\n' for t, label in _sentences(300)), encoding="utf-8")
+    speech = write_speech(tmp / "speech", clips=24)
     return {
         # the default recipe's random parts (cosine schedule, shifts), plus dropout and zoneout
         "seqclass": ["seqclass", "--data", "digits", "--shift", "1", "--hidden", "16",
@@ -60,6 +62,10 @@ def _cases(tmp: Path) -> dict[str, list[str]]:
         "video": ["video", "--digit-source", "digits", "--frame", "16", "--length", "6",
                   "--clips", "96", "--eval-clips", "16", "--predict-frames", "2", "--channels",
                   "4", "--no-baselines", "--epochs", "4"],
+        # CTC over generated tones, SpecAugment's masks drawn per step, beam search at test
+        "asr": ["asr", "--data", f"audio:{speech}", "--hidden", "12", "--layers", "1",
+                "--mels", "16", "--channels", "4", "--spec-augment", "--dropout", "0.2",
+                "--batch-size", "4", "--beam", "2", "--epochs", "4"],
     }
 
 
@@ -102,8 +108,11 @@ def _killed(argv: list[str], epoch_lines: int, delay: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("task", ["seqclass", "lm", "textclass", "mingru", "nextitem",
-                                  "video"])
+# seqclass and lm in the default suite; the rest (about 15 s each) in the slow one, which
+# keeps the default suite within its 10 minutes on two cores
+@pytest.mark.parametrize("task", ["seqclass", "lm", *(
+    pytest.param(t, marks=pytest.mark.slow)
+    for t in ("textclass", "mingru", "nextitem", "video", "asr"))])
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, task):
     args = _cases(tmp_path)[task]
     reference = tmp_path / "reference"
