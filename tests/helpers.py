@@ -270,6 +270,23 @@ def start_server(app):
     return f"http://127.0.0.1:{port}", instance, thread
 
 
+def raw_request(url: str, request: bytes, read_until: bytes = b"}") -> tuple[bytes, bytes]:
+    """Send raw bytes to a server at ``url``; the reply's head and body."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as conn:
+        conn.sendall(request)
+        reply = b""
+        while read_until not in reply.partition(b"\r\n\r\n")[2]:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return head, body
+
+
 class Client:
     """A real server on a free port, spoken to with urllib (the ``with`` block stops it)."""
 

@@ -201,19 +201,6 @@ def test_serve_refuses_tasks_without_an_endpoint(tmp_path):
 # --- hostile clients -------------------------------------------------------------------
 
 
-def _raw(url: str, request: bytes, read_until: bytes = b"}") -> tuple[bytes, bytes]:
-    """Send raw bytes; the reply's head and body."""
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=20) as conn:
-        conn.sendall(request)
-        reply = b""
-        while read_until not in reply.partition(b"\r\n\r\n")[2]:
-            chunk = conn.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
-    head, _, body = reply.partition(b"\r\n\r\n")
-    return head, body
 
 
 def test_a_chunked_body_is_cut_off_at_the_limit(server):
