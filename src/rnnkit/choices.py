@@ -57,7 +57,7 @@ INIT_CHOICES = ("torch", "orthogonal", "identity")
 BACKEND_CHOICES = ("triton", "native", "fused", "reference", "scan")  # available_backends(), and
 # scan (the minimal cells' parallel scan)
 LEVELS = ("char", "word")  # language-model tokens
-POOLINGS = ("last", "max", "mean", "attention")  # text classifier
+POOLINGS = ("last", "max", "mean", "attention")  # rnnkit.models.pooling
 # text classifier: the embedding fine-tuned, frozen, or both side by side (Kim 2014's
 # non-static, static and multichannel)
 EMBEDDING_MODES = ("non-static", "static", "both")

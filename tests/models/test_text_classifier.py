@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from rnnkit.models.language_model import LanguageModel, LanguageModelConfig
+from rnnkit.choices import POOLINGS
 from rnnkit.models.text_classifier import (
-    POOLINGS,
     TextClassifier,
     TextClassifierConfig,
     transfer_language_model,

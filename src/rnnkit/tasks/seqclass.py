@@ -189,6 +189,7 @@ class SequenceClassificationTask(catalog.SeqclassOptions):
                                  config["batch_size"], config["shift"], config["seed"])
         model_config = SequenceClassifierConfig(
             input_size=data.input_size, num_classes=len(data.classes),
+            pooling=config.get("pooling") or "last",
             **SequenceClassifierConfig.from_options(config))
         return SequenceClassificationModule(config, model_config), data
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from rnnkit.choices import POOLINGS
 from rnnkit.training.options import Option, seed
+
+# seqclass and tsclass (rnnkit.models.classifier): runs saved before it existed read "last"
+CLASSIFIER_POOLING = Option(
+    "pooling", str, "last", "how the encoder's outputs become one vector: the final state of "
+    "each direction (last), or every valid step's outputs (max, mean, attention)", POOLINGS)
 
 
 class TsclassOptions:
@@ -19,6 +25,7 @@ class TsclassOptions:
                "file)", metavar="SOURCE"),
         Option("split-seed", seed, 0, "seed of the stratified tenth of the training file held "
                "out for validation", metavar="S"),
+        CLASSIFIER_POOLING,
     ]
     # The default recipe (docs/tsclass.md): two small bidirectional LSTM layers, dropout
     # before the head, a cosine over 60 short epochs run to the end (patience 60); two

@@ -121,6 +121,7 @@ class SequenceFeatureTask(TsclassOptions):
             write_json(path, data.saved())
         model_config = SequenceClassifierConfig(
             input_size=data.dimensions, num_classes=len(data.classes),
+            pooling=config.get("pooling") or "last",
             **SequenceClassifierConfig.from_options(config))
         return SequenceClassificationModule(config, model_config), data
 
