@@ -6,7 +6,10 @@ epochs of a cosine, run to the end):
 
 * ``layers1``: one bidirectional LSTM layer of 64 per direction;
 * ``layers2``: two such layers (the default, chosen: lowest mean validation loss);
-* ``gru``: two bidirectional GRU layers.
+* ``gru``: two bidirectional GRU layers;
+* ``max``, ``mean``, ``attention``: the default network with ``--pooling`` of that name
+  (every frame's outputs pooled, rather than each direction's last state; BiLSTM-max is
+  Conneau et al. 2017's sentence encoder, attention pooling Yang et al. 2016's).
 
 Validation is a stratified tenth of the 270 training utterances (27), so its accuracy
 saturates at 100% and its loss decides; the 370 test utterances are scored once per run.
@@ -29,7 +32,8 @@ from _runs import earlier_results, seeded_runs, write_record
 
 HERE = Path(__file__).parent
 TS = ["tsclass", "--data", "japanese-vowels", "--threads", "1", "--quiet"]
-ARMS = {"layers1": [*TS, "--layers", "1"], "layers2": [*TS], "gru": [*TS, "--cell", "gru"]}
+ARMS = {"layers1": [*TS, "--layers", "1"], "layers2": [*TS], "gru": [*TS, "--cell", "gru"],
+        **{pooling: [*TS, "--pooling", pooling] for pooling in ("max", "mean", "attention")}}
 
 
 def row(metrics: dict) -> dict:
