@@ -103,3 +103,31 @@ def test_predict_reads_ts_and_npy_files(trained, tmp_path, capsys):
     np.save(tmp_path / "wide.npy", np.zeros((4, 5), dtype=np.float32))
     assert main(["predict", str(run), str(tmp_path / "wide.npy")]) == 2
     assert "has 5 features per step; the run was trained on 3" in capsys.readouterr().err
+
+
+def test_noise_lands_on_valid_training_frames_only_and_is_the_steps_own():
+    from types import SimpleNamespace
+
+    from rnnkit.tasks.tsclass.task import FeatureSequenceData, add_noise
+
+    x = torch.zeros(3, 400, 2)
+    lengths = torch.tensor([400, 250, 1])
+    noisy = add_noise(x, lengths, 0.5, torch.Generator().manual_seed(0))
+    assert noisy[1, 250:].abs().max() == 0 and noisy[2, 1:].abs().max() == 0
+    valid = torch.cat([noisy[0].flatten(), noisy[1, :250].flatten(), noisy[2, :1].flatten()])
+    assert abs(float(valid.std()) - 0.5) < 0.03 and abs(float(valid.mean())) < 0.03
+
+    data = FeatureSequenceData.__new__(FeatureSequenceData)  # the hook reads config, trainer
+    data.config = {"noise": 0.5, "seed": 3}
+    batch = (torch.ones(2, 5, 2), torch.tensor([5, 3]), torch.tensor([0, 1]))
+    for training in (False, True):
+        trainer = SimpleNamespace(training=training, global_step=7, global_rank=0)
+        object.__setattr__(data, "trainer", trainer)
+        first = data.on_after_batch_transfer(batch, 0)
+        again = data.on_after_batch_transfer(batch, 0)
+        torch.testing.assert_close(first[0], again[0], rtol=0, atol=0)  # same step, same draw
+        assert torch.equal(first[0], batch[0]) is (not training)
+    trainer.global_step = 8
+    assert not torch.equal(data.on_after_batch_transfer(batch, 0)[0], first[0])
+    data.config["noise"] = 0.0
+    assert data.on_after_batch_transfer(batch, 0) is batch

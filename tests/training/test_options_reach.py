@@ -122,6 +122,8 @@ CHANGED = {
     "digits": 2, "speed": 1.5, "features": 6, "channels": 6, "kernel": 5, "patch": 2,
     # asr
     "mels": 12, "encoder": "conv", "spec_augment": True,
+    # tsclass
+    "noise": 0.3,
     # adding, copy
     "length": 9, "delay": 4, "train_size": 48,
 }

@@ -2,7 +2,8 @@
 length, read with their true lengths (``lengths=``: the forward direction's state at
 each sequence's last frame, the backward direction's at its first).
 
-Features are standardised per dimension with the training split's mean and deviation.
+Features are standardised per dimension with the training split's mean and deviation;
+with ``noise``, training batches get Gaussian noise of that deviation on every valid frame.
 Sources and splits: :mod:`rnnkit.data.feature_sequences`. Metrics: accuracy per split,
 the test confusion matrix.
 """
@@ -27,6 +28,7 @@ from rnnkit.tasks.tsclass.options import TsclassOptions
 from rnnkit.training.plots import plot_confusion_matrix
 from rnnkit.training.predictions import ranked_predictions
 from rnnkit.training.run_folder import write_json
+from rnnkit.training.trainer import step_seed
 
 FEATURES_FILE = "features.json"  # the run's classes and feature statistics
 VALIDATION_FRACTION = 0.1
@@ -99,6 +101,26 @@ class FeatureSequenceData(SplitLoaders, L.LightningDataModule):
         size = self.config["batch_size"] if split == "train" else 256
         return bucketed_loader(items, lengths, size, split == "train", self.config["seed"],
                                pad_sequences)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        sigma = self.config.get("noise") or 0.0
+        if sigma and self.trainer is not None and self.trainer.training:
+            x, lengths, y = batch
+            # drawn from the step, not the global generator: a resumed run adds the same
+            seed = step_seed(self.config["seed"], self.trainer.global_step,
+                             self.trainer.global_rank)
+            batch = (add_noise(x, lengths, sigma, torch.Generator().manual_seed(seed)),
+                     lengths, y)
+        return batch
+
+
+def add_noise(x: torch.Tensor, lengths: torch.Tensor, sigma: float,
+              generator: torch.Generator) -> torch.Tensor:
+    """``x`` [B, T, D] plus N(0, sigma^2) on each row's first ``lengths`` frames (padding
+    stays as it was). The noise is drawn on the CPU from ``generator``."""
+    noise = sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    valid = torch.arange(x.shape[1])[None, :] < lengths.cpu()[:, None]  # [B, T]
+    return x + (noise * valid[..., None]).to(x.device)
 
 
 class SequenceFeatureTask(TsclassOptions):
