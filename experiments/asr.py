@@ -7,6 +7,8 @@ Arms (each ``rnnkit train asr`` with its defaults and one change; seed 0):
 * ``gru``: the same with GRU cells (the default since: validation CER 38.2% against 41.3%);
 * ``conv``: the recurrent layers replaced by as many 1-D convolutions (width 5) of the
   same output width, same epochs, schedule and everything else: what recurrence adds;
+* ``gru-specaugment``: the default network with ``--spec-augment`` (Park et al. 2019's
+  time and frequency masks on the training features), against the overfitting of ``gru``;
 * ``gru-speaker``: the default network on the speaker split: every clip of the small
   fish (the speaker with the most clips) held out for testing.
 
@@ -33,6 +35,7 @@ ARMS = {
     "lstm": ([*ASR, "--cell", "lstm"], [0]),
     "gru": ([*ASR, "--cell", "gru"], [0]),
     "conv": ([*ASR, "--encoder", "conv"], [0]),
+    "gru-specaugment": ([*ASR, "--spec-augment"], [0]),
     "gru-speaker": ([*ASR, "--split", "speaker"], [0]),
 }
 
