@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnnkit.models.language_model import LanguageModel, LanguageModelConfig
 from rnnkit.choices import POOLINGS
+from rnnkit.models.language_model import LanguageModel, LanguageModelConfig
 from rnnkit.models.text_classifier import (
     TextClassifier,
     TextClassifierConfig,
