@@ -102,3 +102,24 @@ def test_what_cannot_be_exported_says_so(tmp_path):
     with pytest.raises(ValueError, match="rnnkit export"):
         torch.save({"a": 1}, tmp_path / "plain.safetensors")
         load_safetensors(tmp_path / "plain.safetensors")
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean", "attention"])
+def test_a_pooled_classifier_exports_and_reloads(pooling, tmp_path):
+    torch.manual_seed(0)
+    model = SequenceClassifier(SequenceClassifierConfig(
+        input_size=3, num_classes=4, cell="gru", hidden=6, layers=2, bidirectional=True,
+        pooling=pooling)).eval()
+    export_model(model, "onnx", tmp_path / "pooled.onnx")
+    for batch, steps in ((1, 2), (3, 17)):
+        x = torch.randn(batch, steps, 3)
+        with torch.no_grad():
+            expected = model(x)
+        (got,) = _onnx_outputs(tmp_path / "pooled.onnx", "x", x)
+        np.testing.assert_allclose(got, expected.numpy(), atol=1e-5, rtol=0)
+    export_model(model, "safetensors", tmp_path / "pooled.safetensors")
+    loaded = load_safetensors(tmp_path / "pooled.safetensors")
+    assert loaded.config.pooling == pooling
+    x = torch.randn(2, 5, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
