@@ -326,7 +326,7 @@ class TranslateOptions:
                 "optimizer": "adam", "schedule": "none", "clip": 1.0, "patience": 5,
                 "average_last": 5}
     shown_defaults = {"label_smoothing": "0.1",
-                      "epochs": "per source; en-zh 30, de-en 15, tsv 20",
+                      "epochs": "per source; en-zh 30, de-en 30, tsv 20",
                       "batch_size": "per source; en-zh 32, de-en 64, tsv 64",
                       "source_tokenizer": "per source; subword for de-en and en-de, auto "
                                           "otherwise",
