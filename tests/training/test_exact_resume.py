@@ -24,7 +24,7 @@ import torch
 
 from rnnkit.cli import main
 from rnnkit.training.checkpoint_io import load_checkpoint_file
-from tests.helpers import write_speech
+from tests.helpers import write_speech, write_ts
 from tests.nextitem.logs import rule_log
 
 from .test_cli_lm import _play
@@ -40,6 +40,7 @@ def _cases(tmp: Path) -> dict[str, list[str]]:
     reviews.write_text("sentence,sentiment\n" + "".join(
         f'"{t}",{label}\n' for t, label in _sentences(300)), encoding="utf-8")
     speech = write_speech(tmp / "speech", clips=24)
+    waves = write_ts(tmp / "waves", train=80)
     return {
         # the default recipe's random parts (cosine schedule, shifts), plus dropout and zoneout
         "seqclass": ["seqclass", "--data", "digits", "--shift", "1", "--hidden", "16",
@@ -66,6 +67,10 @@ def _cases(tmp: Path) -> dict[str, list[str]]:
         "asr": ["asr", "--data", f"audio:{speech}", "--hidden", "12", "--layers", "1",
                 "--mels", "16", "--channels", "4", "--spec-augment", "--dropout", "0.2",
                 "--batch-size", "4", "--beam", "2", "--epochs", "4"],
+        # input noise drawn per step (the default --noise 0.4), attention pooling, averaging
+        "tsclass": ["tsclass", "--data", f"ts:{waves}", "--hidden", "8", "--layers", "1",
+                    "--pooling", "attention", "--batch-size", "8", "--average-last", "2",
+                    "--epochs", "4"],
     }
 
 
@@ -112,7 +117,7 @@ def _killed(argv: list[str], epoch_lines: int, delay: float) -> bool:
 # keeps the default suite within its 10 minutes on two cores
 @pytest.mark.parametrize("task", ["seqclass", "lm", *(
     pytest.param(t, marks=pytest.mark.slow)
-    for t in ("textclass", "mingru", "nextitem", "video", "asr"))])
+    for t in ("textclass", "mingru", "nextitem", "video", "asr", "tsclass"))])
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, task):
     args = _cases(tmp_path)[task]
     reference = tmp_path / "reference"
