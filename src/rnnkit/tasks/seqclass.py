@@ -25,7 +25,7 @@ from rnnkit.training.module import TrainingModule
 from rnnkit.training.plots import plot_confusion_matrix
 from rnnkit.training.predictions import ranked_predictions
 from rnnkit.training.sampling import epoch_shuffled
-from rnnkit.training.trainer import step_seed
+from rnnkit.training.trainer import step_generator
 
 PERMUTATION_SEED = 0
 
@@ -69,9 +69,7 @@ class ImageSequenceData(L.LightningDataModule):
         """Images -> sequences, with random shifts of training images if asked for."""
         images, labels = batch
         if self.shift and self.trainer is not None and self.trainer.training:
-            # drawn from the step, not the global generator: a resumed run shifts alike
-            seed = step_seed(self.seed, self.trainer.global_step, self.trainer.global_rank)
-            images = random_shift(images, self.shift, torch.Generator().manual_seed(seed))
+            images = random_shift(images, self.shift, step_generator(self.seed, self.trainer))
         return self.as_sequences(images), labels
 
     def train_dataloader(self) -> DataLoader:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import (
     Callback,
     EarlyStopping,
@@ -125,6 +126,14 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
 
     high, low = np.random.SeedSequence([seed, step, rank]).generate_state(2)
     return (int(high) & 0x7FFF_FFFF) << 32 | int(low)
+
+
+def step_generator(seed: int, trainer: L.Trainer) -> torch.Generator:
+    """A CPU generator seeded from the run's seed and ``trainer``'s step and process, for
+    augmentation drawn in a data module's hooks: not the global generator, so a resumed
+    run draws alike."""
+    return torch.Generator().manual_seed(step_seed(seed, trainer.global_step,
+                                                   trainer.global_rank))
 
 
 class StepSeeds(Callback):

@@ -44,7 +44,7 @@ from rnnkit.models.ctc import BLANK, beam_decode, greedy_decode
 from rnnkit.tasks.asr.options import AsrOptions
 from rnnkit.training.module import TrainingModule
 from rnnkit.training.run_folder import checkpoint_path, write_json
-from rnnkit.training.trainer import step_seed
+from rnnkit.training.trainer import step_generator
 
 SPEECH_FILE = "speech.json"  # the run's labels and feature statistics
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP
@@ -169,11 +169,8 @@ class SpeechData(SplitLoaders, L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.config["spec_augment"] and self.trainer is not None and self.trainer.training:
             x, lengths, *rest = batch
-            # drawn from the step, not the global generator: a resumed run masks alike
-            seed = step_seed(self.config["seed"], self.trainer.global_step,
-                             self.trainer.global_rank)
-            batch = (spec_augment(x, lengths, torch.Generator().manual_seed(seed)), lengths,
-                     *rest)
+            generator = step_generator(self.config["seed"], self.trainer)
+            batch = (spec_augment(x, lengths, generator), lengths, *rest)
         return batch
 
 

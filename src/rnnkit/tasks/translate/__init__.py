@@ -262,11 +262,11 @@ def plot_attention(path: str | Path, item: Translation,
                        "source", "translation", f"attention: {item.source[:60]}")
 
 
-# The small HSK set needs more, smaller steps; the dictionary sentences fewer passes.
-# Subwords for the dictionary sentences, whose long tail of words (German compounds above
-# all) leaves a word vocabulary with many <unk>s.
-# 30 epochs with early stopping: over 15 the best de-en epoch was the last; allowed 30 it
-# peaked at 16 with a higher validation BLEU (5.76 against 5.29; docs/translate.md).
+# The small HSK set needs smaller batches (more steps per epoch); the dictionary sentences
+# larger ones. Both get up to 30 epochs with early stopping: over 15 the best de-en epoch
+# was the last; allowed 30 it peaked at 16 with a higher validation BLEU (5.76 against
+# 5.29; docs/translate.md). Subwords for the dictionary sentences, whose long tail of
+# words (German compounds above all) leaves a word vocabulary with many <unk>s.
 _DICT = {"epochs": 30, "batch_size": 64, "source_tokenizer": "subword",
          "target_tokenizer": "subword"}
 PRESETS = {"en-zh": {"epochs": 30, "batch_size": 32}, "zh-en": {"epochs": 30, "batch_size": 32},

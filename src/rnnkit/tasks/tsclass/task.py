@@ -28,7 +28,7 @@ from rnnkit.tasks.tsclass.options import TsclassOptions
 from rnnkit.training.plots import plot_confusion_matrix
 from rnnkit.training.predictions import ranked_predictions
 from rnnkit.training.run_folder import write_json
-from rnnkit.training.trainer import step_seed
+from rnnkit.training.trainer import step_generator
 
 FEATURES_FILE = "features.json"  # the run's classes and feature statistics
 VALIDATION_FRACTION = 0.1
@@ -106,11 +106,8 @@ class FeatureSequenceData(SplitLoaders, L.LightningDataModule):
         sigma = self.config.get("noise") or 0.0
         if sigma and self.trainer is not None and self.trainer.training:
             x, lengths, y = batch
-            # drawn from the step, not the global generator: a resumed run adds the same
-            seed = step_seed(self.config["seed"], self.trainer.global_step,
-                             self.trainer.global_rank)
-            batch = (add_noise(x, lengths, sigma, torch.Generator().manual_seed(seed)),
-                     lengths, y)
+            generator = step_generator(self.config["seed"], self.trainer)
+            batch = (add_noise(x, lengths, sigma, generator), lengths, y)
         return batch
 
 
