@@ -138,3 +138,26 @@ def test_forecaster_quiet_prints_nothing_while_fitting(tmp_path, capsys):
     Forecaster(horizon=3, out=tmp_path / "quiet", hidden=4, epochs=3, baselines="naive",
                quiet=True).fit(sine(120))
     assert "epoch " not in capsys.readouterr().out
+
+
+def test_calendar_inputs_tell_the_phase_that_a_one_step_window_cannot(tmp_path):
+    """A season of 4 steps with values 0, 0, 1, 1: after a 0 comes a 0 or a 1 depending on
+    the position in the season alone. Reading one step, only the calendar columns tell
+    which; with them the 4-step rollout is exact, without them it guesses."""
+    t = np.arange(200)
+    series = pd.Series(5.0 + (t % 4 >= 2), index=pd.date_range("2000-01-01", periods=200,
+                                                                   freq="D"))
+    options = {**QUICK, "season": 4, "input_length": 1, "output_length": 1, "horizon": 4,
+               "test_size": 40, "val_size": 40, "seed": 0}
+    calendar = Forecaster(out=tmp_path / "calendar", calendar=True, **options).fit(series)
+    plain = Forecaster(out=tmp_path / "plain", **options).fit(series)
+    assert calendar.metrics["forecast"]["model"]["mae"] < 0.1
+    assert plain.metrics["forecast"]["model"]["mae"] > 0.3
+    ahead = calendar.predict(8)["forecast"].to_numpy()  # past the end: rows 200..207
+    np.testing.assert_allclose(ahead, 5.0 + (np.arange(200, 208) % 4 >= 2), atol=0.15)
+
+
+def test_calendar_needs_a_season(tmp_path, capsys):
+    values = np.random.default_rng(0).normal(size=120) + 10
+    with pytest.raises(ValueError, match="--calendar: the series' season is 1"):
+        Forecaster(out=tmp_path, calendar=True, horizon=2, **QUICK).fit(values)

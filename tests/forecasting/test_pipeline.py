@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.forecasting.pipeline import fit_pipeline, forecast, windows
+from rnnkit.forecasting.pipeline import calendar_features, fit_pipeline, forecast, windows
 from rnnkit.models.forecaster import ForecasterConfig, SequenceForecaster
 
 
@@ -95,6 +95,46 @@ def test_rollout_feeds_forecasts_back():
 
     point, _ = forecast(last_value_model, p, y, np.array([50]), 7)
     np.testing.assert_allclose(point[0], 100 * 1.02 ** np.arange(50, 57), rtol=1e-6)
+
+
+def test_calendar_columns_are_the_season_position_by_formula():
+    y = 50 + np.random.default_rng(4).normal(size=(100, 1))
+    p = fit_pipeline(y, 12, 3, val_size=12, test_size=12, calendar=12)
+    plain = fit_pipeline(y, 12, 3, val_size=12, test_size=12)
+    z = p.encode(y)
+    assert z.shape == (100, 3) and len(p.mean) == len(p.std) == 1  # not standardised
+    np.testing.assert_array_equal(z[:, :1], plain.encode(y))
+    t = np.arange(100)
+    np.testing.assert_allclose(z[:, 1], np.sin(2 * np.pi * t / 12), atol=1e-12)
+    np.testing.assert_allclose(z[:, 2], np.cos(2 * np.pi * t / 12), atol=1e-12)
+    np.testing.assert_allclose(z[5, 1:], z[5 + 12 * 7, 1:], atol=1e-12)  # one per season
+    assert p.encode(y, scaled=False).shape == (100, 1)
+    with pytest.raises(ValueError, match="--calendar"):
+        fit_pipeline(y, 12, 3, val_size=12, test_size=12, calendar=1)
+
+
+@pytest.mark.parametrize("samples", [0, 3])
+def test_rollout_feeds_the_calendar_of_the_rows_it_forecasts(samples):
+    """Each rollout step's window holds, in its calendar columns, the calendar of the
+    rows it stands for: read from the series up to the origin, computed beyond it."""
+    y = 10 + np.random.default_rng(5).normal(size=(90, 1))
+    p = fit_pipeline(y, 6, 2, val_size=10, test_size=20, calendar=7)
+    origins = np.array([70, 75, 90])  # 90: past the end of the data
+    seen = []
+
+    def model(x):
+        seen.append(x.clone())
+        return x[:, -2:, 0] * 0 + 0.5, x[:, -2:, 0] * 0 + 1
+
+    forecast(model, p, y, origins, 7, samples=samples)
+    calls = seen if not samples else seen[4:]  # the point forecast's 4 steps, then paths
+    assert len(calls) == 4
+    at = np.tile(origins, max(samples, 1))
+    for step, x in enumerate(calls):
+        rows = at[:, None] + 2 * step + np.arange(-6, 0)[None, :]
+        np.testing.assert_allclose(x[:, :, 1:].numpy(), calendar_features(rows, 7), atol=1e-6)
+        if step and not samples:  # the fed rows carry the forecasts
+            assert (x[:, -2:, 0] == 0.5).all()
 
 
 def test_rollout_with_covariates_is_refused():

@@ -112,6 +112,7 @@ CHANGED = {
     # forecast
     "input_length": 7, "output_length": 2, "transform": "log",
     "difference": 1, "window_norm": "none", "probabilistic": True, "ensemble": 2,
+    "calendar": True,
     # translate
     "lowercase_source": False, "attention": "dot", "input_feeding": False,
     "tie_embeddings": True, "label_smoothing": 0.3,

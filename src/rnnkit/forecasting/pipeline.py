@@ -5,6 +5,9 @@ The steps, each fitted on the training part only:
 1. transform the target: ``log`` (positive series), then optionally ``difference`` it at
    a lag (1: log-returns for prices; the season: year-on-year change);
 2. standardise every column with the training rows' mean and standard deviation;
+   with ``calendar`` (a season of ``m`` steps), append two calendar columns, the sine and
+   cosine of each row's position in the season (``2 pi t / m``), known for any future
+   step, so a rollout can feed them too;
 3. cut windows: ``input_length`` steps in, ``output_length`` target steps out, the
    origin ``o`` being the first step forecast. A window belongs to the split its
    targets lie in: training windows end before the validation part, validation windows
@@ -36,6 +39,7 @@ class Pipeline:
         difference: lag of the target's differencing (0: none).
         mean, std: per column, of the transformed training rows.
         val_start, test_start, length: split boundaries (row positions) and series length.
+        calendar: season of the calendar columns (0: none; see :func:`calendar_features`).
     """
 
     input_length: int
@@ -47,6 +51,7 @@ class Pipeline:
     val_start: int
     test_start: int
     length: int
+    calendar: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,9 +73,10 @@ class Pipeline:
         return np.log(y) if self.transform == "log" else np.asarray(y, dtype=np.float64)
 
     def encode(self, values: np.ndarray, scaled: bool = True) -> np.ndarray:
-        """``[T, C]`` data -> ``[T, C]`` model inputs: target transformed and differenced
-        (the first ``difference`` rows are NaN), every column standardised (unless not
-        ``scaled``)."""
+        """``[T, C]`` data (from row 0 of the series) -> model inputs: target transformed
+        and differenced (the first ``difference`` rows are NaN), every column standardised,
+        then the 2 calendar columns if any (``[T, C + 2]``); unless not ``scaled``: only
+        transformed and differenced, ``[T, C]``."""
         out = np.array(values, dtype=np.float64, copy=True)
         w = self.levels(out[:, 0])
         if self.difference:
@@ -80,7 +86,11 @@ class Pipeline:
         out[:, 0] = w
         if not scaled:
             return out
-        return (out - np.asarray(self.mean)) / np.asarray(self.std)
+        out = (out - np.asarray(self.mean)) / np.asarray(self.std)
+        if self.calendar:
+            out = np.concatenate([out, calendar_features(np.arange(len(out)), self.calendar)],
+                                 axis=1)
+        return out
 
     def decode(self, z: np.ndarray, history: np.ndarray) -> np.ndarray:
         """Standardised target forecasts ``z [..., H]`` (steps ``o .. o+H-1``) -> data
@@ -98,10 +108,19 @@ class Pipeline:
         return np.exp(u) if self.transform == "log" else u
 
 
+def calendar_features(rows: np.ndarray, season: int) -> np.ndarray:
+    """``[..., 2]``: sine and cosine of ``2 pi row / season``, the position of each row
+    (counted from the series' first) in its seasonal cycle, the same for every cycle."""
+    angle = 2 * np.pi * (np.asarray(rows) % season) / season
+    return np.stack([np.sin(angle), np.cos(angle)], axis=-1)
+
+
 def fit_pipeline(values: np.ndarray, input_length: int, output_length: int, val_size: int,
-                 test_size: int, transform: str = "none", difference: int = 0) -> Pipeline:
+                 test_size: int, transform: str = "none", difference: int = 0,
+                 calendar: int = 0) -> Pipeline:
     """Fit the preprocessing on the training rows (those before the last ``val_size +
-    test_size``), checking that every split holds at least one window.
+    test_size``), checking that every split holds at least one window. ``calendar``: the
+    season of the calendar columns, 0 for none.
 
     Raises:
         ValueError: a bad size, a non-positive series under ``log``, or too few rows.
@@ -113,7 +132,7 @@ def fit_pipeline(values: np.ndarray, input_length: int, output_length: int, val_
     for name, value, least in (("--input-length", input_length, 1),
                                ("--output-length", output_length, 1),
                                ("--val-size", val_size, 0), ("--test-size", test_size, 1),
-                               ("--difference", difference, 0)):
+                               ("--difference", difference, 0), ("--season", calendar, 0)):
         if value < least:
             raise ValueError(f"{name}: expected an integer >= {least}, got {value}")
     if transform == "log" and (values[:, 0] <= 0).any():
@@ -131,8 +150,11 @@ def fit_pipeline(values: np.ndarray, input_length: int, output_length: int, val_
     if val_size < output_length:
         raise ValueError(f"--val-size: {val_size} steps cannot hold one window of "
                          f"--output-length {output_length} (validation picks the best epoch)")
+    if calendar == 1:
+        raise ValueError("--calendar: the season is 1 step, so every step has the same "
+                         "position in it; set --season to the steps per cycle")
     pipeline = Pipeline(input_length, output_length, transform, difference, [], [], val_start,
-                        test_start, n)
+                        test_start, n, calendar)
     train = pipeline.encode(values, scaled=False)[difference:val_start]
     std = train.std(axis=0)
     pipeline.mean = train.mean(axis=0).tolist()
@@ -162,7 +184,8 @@ def forecast(predict: Predictor, pipeline: Pipeline, values: np.ndarray, origins
     Args:
         predict: the model: inputs ``[N, L, C]`` (standardised) -> (mean ``[N, K]``,
             standard deviation ``[N, K]`` or None).
-        values: the data ``[T, C]``; only rows before each origin are read.
+        values: the data ``[T, C]`` from the series' first row; only rows before each
+            origin are read (the calendar columns of later rows come from their positions).
         origins: first forecast steps; each needs ``pipeline.first_origin`` rows before it.
         samples: with a probabilistic model, also draw this many sample paths, each fed
             back through the rollout (intervals then come from their quantiles).
@@ -185,7 +208,8 @@ def forecast(predict: Predictor, pipeline: Pipeline, values: np.ndarray, origins
         if len(origins) else np.zeros((0, 1))
     x, _ = windows(z, origins, length, 0)
 
-    def rollout(start: np.ndarray, draw: torch.Generator | None) -> np.ndarray:
+    def rollout(start: np.ndarray, at: np.ndarray, draw: torch.Generator | None) -> np.ndarray:
+        """Forecasts from the windows ``start`` before the origins ``at``."""
         inputs = torch.as_tensor(start, dtype=torch.float32)
         out: list[torch.Tensor] = []
         steps = 0
@@ -205,12 +229,15 @@ def forecast(predict: Predictor, pipeline: Pipeline, values: np.ndarray, origins
             if steps < horizon:
                 fed = torch.zeros(len(inputs), k, inputs.shape[2])
                 fed[:, :, 0] = chunk
+                if pipeline.calendar:  # the fed rows' own calendar, known ahead
+                    rows = at[:, None] + (steps - k) + np.arange(k)[None, :]
+                    fed[:, :, -2:] = torch.as_tensor(calendar_features(rows, pipeline.calendar))
                 inputs = torch.cat([inputs, fed], dim=1)[:, -length:]
         return torch.cat(out, dim=1)[:, :horizon].double().numpy()
 
-    point = pipeline.decode(rollout(x, None), history)
+    point = pipeline.decode(rollout(x, origins, None), history)
     if not samples:
         return point, None
     draw = torch.Generator().manual_seed(seed)
-    paths = rollout(np.tile(x, (samples, 1, 1)), draw).reshape(samples, len(origins), horizon)
+    paths = rollout(np.tile(x, (samples, 1, 1)), np.tile(origins, samples), draw).reshape(samples, len(origins), horizon)
     return point, pipeline.decode(paths, np.broadcast_to(history, (samples, *history.shape)))

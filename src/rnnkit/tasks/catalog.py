@@ -234,6 +234,9 @@ class ForecastOptions:
                metavar="LAG"),
         Option("window-norm", str, None, "subtract each window's last target value (default: "
                "none when differencing, else last)", WINDOW_NORMS),
+        Option("calendar", bool, False, "calendar inputs: the sine and cosine of each step's "
+               "position in the season (--season), known for future steps, so rollouts feed "
+               "them too", flag=True),
         Option("probabilistic", bool, False, "Gaussian output (mean and standard deviation, NLL "
                "loss) with 80% and 95% prediction intervals", flag=True),
         Option("ensemble", positive_int, 1, "networks trained side by side from different "

@@ -91,6 +91,9 @@ def complete_config(config: dict[str, Any], series: Series) -> dict[str, Any]:
                          f"(--test-size {config['test_size']})")
     if config["test_stride"] < 1:
         raise ValueError(f"--test-stride: expected a positive integer, got {config['test_stride']}")
+    if config.get("calendar") and series.season < 2:
+        raise ValueError(f"--calendar: the series' season is {series.season} step, so every "
+                         "step has the same position in it; set --season to the steps per cycle")
     if len(series.columns) > 1 and config["horizon"] > config["output_length"]:
         raise ValueError(f"--horizon {config['horizon']} > --output-length "
                          f"{config['output_length']}: a rollout would need future covariates")
@@ -108,7 +111,8 @@ class ForecastData(L.LightningDataModule):
         c = config
         self.pipeline: Pipeline = fit_pipeline(self.series.values, c["input_length"],
                                                c["output_length"], c["val_size"], c["test_size"],
-                                               c["transform"], c["difference"])
+                                               c["transform"], c["difference"],
+                                               self.series.season if c.get("calendar") else 0)
         if run_dir is not None:
             self._check_saved(Path(run_dir) / PIPELINE_FILE)
         self.z = self.pipeline.encode(self.series.values)
@@ -224,7 +228,7 @@ class ForecastTask(catalog.ForecastOptions):
             config = self.prepare(config)
         data = ForecastData(config, run_dir)
         model_config = ForecasterConfig(
-            input_size=data.series.values.shape[1], output_length=config["output_length"],
+            input_size=data.z.shape[1], output_length=config["output_length"],
             **ForecasterConfig.from_options(config), window_norm=config["window_norm"],
             probabilistic=config["probabilistic"], members=config.get("ensemble") or 1)
         return ForecastModule(config, model_config), data
