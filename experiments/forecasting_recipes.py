@@ -9,7 +9,11 @@ Arms, each a change to that recipe a practitioner would try:
 * shorter or longer inputs (``--input-length``: more training windows from 96 months);
 * a wider network, the LSTM;
 * an ensemble of seeds (``--ensemble K``: K networks from different initialisations,
-  forecasts averaged; Lakshminarayanan et al. 2017).
+  forecasts averaged; Lakshminarayanan et al. 2017);
+* calendar inputs (``--calendar``: the sine and cosine of the month's place in the year
+  beside each input month and each month fed back in the rollout, the Fourier terms of
+  Hyndman & Athanasopoulos, *Forecasting: Principles and Practice*, 7.4), added after
+  the arms above, with and without seasonal differencing.
 
 Two validation scores per run, neither touching the test part:
 
@@ -62,6 +66,8 @@ ARMS = {
     "diff12-ens10": ["--difference", "12", "--ensemble", "10"],
     "in12-ens5": ["--input-length", "12", "--ensemble", "5"],
     "in12-ens10": ["--input-length", "12", "--ensemble", "10"],
+    "calendar": ["--calendar"],
+    "calendar-diff12": ["--calendar", "--difference", "12"],
 }
 SEEDS = (0, 1, 2)
 COMMON = ["forecast", "--baselines", "none", "--quiet"]
