@@ -81,7 +81,7 @@ def test_old_run_resumes(runs, run, tmp_path):
     added = {k: v for k, v in after.items() if k not in before}
     assert added == {k: defaults[k] for k in added}
     # the options added since: extend when one is added
-    assert set(added) <= {"chrono", "average_last", "pooling", "calendar"}
+    assert set(added) <= {"chrono", "average_last", "pooling"}
     old = json.loads((runs / run / "metrics.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
     assert (old["epochs"], metrics["epochs"]) == (1, 2)
