@@ -151,8 +151,8 @@ def fit_pipeline(values: np.ndarray, input_length: int, output_length: int, val_
         raise ValueError(f"--val-size: {val_size} steps cannot hold one window of "
                          f"--output-length {output_length} (validation picks the best epoch)")
     if calendar == 1:
-        raise ValueError("--calendar: the season is 1 step, so every step has the same "
-                         "position in it; set --season to the steps per cycle")
+        raise ValueError("--calendar: the series' season is 1 step, so every step has the "
+                         "same position in it; set --season to the steps per cycle")
     pipeline = Pipeline(input_length, output_length, transform, difference, [], [], val_start,
                         test_start, n, calendar)
     train = pipeline.encode(values, scaled=False)[difference:val_start]
@@ -239,5 +239,6 @@ def forecast(predict: Predictor, pipeline: Pipeline, values: np.ndarray, origins
     if not samples:
         return point, None
     draw = torch.Generator().manual_seed(seed)
-    paths = rollout(np.tile(x, (samples, 1, 1)), np.tile(origins, samples), draw).reshape(samples, len(origins), horizon)
+    paths = rollout(np.tile(x, (samples, 1, 1)), np.tile(origins, samples), draw)
+    paths = paths.reshape(samples, len(origins), horizon)
     return point, pipeline.decode(paths, np.broadcast_to(history, (samples, *history.shape)))

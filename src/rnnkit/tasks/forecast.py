@@ -91,9 +91,6 @@ def complete_config(config: dict[str, Any], series: Series) -> dict[str, Any]:
                          f"(--test-size {config['test_size']})")
     if config["test_stride"] < 1:
         raise ValueError(f"--test-stride: expected a positive integer, got {config['test_stride']}")
-    if config.get("calendar") and series.season < 2:
-        raise ValueError(f"--calendar: the series' season is {series.season} step, so every "
-                         "step has the same position in it; set --season to the steps per cycle")
     if len(series.columns) > 1 and config["horizon"] > config["output_length"]:
         raise ValueError(f"--horizon {config['horizon']} > --output-length "
                          f"{config['output_length']}: a rollout would need future covariates")
